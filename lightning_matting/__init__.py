@@ -1,0 +1,1 @@
+"""Video matting (BackgroundMattingV2, RobustVideoMatting) through PyTorch Lightning, written to video."""

@@ -1,0 +1,81 @@
+"""The one place that turns tensor batches into uint8 frames for an encoder backend.
+
+All arithmetic runs on the tensor's device, so a GPU batch crosses to the host once, as uint8,
+through one pinned, non-blocking copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# Channel permutations from RGB(A) to each backend's order, keyed by input channel count.
+_ORDERS = {
+    "bgr": {1: [0], 3: [2, 1, 0], 4: [2, 1, 0, 3]},
+    "rgb": {1: [0], 3: [0, 1, 2], 4: [0, 1, 2, 3]},
+}
+
+
+def check_frames(
+    frames: object, width: int | None, height: int | None, channels: tuple[int, ...]
+) -> torch.Tensor:
+    """Validate a batch: a Tensor [B,C,H,W] with C in `channels`, float or uint8, of size W x H (if given)."""
+    if not isinstance(frames, torch.Tensor):
+        raise ValueError(f"frames must be a torch.Tensor [B,C,H,W], got {type(frames).__name__}")
+    if frames.dim() != 4:
+        raise ValueError(f"frames must be a 4-D tensor [B,C,H,W], got shape {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8 and frames.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"frames must be float in [0, 1] or uint8 in [0, 255], got dtype {frames.dtype}")
+    b, c, h, w = frames.shape
+    if c not in channels:
+        expected = " or ".join(str(n) for n in channels)
+        raise ValueError(
+            f"frames must have {expected} channels [B,C,H,W], got C={c} (shape {tuple(frames.shape)})"
+        )
+    if width is not None and (w, h) != (width, height):
+        raise ValueError(
+            f"frames must be {width}x{height} (W x H) as the writer was opened, got {w}x{h} "
+            f"(shape {tuple(frames.shape)})"
+        )
+    return frames
+
+
+def to_uint8_hwc(frames: torch.Tensor, order: str = "bgr") -> torch.Tensor:
+    """[B,C,H,W] float in [0,1] (clamped, NaN -> 0, rounded to nearest) or uint8 -> uint8 [B,H,W,C].
+
+    Runs on the tensor's device; `order` is the backend's channel order ("bgr" or "rgb"; alpha last).
+    """
+    if frames.dtype != torch.uint8:
+        frames = frames.to(torch.float32).nan_to_num(nan=0.0).clamp_(0.0, 1.0).mul_(255.0).round_()
+        frames = frames.to(torch.uint8)
+    index = _ORDERS[order][frames.shape[1]]
+    # Advanced indexing on the last axis copies into a fresh contiguous [B,H,W,C] tensor in one pass.
+    return frames.permute(0, 2, 3, 1)[..., index]
+
+
+@dataclass
+class HostFrames:
+    """A uint8 batch [B,H,W,C] on its way to the host; `numpy()` waits for the copy to land."""
+
+    tensor: torch.Tensor
+    ready: torch.cuda.Event | None = None
+
+    def numpy(self) -> np.ndarray:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.tensor.numpy()
+
+
+def to_host(frames: torch.Tensor) -> HostFrames:
+    """Start one copy of a uint8 batch to host memory (pinned and non-blocking for CUDA tensors)."""
+    if frames.device.type != "cuda":
+        return HostFrames(frames.cpu())
+    host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
+    host.copy_(frames, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return HostFrames(host, ready)

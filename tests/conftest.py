@@ -1,0 +1,51 @@
+"""Shared test helpers: deterministic clips and a reader that returns what a file really holds."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+
+def read_video(path: str | Path) -> tuple[np.ndarray, float, int, int]:
+    """Decode every frame of `path` with cv2: (frames [N,H,W,3] RGB uint8, fps, width, height)."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"cannot open {path}"
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8), fps, width, height
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 arrays, in dB."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def smooth_clip(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A smooth moving gradient clip [T,3,H,W] float32 in [0,1] (codec-friendly content)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    phase = torch.rand(3, generator=g) * 6
+    clip = [
+        torch.stack([0.5 + 0.4 * torch.sin(3 * xx + 2 * yy + phase[c] + 0.2 * t) for c in range(3)])
+        for t in range(frames)
+    ]
+    return torch.stack(clip).clamp(0, 1)
+
+
+@pytest.fixture
+def ntsc() -> Fraction:
+    return Fraction(30000, 1001)
