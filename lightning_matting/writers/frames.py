@@ -50,11 +50,10 @@ def to_uint8_hwc(frames: torch.Tensor, order: str = "bgr") -> torch.Tensor:
     Runs on the tensor's device; `order` is the backend's channel order ("bgr" or "rgb"; alpha last).
     """
     if frames.dtype != torch.uint8:
-        frames = frames.to(torch.float32).nan_to_num(nan=0.0).clamp_(0.0, 1.0).mul_(255.0).round_()
-        frames = frames.to(torch.uint8)
-    index = _ORDERS[order][frames.shape[1]]
-    # Advanced indexing on the last axis copies into a fresh contiguous [B,H,W,C] tensor in one pass.
-    return frames.permute(0, 2, 3, 1)[..., index]
+        scaled = frames.to(torch.float32).mul(255.0)  # a new tensor: the caller's batch is never touched
+        frames = scaled.nan_to_num_(nan=0.0).clamp_(0.0, 255.0).round_().to(torch.uint8)
+    # Stacking the planes in the backend's order is the cheapest CHW -> HWC copy (one pass, contiguous).
+    return torch.stack([frames[:, c] for c in _ORDERS[order][frames.shape[1]]], dim=-1)
 
 
 @dataclass
