@@ -1,1 +1,47 @@
-"""data"""
+"""Data: readers, datasets, batch sampling, synthetic clips and the LightningDataModule (user files to batches)."""
+
+from .alignment import align_background, estimate_homography
+from .datamodule import VideoMattingDataModule, split_seeds
+from .datasets import (
+    MattingVideoDataset,
+    MultiVideoDataset,
+    SyntheticMattingDataset,
+    parse_colour,
+    unique_names,
+)
+from .readers import (
+    ImageSequenceReader,
+    VideoInfo,
+    VideoReader,
+    natural_key,
+    open_reader,
+    read_image,
+    to_fraction,
+)
+from .sampling import VideoBatchSampler
+from .synthetic import ClipFiles, SyntheticClip, SyntheticScene, make_clip, save_clip
+
+__all__ = [
+    "ClipFiles",
+    "ImageSequenceReader",
+    "MattingVideoDataset",
+    "MultiVideoDataset",
+    "SyntheticClip",
+    "SyntheticMattingDataset",
+    "SyntheticScene",
+    "VideoBatchSampler",
+    "VideoInfo",
+    "VideoMattingDataModule",
+    "VideoReader",
+    "align_background",
+    "estimate_homography",
+    "make_clip",
+    "natural_key",
+    "open_reader",
+    "parse_colour",
+    "read_image",
+    "save_clip",
+    "split_seeds",
+    "to_fraction",
+    "unique_names",
+]

@@ -1,0 +1,206 @@
+"""VideoMattingDataModule: predict over user videos and/or synthetic clips; fit/validate on synthetic clips."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from lightning_matting.data.datasets import (
+    MattingVideoDataset,
+    MultiVideoDataset,
+    SyntheticMattingDataset,
+    check_resize,
+    parse_colour,
+    unique_names,
+)
+from lightning_matting.data.readers import VideoInfo, to_fraction
+from lightning_matting.data.sampling import VideoBatchSampler
+from lightning_matting.data.synthetic import make_clip, save_clip
+
+_SPLITS = {"train": 0, "val": 1, "predict": 2}
+
+
+def split_seeds(seed: int, split: str, count: int) -> list[int]:
+    """`count` reproducible 32-bit clip seeds for one split ('train', 'val' or 'predict'), distinct per split."""
+    return [int(s) for s in np.random.SeedSequence([seed, _SPLITS[split]]).generate_state(count)]
+
+
+def _check_count(label: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class VideoMattingDataModule(LightningDataModule):
+    """Frames for matting: predict over (source, background) pairs and/or synthetic clips; fit on synthetic.
+
+    Predict: `sources` are video files or image folders; `backgrounds`, when given, pairs one plate (image,
+    video, image folder, or None) with each source. `target`, `resize`, `align` and `fps` (image-folder
+    sources) apply to every source, as in `MattingVideoDataset`. With `synthetic` > 0 that many clips are
+    rendered (`synthetic_size` (width, height), `synthetic_frames`, `synthetic_fps`), written as
+    src.mp4 + bgr.png into `synthetic_dir` (default: a temporary folder removed at teardown) and read back
+    like user files. After `setup("predict")`, `videos` lists each video's `VideoInfo` (size after resize);
+    batches come from `VideoBatchSampler`: consecutive frames of one video, in order.
+
+    Fit/validate: `train_clips` and `val_clips` synthetic clips of the same size, rendered on demand with
+    ground truth ("pha", "fgr"); train, validation and predict clips get different seeds derived from `seed`.
+
+    Example (YAML for LightningCLI)::
+
+        data:
+          sources: [interview.mp4, frames/]
+          backgrounds: [interview_plate.png, null]
+          target: "#00ff00"
+          batch_size: 8
+    """
+
+    def __init__(
+        self,
+        sources: list[str] | None = None,
+        backgrounds: list[str | None] | None = None,
+        target: str | tuple[float, float, float] | None = None,
+        resize: tuple[int, int] | None = None,
+        align: bool = False,
+        fps: float | str = 30,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        synthetic: int = 0,
+        synthetic_size: tuple[int, int] = (320, 192),
+        synthetic_frames: int = 60,
+        synthetic_fps: float | str = 30,
+        synthetic_dir: str | None = None,
+        train_clips: int = 8,
+        val_clips: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for label, paths in (("sources", sources), ("backgrounds", backgrounds)):
+            if isinstance(paths, str | Path):
+                raise ValueError(f"{label} must be a list of paths, got the single path {str(paths)!r}")
+        self.sources = [str(source) for source in sources or []]
+        if backgrounds is not None and len(backgrounds) != len(self.sources):
+            raise ValueError(
+                f"backgrounds must give one entry (a path or null) per source: {len(self.sources)} sources, "
+                f"{len(backgrounds)} backgrounds"
+            )
+        self.backgrounds = [None if b is None else str(b) for b in backgrounds or [None] * len(self.sources)]
+        if (isinstance(target, str) and target.startswith("#")) or isinstance(target, tuple | list):
+            parse_colour(target)
+        self.target = target
+        self.resize = check_resize(resize)
+        self.align = align
+        self.fps = to_fraction(fps)
+        self.batch_size = _check_count("batch_size", batch_size, 1)
+        self.num_workers = _check_count("num_workers", num_workers, 0)
+        self.synthetic = _check_count("synthetic", synthetic, 0)
+        self.synthetic_size = check_resize(synthetic_size, "synthetic_size")
+        self.synthetic_frames = _check_count("synthetic_frames", synthetic_frames, 1)
+        self.synthetic_fps = to_fraction(synthetic_fps)
+        self.synthetic_dir = synthetic_dir
+        self.train_clips = _check_count("train_clips", train_clips, 0)
+        self.val_clips = _check_count("val_clips", val_clips, 0)
+        self.seed = _check_count("seed", seed, 0)
+        self.videos: list[VideoInfo] = []
+        self._temporary_dir: Path | None = None
+
+    def setup(self, stage: str) -> None:
+        """Open (and for synthetic predict clips, first write) what `stage` needs; errors name the bad input."""
+        if stage == "predict":
+            self.predict_dataset = self._predict_dataset()
+            self.videos = self.predict_dataset.videos
+        if stage == "fit":
+            self.train_dataset = self._synthetic_dataset("train", self.train_clips)
+        if stage in ("fit", "validate"):
+            self.val_dataset = self._synthetic_dataset("val", self.val_clips)
+
+    def _predict_dataset(self) -> MultiVideoDataset:
+        pairs = [
+            (source, background, Path(source).stem)
+            for source, background in zip(self.sources, self.backgrounds, strict=True)
+        ]
+        pairs += self._write_synthetic_clips()
+        if not pairs:
+            raise ValueError(
+                "nothing to predict: give sources (video files or image folders) or synthetic > 0"
+            )
+        names = unique_names([name for _, _, name in pairs])
+        return MultiVideoDataset(
+            [
+                MattingVideoDataset(
+                    source,
+                    background,
+                    target=self.target,
+                    resize=self.resize,
+                    align=self.align,
+                    fps=self.fps,
+                    name=name,
+                )
+                for (source, background, _), name in zip(pairs, names, strict=True)
+            ]
+        )
+
+    def _write_synthetic_clips(self) -> list[tuple[str, str, str]]:
+        if self.synthetic == 0:
+            return []
+        if self.synthetic_dir is not None:
+            folder = Path(self.synthetic_dir)
+        else:
+            if self._temporary_dir is None:
+                self._temporary_dir = Path(tempfile.mkdtemp(prefix="lightning_matting_synthetic_"))
+            folder = self._temporary_dir
+        width, height = self.synthetic_size
+        pairs = []
+        for k, clip_seed in enumerate(split_seeds(self.seed, "predict", self.synthetic)):
+            name = f"synthetic_{k:03d}"
+            clip = make_clip(width, height, self.synthetic_frames, self.synthetic_fps, seed=clip_seed)
+            files = save_clip(clip, folder / name)
+            pairs.append((str(files.src), str(files.bgr), name))
+        return pairs
+
+    def _synthetic_dataset(self, split: str, count: int) -> SyntheticMattingDataset:
+        if count == 0:
+            raise ValueError(f"{split}_clips must be >= 1 to {'train' if split == 'train' else 'validate'}")
+        width, height = self.synthetic_size
+        return SyntheticMattingDataset(
+            split_seeds(self.seed, split, count),
+            width=width,
+            height=height,
+            num_frames=self.synthetic_frames,
+            fps=self.synthetic_fps,
+            names=[f"{split}_{k:03d}" for k in range(count)],
+        )
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`)."""
+        sampler = VideoBatchSampler([video.num_frames for video in self.videos], self.batch_size)
+        return DataLoader(self.predict_dataset, batch_sampler=sampler, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled synthetic frames with ground truth."""
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Synthetic validation frames in order, with ground truth."""
+        return DataLoader(
+            self.val_dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def teardown(self, stage: str) -> None:
+        """Remove the temporary folder of synthetic predict clips, if one was made."""
+        if stage == "predict" and self._temporary_dir is not None:
+            shutil.rmtree(self._temporary_dir, ignore_errors=True)
+            self._temporary_dir = None

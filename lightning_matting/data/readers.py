@@ -1,0 +1,260 @@
+"""Frame readers for video files (OpenCV) and image folders: float RGB tensors with exact metadata."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+# Decode forward instead of seeking when the requested frame is at most this many frames ahead.
+_MAX_FORWARD_SKIP = 64
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video as read or as it will be written: name, exact fps, size in pixels, number of frames."""
+
+    name: str
+    fps: Fraction
+    width: int
+    height: int
+    num_frames: int
+
+
+class FrameReader(Protocol):
+    """What datasets need from a reader: metadata, an exact length and frames [3,H,W] float32 RGB in [0,1]."""
+
+    info: VideoInfo
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Tensor: ...
+
+
+def to_fraction(fps: float | int | str | Fraction) -> Fraction:
+    """Exact frame rate from a number or string: 29.97002997… -> 30000/1001, "30000/1001", 25 -> 25/1.
+
+    A float is matched to the fraction with the smallest denominator (<= 1001, else <= 10**6) that converts
+    back to exactly the same float; the value must be finite and positive.
+    """
+    bad_value = ValueError(f"fps must be a positive number or a fraction like '30000/1001', got {fps!r}")
+    if isinstance(fps, bool):
+        raise bad_value
+    if isinstance(fps, str):
+        try:
+            exact = Fraction(fps.strip())
+        except ValueError:
+            raise bad_value from None
+    elif isinstance(fps, numbers.Rational):
+        exact = Fraction(int(fps.numerator), int(fps.denominator))
+    elif isinstance(fps, numbers.Real) and math.isfinite(fps):
+        exact = Fraction(float(fps))
+        for max_denominator in (1001, 1_000_000):
+            candidate = exact.limit_denominator(max_denominator)
+            if float(candidate) == float(fps):
+                exact = candidate
+                break
+    else:
+        raise bad_value
+    if exact <= 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    return exact
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders digit runs by value: '2.png' < '10.png', case-insensitive."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)) + (name,)
+
+
+def _bgr_to_tensor(image: np.ndarray) -> Tensor:
+    """OpenCV uint8 BGR [H,W,3] -> float32 RGB tensor [3,H,W] in [0,1]."""
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
+
+
+def read_image(path: str | Path) -> Tensor:
+    """One image file as float32 RGB [3,H,W] in [0,1] (alpha dropped, 16-bit reduced to 8-bit)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot decode image file {path} (expected png, jpg, bmp, tiff or webp)")
+    return _bgr_to_tensor(image)
+
+
+class VideoReader:
+    """Frames of a video file as float32 RGB tensors [3,H,W] in [0,1]; `len()` is the exact decodable count.
+
+    `info` holds the name (file stem unless given), the container's fps as an exact fraction, the size and
+    the number of frames. The header's frame count is trusted only after reading its last frame: when that
+    fails the last decodable frame is found by a bounded backwards search (exponential steps, then
+    bisection); a header without a count costs one full decode. Sequential reads never seek; a request a
+    little ahead decodes forward, anything else seeks. The OpenCV capture opens lazily, so a reader can be
+    pickled into DataLoader workers.
+
+    Example::
+
+        reader = VideoReader("clip.mp4")
+        print(reader.info.fps, len(reader))
+        first = reader[0]  # Tensor [3, H, W]
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"video file not found: {self.path}")
+        if self.path.is_dir():
+            raise IsADirectoryError(
+                f"expected a video file, got a folder: {self.path} (use ImageSequenceReader)"
+            )
+        if self.path.stat().st_size == 0:
+            raise ValueError(f"video file is empty (0 bytes): {self.path}")
+        capture = self._open()
+        try:
+            ok, first = capture.read()
+            if not ok:
+                raise ValueError(f"cannot decode video file {self.path}: no decodable frame")
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            if not math.isfinite(fps) or fps <= 0:
+                raise ValueError(f"video file {self.path} has no frame rate in its header")
+            header_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            num_frames = _count_decodable_frames(capture, int(header_count) if header_count > 0 else 0)
+        finally:
+            capture.release()
+        height, width = first.shape[:2]
+        self.info = VideoInfo(name or self.path.stem, to_fraction(fps), width, height, num_frames)
+        self._capture: cv2.VideoCapture | None = None
+        self._next_index: int | None = 0
+
+    def _open(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            raise ValueError(f"cannot decode video file {self.path}: OpenCV/FFmpeg could not open it")
+        return capture
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def __getitem__(self, index: int) -> Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range for {self.path} with {len(self)} frames")
+        if self._capture is None:
+            self._capture = self._open()
+            self._next_index = 0
+        if self._next_index is not None and 0 <= index - self._next_index <= _MAX_FORWARD_SKIP:
+            for _ in range(index - self._next_index):
+                self._capture.grab()
+        else:
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = self._capture.read()
+        if not ok:
+            self._next_index = None  # position unknown: the next request seeks
+            raise RuntimeError(f"cannot decode frame {index} of {self.path} ({len(self)} frames)")
+        self._next_index = index + 1
+        return _bgr_to_tensor(frame)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self[i] for i in range(len(self)))
+
+    def close(self) -> None:
+        """Release the decoder; a later read reopens it."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_capture": None, "_next_index": 0}
+
+
+def _can_decode(capture: cv2.VideoCapture, index: int) -> bool:
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    return capture.grab()
+
+
+def _count_decodable_frames(capture: cv2.VideoCapture, header_count: int) -> int:
+    """Exact frame count, given a capture that has just read frame 0 and the header's count (0: none)."""
+    if header_count <= 0:
+        count = 1
+        while capture.grab():
+            count += 1
+        return count
+    if header_count == 1 or _can_decode(capture, header_count - 1):
+        count = header_count  # the header may also under-count: read on past its end
+        while capture.grab():
+            count += 1
+        return count
+    good, bad, step = 0, header_count - 1, 1
+    while bad - step > 0:
+        if _can_decode(capture, bad - step):
+            good = bad - step
+            break
+        bad, step = bad - step, step * 2
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if _can_decode(capture, middle):
+            good = middle
+        else:
+            bad = middle
+    return good + 1
+
+
+class ImageSequenceReader:
+    """Frames of a folder of images, in natural order (2.png before 10.png), as float32 RGB [3,H,W] in [0,1].
+
+    The fps is the user's (default 30); the size is the first image's and every frame must match it.
+    Files with other extensions are ignored; see `IMAGE_EXTENSIONS`.
+    """
+
+    def __init__(self, folder: str | Path, fps: float | str | Fraction = 30, name: str | None = None) -> None:
+        self.folder = Path(folder)
+        if not self.folder.exists():
+            raise FileNotFoundError(f"image folder not found: {self.folder}")
+        if not self.folder.is_dir():
+            raise NotADirectoryError(f"expected a folder of images, got a file: {self.folder}")
+        files = [p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:
+            extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise ValueError(f"image folder {self.folder} holds no images ({extensions})")
+        self.files = sorted(files, key=lambda p: natural_key(p.name))
+        _, height, width = read_image(self.files[0]).shape
+        self.info = VideoInfo(name or self.folder.name, to_fraction(fps), width, height, len(self.files))
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def __getitem__(self, index: int) -> Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range for {self.folder} with {len(self)} images")
+        frame = read_image(self.files[index])
+        if frame.shape[1:] != (self.info.height, self.info.width):
+            raise ValueError(
+                f"image {self.files[index]} is {frame.shape[2]}x{frame.shape[1]} but the sequence is "
+                f"{self.info.width}x{self.info.height} (size of {self.files[0].name})"
+            )
+        return frame
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self[i] for i in range(len(self)))
+
+
+def open_reader(
+    path: str | Path, fps: float | str | Fraction = 30, name: str | None = None
+) -> VideoReader | ImageSequenceReader:
+    """A folder -> ImageSequenceReader at `fps`; anything else -> VideoReader (fps from the container)."""
+    path = Path(path)
+    if path.is_dir():
+        return ImageSequenceReader(path, fps=fps, name=name)
+    return VideoReader(path, name=name)

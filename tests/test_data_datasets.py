@@ -1,0 +1,277 @@
+"""MattingVideoDataset, MultiVideoDataset, SyntheticMattingDataset and VideoBatchSampler."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_matting.data import (
+    MattingVideoDataset,
+    MultiVideoDataset,
+    SyntheticMattingDataset,
+    SyntheticScene,
+    VideoBatchSampler,
+    VideoInfo,
+    make_clip,
+    parse_colour,
+    unique_names,
+)
+from lightning_matting.writers import VideoWriter
+
+WIDTH, HEIGHT = 64, 48
+
+
+def frames_with_values(values: list[int], width: int = WIDTH, height: int = HEIGHT) -> torch.Tensor:
+    """uint8 RGB frames [T,3,H,W], frame t filled with values[t] (its identity after decoding)."""
+    return (
+        torch.tensor(values, dtype=torch.uint8)[:, None, None, None].expand(-1, 3, height, width).contiguous()
+    )
+
+
+def write_video(path: Path, frames: torch.Tensor, fps: float = 25) -> Path:
+    _, _, height, width = frames.shape
+    with VideoWriter(path, fps, width, height, fourcc="FFV1") as writer:
+        writer.add_batch(frames)
+    return path
+
+
+def write_image(path: Path, rgb: tuple[int, int, int], width: int = WIDTH, height: int = HEIGHT) -> Path:
+    cv2.imwrite(str(path), np.full((height, width, 3), rgb[::-1], np.uint8))
+    return path
+
+
+def value(frame: torch.Tensor) -> int:
+    return round(float(frame[0, 0, 0]) * 255)
+
+
+@pytest.fixture
+def source(tmp_path):
+    return write_video(tmp_path / "source.mkv", frames_with_values([10 * t for t in range(8)]))
+
+
+@pytest.fixture
+def plate(tmp_path):
+    return write_image(tmp_path / "plate.png", (200, 100, 50))
+
+
+def test_items_carry_src_plate_index_and_name(source, plate):
+    dataset = MattingVideoDataset(source, plate)
+    assert len(dataset) == 8
+    assert dataset.videos == [VideoInfo("source", Fraction(25), WIDTH, HEIGHT, 8)]
+    item = dataset[3]
+    assert set(item) == {"src", "bgr", "index", "video"}
+    assert item["src"].shape == item["bgr"].shape == (3, HEIGHT, WIDTH)
+    assert item["src"].dtype == item["bgr"].dtype == torch.float32
+    assert value(item["src"]) == 30
+    assert torch.allclose(item["bgr"][:, 0, 0], torch.tensor([200, 100, 50]) / 255)
+    assert (item["index"], item["video"]) == (3, "source")
+
+
+def test_without_plate_there_is_no_bgr(source):
+    item = MattingVideoDataset(source, name="rvm_input")[0]
+    assert set(item) == {"src", "index", "video"}
+    assert item["video"] == "rvm_input"
+
+
+def test_plate_video_gives_a_frame_per_source_frame_and_may_be_longer(tmp_path, source):
+    plate_video = write_video(tmp_path / "plate.mkv", frames_with_values([5 * t for t in range(10)]))
+    dataset = MattingVideoDataset(source, plate_video)
+    assert len(dataset) == 8
+    assert [value(dataset[t]["bgr"]) for t in range(8)] == [5 * t for t in range(8)]
+
+
+def test_plate_video_too_short_is_rejected(tmp_path, source):
+    plate_video = write_video(tmp_path / "short_plate.mkv", frames_with_values([0, 1, 2]))
+    with pytest.raises(
+        ValueError, match="background video .*short_plate.mkv has 3 frames but source 'source' has 8"
+    ):
+        MattingVideoDataset(source, plate_video)
+
+
+def test_resize_applies_to_source_and_plate(source, tmp_path):
+    big_plate = write_image(
+        tmp_path / "big_plate.png", (1, 2, 3), width=128, height=96
+    )  # same aspect: resized
+    dataset = MattingVideoDataset(source, big_plate, resize=(32, 20))
+    assert (dataset.info.width, dataset.info.height) == (32, 20)
+    item = dataset[0]
+    assert item["src"].shape == item["bgr"].shape == (3, 20, 32)
+    assert MattingVideoDataset(source, big_plate)[0]["bgr"].shape == (3, HEIGHT, WIDTH)
+
+
+def test_plate_with_another_aspect_ratio_is_rejected(source, tmp_path):
+    square = write_image(tmp_path / "square.png", (0, 0, 0), width=48, height=48)
+    with pytest.raises(
+        ValueError, match=r"background .*square.png is 48x48 \(aspect 1.000\) but source 'source' is 64x48"
+    ):
+        MattingVideoDataset(source, square)
+
+
+@pytest.mark.parametrize("resize", [(0, 10), (10,), "64x48", (10.5, 10), (True, 10), (-4, 4)])
+def test_bad_resize_is_rejected(source, resize):
+    with pytest.raises(ValueError, match=r"resize must be \(width, height\) with two positive integers"):
+        MattingVideoDataset(source, resize=resize)
+
+
+@pytest.mark.parametrize(
+    ("target", "rgb"),
+    [((0.0, 1.0, 0.5), (0.0, 1.0, 0.5)), ("#FF8000", (1.0, 128 / 255, 0.0)), ([0, 0, 1], (0.0, 0.0, 1.0))],
+)
+def test_target_colour(source, target, rgb):
+    item = MattingVideoDataset(source, target=target, resize=(16, 12))[0]
+    assert item["tgt"].shape == (3, 12, 16)
+    assert torch.equal(item["tgt"], torch.tensor(rgb, dtype=torch.float32)[:, None, None].expand(3, 12, 16))
+
+
+@pytest.mark.parametrize("colour", ["#12345", "#GG0000", "#1234567", (1.5, 0, 0), (0.5, 0.5), ("a", 0, 0)])
+def test_bad_colour_is_rejected(source, colour):
+    with pytest.raises(ValueError, match="colour must be '#RRGGBB'"):
+        MattingVideoDataset(source, target=colour)
+    with pytest.raises(ValueError, match="colour must be '#RRGGBB'"):
+        parse_colour(colour)
+
+
+def test_target_that_is_neither_colour_nor_file(source):
+    with pytest.raises(FileNotFoundError, match="target 'green' is neither a colour"):
+        MattingVideoDataset(source, target="green")
+
+
+def test_target_image_is_stretched_to_the_output_size(source, tmp_path):
+    target = write_image(tmp_path / "beach.png", (0, 0, 255), width=50, height=50)
+    item = MattingVideoDataset(source, target=target)[0]
+    assert item["tgt"].shape == (3, HEIGHT, WIDTH)
+    assert torch.allclose(item["tgt"][:, 5, 5], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_shorter_target_video_loops(source, tmp_path):
+    target = write_video(tmp_path / "loop.mkv", frames_with_values([100, 110, 120], width=32, height=32))
+    dataset = MattingVideoDataset(source, target=target)
+    assert [value(dataset[t]["tgt"]) for t in range(8)] == [100, 110, 120, 100, 110, 120, 100, 110]
+    assert dataset[0]["tgt"].shape == (3, HEIGHT, WIDTH)
+
+
+def test_longer_target_video_is_cut(source, tmp_path):
+    target = write_video(tmp_path / "long.mkv", frames_with_values(list(range(100, 120))))
+    dataset = MattingVideoDataset(source, target=target)
+    assert len(dataset) == 8
+    assert [value(dataset[t]["tgt"]) for t in range(8)] == list(range(100, 108))
+
+
+def test_bad_source_and_background_paths(tmp_path, source):
+    with pytest.raises(FileNotFoundError, match="video file not found: .*nothing.mp4"):
+        MattingVideoDataset(tmp_path / "nothing.mp4")
+    with pytest.raises(FileNotFoundError, match="image file not found: .*no_plate.png"):
+        MattingVideoDataset(source, tmp_path / "no_plate.png")
+    with pytest.raises(ValueError, match="align=True needs a background plate"):
+        MattingVideoDataset(source, align=True)
+
+
+def test_image_folder_source_uses_the_given_fps(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(3):
+        write_image(folder / f"{t}.png", (t, t, t))
+    dataset = MattingVideoDataset(folder, fps="24000/1001")
+    assert dataset.info == VideoInfo("frames", Fraction(24000, 1001), WIDTH, HEIGHT, 3)
+
+
+def test_unique_names_are_deterministic():
+    assert unique_names(["a", "a", "a_2", "b", "a"]) == ["a", "a_2", "a_2_2", "b", "a_3"]
+
+
+def test_multi_video_dataset_keeps_each_videos_frames_and_metadata(tmp_path):
+    first = write_video(tmp_path / "a" / "clip.mkv", frames_with_values([0, 1, 2]), fps=25)
+    second = write_video(tmp_path / "b" / "clip.mkv", frames_with_values([50, 51, 52, 53, 54]), fps=50)
+    names = unique_names([first.stem, second.stem])
+    dataset = MultiVideoDataset(
+        [MattingVideoDataset(p, name=n) for p, n in zip([first, second], names, strict=True)]
+    )
+    assert dataset.videos == [
+        VideoInfo("clip", Fraction(25), WIDTH, HEIGHT, 3),
+        VideoInfo("clip_2", Fraction(50), WIDTH, HEIGHT, 5),
+    ]
+    items = [dataset[i] for i in range(len(dataset))]
+    assert [(item["video"], item["index"], value(item["src"])) for item in items] == [
+        ("clip", 0, 0), ("clip", 1, 1), ("clip", 2, 2),
+        ("clip_2", 0, 50), ("clip_2", 1, 51), ("clip_2", 2, 52), ("clip_2", 3, 53), ("clip_2", 4, 54),
+    ]  # fmt: skip
+
+
+def test_multi_video_dataset_rejects_repeated_names_and_nothing(source):
+    with pytest.raises(ValueError, match=r"video names must be unique in a run, repeated: \['source'\]"):
+        MultiVideoDataset([MattingVideoDataset(source), MattingVideoDataset(source)])
+    with pytest.raises(ValueError, match="needs at least one video"):
+        MultiVideoDataset([])
+
+
+def test_sampler_batches_one_video_at_a_time_in_order():
+    sampler = VideoBatchSampler([5, 0, 3, 7], batch_size=2)
+    batches = list(sampler)
+    assert batches == [[0, 1], [2, 3], [4], [5, 6], [7], [8, 9], [10, 11], [12, 13], [14]]
+    assert len(sampler) == len(batches)
+    assert list(VideoBatchSampler([3], batch_size=10)) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize(("lengths", "batch_size"), [([3], 0), ([3], 2.0), ([-1], 2), ([2.5], 2)])
+def test_sampler_rejects_bad_arguments(lengths, batch_size):
+    with pytest.raises(
+        ValueError, match="batch_size must be a positive integer|lengths must be non-negative"
+    ):
+        VideoBatchSampler(lengths, batch_size)
+
+
+def test_loader_with_sampler_never_mixes_videos(tmp_path):
+    paths = [
+        write_video(tmp_path / f"v{k}.mkv", frames_with_values(list(range(n)))) for k, n in enumerate([5, 3])
+    ]
+    dataset = MultiVideoDataset([MattingVideoDataset(p) for p in paths])
+    loader = DataLoader(dataset, batch_sampler=VideoBatchSampler([v.num_frames for v in dataset.videos], 2))
+    seen = []
+    for batch in loader:
+        assert len(set(batch["video"])) == 1
+        assert batch["index"].dtype == torch.long
+        assert batch["index"].tolist() == list(
+            range(batch["index"][0], batch["index"][0] + len(batch["index"]))
+        )
+        seen += [(batch["video"][0], i) for i in batch["index"].tolist()]
+    assert seen == [("v0", i) for i in range(5)] + [("v1", i) for i in range(3)]
+
+
+def test_synthetic_dataset_renders_the_same_frames_as_make_clip():
+    dataset = SyntheticMattingDataset([7, 8], width=48, height=32, num_frames=4, names=["a", "b"])
+    assert len(dataset) == 8
+    assert [v.name for v in dataset.videos] == ["a", "b"]
+    clip = make_clip(48, 32, 4, seed=8)
+    item = dataset[6]
+    assert (item["video"], item["index"]) == ("b", 2)
+    for key in ("src", "fgr", "pha"):
+        assert torch.allclose(item[key], getattr(clip, key)[2], atol=1e-6), key
+    assert torch.equal(item["bgr"], clip.bgr)
+    assert item["pha"].shape == (1, 32, 48)
+
+
+def test_synthetic_dataset_arguments_are_checked():
+    with pytest.raises(ValueError, match="names must be 2 distinct strings"):
+        SyntheticMattingDataset([1, 2], names=["x", "x"])
+    with pytest.raises(ValueError, match="num_frames must be a positive integer"):
+        SyntheticMattingDataset([1], num_frames=0)
+    with pytest.raises(ValueError, match="width must be an integer >= 16"):
+        SyntheticMattingDataset([1], width=4)
+
+
+def test_alignment_flag_and_warning_when_the_plate_has_no_features(tmp_path):
+    scene = SyntheticScene(96, 64, seed=1, camera_shake=False)
+    frames = (scene.render(range(3))["src"] * 255).round().to(torch.uint8)
+    source = write_video(tmp_path / "shot.mkv", frames)
+    flat = write_image(tmp_path / "flat.png", (128, 128, 128), width=96, height=64)
+    dataset = MattingVideoDataset(source, flat, align=True)
+    with pytest.warns(RuntimeWarning, match="alignment failed on some frames of video 'shot'"):
+        item = dataset[0]
+    assert item["aligned"] is False
+    assert torch.equal(item["bgr"], torch.full((3, 64, 96), 128 / 255))
