@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lightning_matting.demo
+	$(VENV)/bin/lightning-matting predict --config configs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,0 +1,46 @@
+"""`lightning-matting`: LightningCLI over MattingModule and VideoMattingDataModule (fit/validate/test/predict)."""
+
+from __future__ import annotations
+
+import warnings
+
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from lightning_matting.callbacks import VideoWriterCallback  # noqa: F401 - lets `callbacks+=VideoWriterCallback` resolve
+from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.module import MattingModule
+
+
+class SaveConfigExceptPredict(SaveConfigCallback):
+    """Saves the run's config.yaml for fit/validate/test; predict writes only the videos it was asked for."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 - Lightning's signature
+        if stage != "predict":
+            super().setup(trainer, pl_module, stage)
+
+
+class MattingCLI(LightningCLI):
+    """LightningCLI whose `predict` defaults to `return_predictions: false` (videos go to the writers)."""
+
+    def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):  # noqa: ANN001 - Lightning's signature
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.set_defaults(return_predictions=False)
+        return parser
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `lightning-matting` console script."""
+    # VideoBatchSampler yields every frame (tested); Lightning cannot know that of a custom sampler.
+    warnings.filterwarnings("ignore", message="You are using a custom batch sampler `VideoBatchSampler`")
+    MattingCLI(
+        MattingModule,
+        VideoMattingDataModule,
+        save_config_callback=SaveConfigExceptPredict,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""One small adapter per model family, so the module never sees a family's own call or tuple.
+
+Every adapter maps `(src, bgr or None, state, wanted)` to `({name: tensor}, state)`: src and bgr are
+[B,3,H,W] in [0,1] (B consecutive frames of one video for recurrent models), `wanted` names the raw
+outputs needed (pha, fgr, err, ref, seg), and every returned tensor is [B,C,H,W] at the input size.
+`state` is None for stateless models and the recurrent state otherwise (None starts a video).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
+from lightning_matting.models.rvm import RobustVideoMatting
+
+RawOutputs = dict[str, Tensor]
+
+
+class Adapter:
+    """Base: `provides` lists the raw outputs a family can give; `needs_background`, `recurrent`."""
+
+    provides: frozenset[str] = frozenset({"pha", "fgr"})
+    needs_background = True
+    recurrent = False
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def __call__(
+        self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
+    ) -> tuple[RawOutputs, Any]:
+        raise NotImplementedError
+
+
+def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Replicate-pad the bottom/right of [B,C,H,W] so that H and W divide by `multiple`."""
+    pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+def _full_size(x: Tensor, height: int, width: int, padded: tuple[int, int], mode: str) -> Tensor:
+    """Resize a low-resolution map to the padded input size, then crop the padding away."""
+    if x.shape[-2:] != padded:
+        kwargs = {} if mode == "nearest" else {"align_corners": False}
+        x = F.interpolate(x, size=padded, mode=mode, **kwargs)
+    return x[..., :height, :width]
+
+
+class BGMv2Adapter(Adapter):
+    """MattingBase / MattingRefine, or any module or TorchScript model called as `net(src, bgr)`.
+
+    The net returns the reference tuple: (pha, fgr, err, hid) for a base model, (pha, fgr, pha_sm,
+    fgr_sm, err_sm, ref_sm) for a refine model, or (pha, fgr). Inputs are padded (edge replicated) to
+    a multiple of 4 and outputs cropped back, so any frame size works; err is upsampled bilinearly
+    and ref nearest.
+    """
+
+    def __init__(self, net: nn.Module, provides: frozenset[str]):
+        super().__init__(net)
+        self.provides = provides
+
+    @classmethod
+    def for_net(cls, net: nn.Module) -> BGMv2Adapter:
+        if isinstance(net, MattingRefine):
+            return cls(net, frozenset({"pha", "fgr", "err", "ref"}))
+        if isinstance(net, MattingBase):
+            return cls(net, frozenset({"pha", "fgr", "err"}))
+        # A black box: what it provides shows in its tuple's length at the first call.
+        return cls(net, frozenset({"pha", "fgr", "err", "ref"}))
+
+    def __call__(
+        self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
+    ) -> tuple[RawOutputs, Any]:
+        height, width = src.shape[-2:]
+        src_p, bgr_p = _pad_to_multiple(src, 4), _pad_to_multiple(bgr, 4)
+        padded = tuple(src_p.shape[-2:])
+        result = self.net(src_p, bgr_p)
+        if len(result) == 6:
+            pha, fgr, _, _, err, ref = result
+            available = {"pha": pha, "fgr": fgr, "err": err, "ref": ref}
+        elif len(result) == 4:
+            pha, fgr, err, _ = result
+            available = {"pha": pha, "fgr": fgr, "err": err}
+        elif len(result) == 2:
+            available = {"pha": result[0], "fgr": result[1]}
+        else:
+            raise ValueError(
+                f"the model returned {len(result)} outputs; expected the BackgroundMattingV2 tuple "
+                "(pha, fgr, err, hid), (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm) or (pha, fgr)"
+            )
+        missing = wanted - set(available)
+        if missing:
+            raise ValueError(f"the model does not produce {sorted(missing)}; it gives {sorted(available)}")
+        return {
+            name: _full_size(
+                available[name], height, width, padded, "nearest" if name == "ref" else "bilinear"
+            )
+            for name in wanted
+        }, None
+
+
+class RVMAdapter(Adapter):
+    """RobustVideoMatting (ours or an official TorchScript export): recurrent, no background plate.
+
+    A batch of B consecutive frames runs as one clip [1,B,3,H,W]; the state is the tuple r1..r4.
+    `seg` (the segmentation pass, a logit) is returned as a probability in [0,1].
+    """
+
+    provides = frozenset({"pha", "fgr", "seg"})
+    needs_background = False
+    recurrent = True
+
+    def __init__(self, net: nn.Module, downsample_ratio: float | None):
+        super().__init__(net)
+        self.downsample_ratio = downsample_ratio
+
+    def _ratio(self, src: Tensor) -> float:
+        if self.downsample_ratio is not None:
+            return self.downsample_ratio
+        return min(512 / max(src.shape[-2:]), 1.0)
+
+    def __call__(
+        self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
+    ) -> tuple[RawOutputs, Any]:
+        clip = src.unsqueeze(0)
+        rec = list(state) if state is not None else [None] * 4
+        ratio = self._ratio(src)
+        out: RawOutputs = {}
+        new_state = None
+        if wanted & {"pha", "fgr"}:
+            fgr, pha, *new_state = self.net(clip, *rec, ratio)
+            out["fgr"], out["pha"] = fgr[0], pha[0]
+        if "seg" in wanted:
+            seg, *seg_state = self.net(clip, *rec, ratio, True)
+            out["seg"] = seg[0].sigmoid()
+            new_state = new_state or seg_state
+        return {name: out[name] for name in wanted}, tuple(new_state)
+
+
+def _script_argument_names(net: torch.jit.ScriptModule) -> list[str]:
+    return [argument.name for argument in net.forward.schema.arguments][1:]  # drop self
+
+
+def make_adapter(net: nn.Module, downsample_ratio: float | None = None) -> Adapter:
+    """The adapter for `net`: RVM (ours, or TorchScript whose forward takes r1..r4), else BGMv2-style."""
+    if isinstance(net, RobustVideoMatting):
+        return RVMAdapter(net, downsample_ratio)
+    if isinstance(net, torch.jit.ScriptModule) and "r1" in _script_argument_names(net):
+        return RVMAdapter(net, downsample_ratio)
+    return BGMv2Adapter.for_net(net)

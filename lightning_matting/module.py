@@ -1,0 +1,176 @@
+"""MattingModule: a LightningModule around any matting network, predicting named outputs per batch."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch import Tensor, nn
+
+from lightning_matting.models import load_model
+from lightning_matting.models.adapters import make_adapter
+from lightning_matting.outputs import (
+    DEFAULT_TARGET_COLOR,
+    check_output_names,
+    named_outputs,
+    network_outputs_for,
+)
+
+DEFAULT_OUTPUTS = ("pha", "fgr")
+
+
+class MattingModule(L.LightningModule):
+    """Runs a matting network in `trainer.predict` (and, later, fit/validate).
+
+    `model`: a variant name (`mattingrefine-resnet50`, `rvm-mobilenetv3`, ...; see
+    `lightning_matting.models.VARIANTS`), a TorchScript file, or an `nn.Module` mapping (src, bgr) to
+    the BackgroundMattingV2 tuple. `checkpoint`: official weights, loaded strictly. The reference's
+    options (backbone_scale, refine_*) and RVM's `downsample_ratio` (None: automatic) are arguments,
+    so a YAML config can set them; options left None keep the network's defaults.
+
+    `predict_step` returns {name: [B,C,H,W] on the device for each output, "video": str, "index":
+    LongTensor [B]}. `outputs` fixes which outputs are computed; None computes what the writer
+    callbacks request (`request_outputs`), or pha and fgr without one. `com` composites fgr over the
+    batch's "tgt" when the data gives one, else over `target_color` (RGB in [0,1]).
+    Recurrent models carry their state across batches of a video and restart it at frame 0.
+
+    Example:
+        >>> module = MattingModule("mattingrefine-resnet50", checkpoint="pytorch_resnet50.pth")
+        >>> trainer.predict(module, datamodule, return_predictions=False)
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "mattingrefine-resnet50",
+        checkpoint: str | None = None,
+        outputs: Sequence[str] | None = None,
+        target_color: Sequence[float] = DEFAULT_TARGET_COLOR,
+        backbone_scale: float | None = None,
+        refine_mode: str | None = None,
+        refine_sample_pixels: int | None = None,
+        refine_threshold: float | None = None,
+        refine_kernel_size: int | None = None,
+        refine_prevent_oversampling: bool | None = None,
+        downsample_ratio: float | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=[] if isinstance(model, str | Path) else ["model"])
+        options = {
+            name: value
+            for name, value in {
+                "backbone_scale": backbone_scale,
+                "refine_mode": refine_mode,
+                "refine_sample_pixels": refine_sample_pixels,
+                "refine_threshold": refine_threshold,
+                "refine_kernel_size": refine_kernel_size,
+                "refine_prevent_oversampling": refine_prevent_oversampling,
+            }.items()
+            if value is not None
+        }
+        self.variant = str(model) if isinstance(model, str | Path) else type(model).__name__
+        if isinstance(model, nn.Module):
+            if options or checkpoint is not None:
+                raise ValueError(
+                    "checkpoint and refine options apply to a variant name or TorchScript path; for an nn.Module, "
+                    f"configure and load it yourself (got checkpoint={checkpoint!r}, options={sorted(options)})"
+                )
+            self.net = model
+        else:
+            self.net = load_model(model, checkpoint, **options)
+        self.has_weights = (
+            checkpoint is not None or isinstance(model, nn.Module) or Path(self.variant).is_file()
+        )
+        self.adapter = make_adapter(self.net, downsample_ratio)
+        self.target_color = _check_color(target_color)
+        self.outputs = None if outputs is None else self._check_available(check_output_names(outputs))
+        self._requested: tuple[str, ...] = ()
+        self._state_key: tuple[str, int] | None = None
+        self._state: Any = None
+
+    def _check_available(self, names: Sequence[str]) -> tuple[str, ...]:
+        missing = network_outputs_for(names) - self.adapter.provides
+        if missing:
+            raise ValueError(
+                f"outputs {list(names)} need {sorted(missing)}, which {self.variant} does not produce "
+                f"(it gives {sorted(self.adapter.provides)})"
+            )
+        return tuple(names)
+
+    def request_outputs(self, names: Sequence[str]) -> None:
+        """Ask for outputs (a writer callback does this at setup); refused when `outputs` excludes them."""
+        names = check_output_names(names)
+        if self.outputs is not None:
+            missing = [name for name in names if name not in self.outputs]
+            if missing:
+                raise ValueError(
+                    f"outputs {missing} are requested but MattingModule(outputs={list(self.outputs)})"
+                )
+            return
+        self._requested = self._check_available(tuple(dict.fromkeys(self._requested + names)))
+
+    @property
+    def predict_outputs(self) -> tuple[str, ...]:
+        """The outputs `predict_step` computes."""
+        return self.outputs or self._requested or DEFAULT_OUTPUTS
+
+    def on_predict_start(self) -> None:
+        if not self.has_weights:
+            warnings.warn(
+                f"MattingModule: {self.variant} has no checkpoint and predicts with untrained weights; "
+                "pass checkpoint=<path to official or trained weights>",
+                stacklevel=1,
+            )
+        self._state_key, self._state = None, None
+
+    def forward(self, src: Tensor, bgr: Tensor | None = None) -> dict[str, Tensor]:
+        """Matte one batch of independent frames: {pha, fgr, ...} [B,C,H,W] for the predict outputs."""
+        raw, _ = self.adapter(src, bgr, None, network_outputs_for(self.predict_outputs))
+        return named_outputs(raw, self.predict_outputs, None, self.target_color)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
+        src, bgr = batch["src"], batch.get("bgr")
+        if bgr is None and self.adapter.needs_background:
+            raise ValueError(
+                f"{self.variant} needs a background plate: give the data a background image or video "
+                "(VideoMattingDataModule(backgrounds=...)), or use a model that needs none (rvm-*)"
+            )
+        video = _single_video(batch["video"])
+        index = batch["index"]
+        state = self._state_before(video, int(index[0])) if self.adapter.recurrent else None
+        raw, state = self.adapter(src, bgr, state, network_outputs_for(self.predict_outputs))
+        if self.adapter.recurrent:
+            self._state_key, self._state = (video, int(index[-1]) + 1), state
+        out = named_outputs(raw, self.predict_outputs, batch.get("tgt"), self.target_color)
+        return {**out, "video": video, "index": index}
+
+    def _state_before(self, video: str, first_index: int) -> Any:
+        """The carried state when this batch continues the last one; None (a fresh start) otherwise."""
+        if first_index != 0 and self._state_key != (video, first_index):
+            warnings.warn(
+                f"MattingModule: {video} continues at frame {first_index} without the state of the frames "
+                "before it; the recurrent state restarts here",
+                stacklevel=2,
+            )
+        return self._state if self._state_key == (video, first_index) else None
+
+
+def _single_video(names: Any) -> str:
+    """The one video a batch belongs to ("video" is a str or a collated list of str)."""
+    if isinstance(names, str):
+        return names
+    unique = set(names)
+    if len(unique) != 1:
+        raise ValueError(
+            f"a batch must hold frames of one video (use VideoBatchSampler), got frames of {sorted(unique)}"
+        )
+    return names[0]
+
+
+def _check_color(color: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(color) if isinstance(color, Sequence) and not isinstance(color, str) else ()
+    if len(values) != 3 or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in values):
+        raise ValueError(f"target_color must be 3 floats (R, G, B) in [0, 1], got {color!r}")
+    return tuple(float(v) for v in values)
