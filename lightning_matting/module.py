@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 
+from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import make_adapter
 from lightning_matting.outputs import (
@@ -23,7 +26,7 @@ DEFAULT_OUTPUTS = ("pha", "fgr")
 
 
 class MattingModule(L.LightningModule):
-    """Runs a matting network in `trainer.predict` (and, later, fit/validate).
+    """Runs a matting network in `trainer.predict`, `trainer.fit` and `trainer.validate`.
 
     `model`: a variant name (`mattingrefine-resnet50`, `rvm-mobilenetv3`, ...; see
     `lightning_matting.models.VARIANTS`), a TorchScript file, or an `nn.Module` mapping (src, bgr) to
@@ -36,6 +39,11 @@ class MattingModule(L.LightningModule):
     callbacks request (`request_outputs`), or pha and fgr without one. `com` composites fgr over the
     batch's "tgt" when the data gives one, else over `target_color` (RGB in [0,1]).
     Recurrent models carry their state across batches of a video and restart it at frame 0.
+
+    Training uses the family's reference losses (BGMv2 base/refine, RVM) with Adam at
+    `learning_rate`, the backbone at `backbone_learning_rate`; validation logs SAD, MSE, Grad, Conn
+    and dtSSD of the alpha (`lightning_matting.metrics` scales) under "val/", and returns the
+    outputs so that a VideoWriterCallback can write them.
 
     Example:
         >>> module = MattingModule("mattingrefine-resnet50", checkpoint="pytorch_resnet50.pth")
@@ -55,6 +63,8 @@ class MattingModule(L.LightningModule):
         refine_kernel_size: int | None = None,
         refine_prevent_oversampling: bool | None = None,
         downsample_ratio: float | None = None,
+        learning_rate: float = 5e-4,
+        backbone_learning_rate: float = 1e-4,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=[] if isinstance(model, str | Path) else ["model"])
@@ -79,13 +89,18 @@ class MattingModule(L.LightningModule):
                 )
             self.net = model
         else:
-            self.net = load_model(model, checkpoint, **options)
+            self.net = load_model(model, checkpoint, **options).train()  # Lightning switches modes per stage
         self.has_weights = (
             checkpoint is not None or isinstance(model, nn.Module) or Path(self.variant).is_file()
         )
         self.adapter = make_adapter(self.net, downsample_ratio)
         self.target_color = _check_color(target_color)
         self.outputs = None if outputs is None else self._check_available(check_output_names(outputs))
+        self.learning_rate = learning_rate
+        self.backbone_learning_rate = backbone_learning_rate
+        self.val_metrics = MetricCollection(
+            [SAD(), MSE(), GradientError(), ConnectivityError(), DtSSD()], prefix="val/"
+        )
         self._requested: tuple[str, ...] = ()
         self._state_key: tuple[str, int] | None = None
         self._state: Any = None
@@ -131,6 +146,36 @@ class MattingModule(L.LightningModule):
         return named_outputs(raw, self.predict_outputs, None, self.target_color)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
+        return self._matte(batch, self.predict_outputs)
+
+    def on_validation_epoch_start(self) -> None:
+        self._state_key, self._state = None, None
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
+        """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""
+        out = self._matte(batch, tuple(dict.fromkeys((*self.predict_outputs, "pha"))))
+        self.val_metrics.update(out["pha"].float(), batch["pha"].float())
+        self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(batch["src"]))
+        return out
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
+        terms = self.adapter.training_losses(batch["src"], batch.get("bgr"), batch["pha"], batch["fgr"])
+        self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=len(batch["src"]))
+        return terms["loss"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam with the backbone at `backbone_learning_rate` and the rest at `learning_rate`."""
+        backbone = list(self.net.backbone.parameters()) if hasattr(self.net, "backbone") else []
+        backbone_ids = {id(p) for p in backbone}
+        rest = [p for p in self.net.parameters() if id(p) not in backbone_ids]
+        groups = [
+            {"params": backbone, "lr": self.backbone_learning_rate},
+            {"params": rest, "lr": self.learning_rate},
+        ]
+        return torch.optim.Adam([group for group in groups if group["params"]])
+
+    def _matte(self, batch: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+        """{name: [B,C,H,W]} for `names`, plus "video" and "index", carrying a recurrent state."""
         src, bgr = batch["src"], batch.get("bgr")
         if bgr is None and self.adapter.needs_background:
             raise ValueError(
@@ -140,10 +185,10 @@ class MattingModule(L.LightningModule):
         video = _single_video(batch["video"])
         index = batch["index"]
         state = self._state_before(video, int(index[0])) if self.adapter.recurrent else None
-        raw, state = self.adapter(src, bgr, state, network_outputs_for(self.predict_outputs))
+        raw, state = self.adapter(src, bgr, state, network_outputs_for(names))
         if self.adapter.recurrent:
             self._state_key, self._state = (video, int(index[-1]) + 1), state
-        out = named_outputs(raw, self.predict_outputs, batch.get("tgt"), self.target_color)
+        out = named_outputs(raw, names, batch.get("tgt"), self.target_color)
         return {**out, "video": video, "index": index}
 
     def _state_before(self, video: str, first_index: int) -> Any:

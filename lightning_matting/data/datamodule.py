@@ -49,6 +49,8 @@ class VideoMattingDataModule(LightningDataModule):
 
     Fit/validate: `train_clips` and `val_clips` synthetic clips of the same size, rendered on demand with
     ground truth ("pha", "fgr"); train, validation and predict clips get different seeds derived from `seed`.
+    Training frames are augmented (`augment`: shift, zoom, colour jitter, misaligned plate); validation
+    batches are consecutive frames of one clip, like predict batches, so video metrics (dtSSD) apply.
 
     Example (YAML for LightningCLI)::
 
@@ -76,6 +78,7 @@ class VideoMattingDataModule(LightningDataModule):
         synthetic_dir: str | None = None,
         train_clips: int = 8,
         val_clips: int = 2,
+        augment: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -104,6 +107,7 @@ class VideoMattingDataModule(LightningDataModule):
         self.synthetic_dir = synthetic_dir
         self.train_clips = _check_count("train_clips", train_clips, 0)
         self.val_clips = _check_count("val_clips", val_clips, 0)
+        self.augment = augment
         self.seed = _check_count("seed", seed, 0)
         self.videos: list[VideoInfo] = []
         self._temporary_dir: Path | None = None
@@ -173,6 +177,7 @@ class VideoMattingDataModule(LightningDataModule):
             num_frames=self.synthetic_frames,
             fps=self.synthetic_fps,
             names=[f"{split}_{k:03d}" for k in range(count)],
+            augment=self.augment and split == "train",
         )
 
     def predict_dataloader(self) -> DataLoader:
@@ -191,10 +196,11 @@ class VideoMattingDataModule(LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Synthetic validation frames in order, with ground truth."""
+        """Synthetic validation frames with ground truth: consecutive frames of one clip per batch, in order."""
+        sampler = VideoBatchSampler([video.num_frames for video in self.val_dataset.videos], self.batch_size)
         return DataLoader(
             self.val_dataset,
-            batch_size=self.batch_size,
+            batch_sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

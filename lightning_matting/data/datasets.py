@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
 from lightning_matting.data.alignment import align_background
+from lightning_matting.data.augmentation import augment_sample
 from lightning_matting.data.readers import (
     IMAGE_EXTENSIONS,
     FrameReader,
@@ -243,6 +244,8 @@ class SyntheticMattingDataset(Dataset[dict[str, Any]]):
     Item: {"src", "bgr" (clean plate), "fgr": [3,H,W], "pha": [1,H,W] float32 in [0,1], "index": frame
     within its clip, "video": name}. Clip k is `SyntheticScene(width, height, fps, seed=seeds[k], ...)`,
     named `names[k]` (default "synthetic_<seed>"); each process builds a scene once, on first use.
+    With `augment`, each item is moved, recoloured and given a misaligned plate (`augment_sample`), drawn
+    from the torch RNG of the process (DataLoader reseeds it per worker and epoch; seed_everything fixes it).
     """
 
     def __init__(
@@ -256,9 +259,11 @@ class SyntheticMattingDataset(Dataset[dict[str, Any]]):
         camera_shake: bool = True,
         lighting_change: bool = True,
         names: Sequence[str] | None = None,
+        augment: bool = False,
     ) -> None:
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+        self.augment = augment
         names = [f"synthetic_{seed}" for seed in seeds] if names is None else list(names)
         if len(names) != len(seeds) or len(set(names)) != len(names):
             raise ValueError(f"names must be {len(seeds)} distinct strings, one per seed, got {names!r}")
@@ -286,7 +291,7 @@ class SyntheticMattingDataset(Dataset[dict[str, Any]]):
             self._scenes[clip] = SyntheticScene(**self.scene_kwargs, seed=self.seeds[clip])
         scene = self._scenes[clip]
         rendered = scene.render([frame])
-        return {
+        item = {
             "src": rendered["src"][0],
             "bgr": scene.plate,
             "fgr": rendered["fgr"][0],
@@ -294,6 +299,11 @@ class SyntheticMattingDataset(Dataset[dict[str, Any]]):
             "index": frame,
             "video": self.videos[clip].name,
         }
+        if self.augment:
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+            item = augment_sample(item, generator)
+            del item["scene_bgr"]
+        return item
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_scenes": {}}

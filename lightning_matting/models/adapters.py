@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_matting.losses import matting_base_loss, matting_refine_loss, rvm_loss
 from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.rvm import RobustVideoMatting
 
@@ -102,6 +103,18 @@ class BGMv2Adapter(Adapter):
             for name in wanted
         }, None
 
+    def training_losses(
+        self, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+    ) -> RawOutputs:
+        """BackgroundMattingV2's losses: MattingBase's, or MattingRefine's with its coarse outputs."""
+        if isinstance(self.net, MattingRefine):
+            pha, fgr, pha_sm, fgr_sm, err_sm, _ = self.net(src, bgr)
+            return matting_refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
+        if isinstance(self.net, MattingBase):
+            pha, fgr, err, _ = self.net(src, bgr)
+            return matting_base_loss(pha, fgr, err, true_pha, true_fgr)
+        return super().training_losses(src, bgr, true_pha, true_fgr)
+
 
 class RVMAdapter(Adapter):
     """RobustVideoMatting (ours or an official TorchScript export): recurrent, no background plate.
@@ -139,6 +152,15 @@ class RVMAdapter(Adapter):
             out["seg"] = seg[0].sigmoid()
             new_state = new_state or seg_state
         return {name: out[name] for name in wanted}, tuple(new_state)
+
+    def training_losses(
+        self, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+    ) -> RawOutputs:
+        """RobustVideoMatting's matting loss on the batch as one clip [1,B,C,H,W] from a fresh state."""
+        if not isinstance(self.net, RobustVideoMatting):
+            return super().training_losses(src, bgr, true_pha, true_fgr)
+        fgr, pha, *_ = self.net(src.unsqueeze(0), downsample_ratio=self._ratio(src))
+        return rvm_loss(pha, fgr, true_pha.unsqueeze(0), true_fgr.unsqueeze(0))
 
 
 def _script_argument_names(net: torch.jit.ScriptModule) -> list[str]:
