@@ -1,0 +1,102 @@
+"""fit / validate with VideoWriterCallback: validation videos per epoch, metrics in the logger."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import pytest
+from conftest import read_video
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.module import MattingModule
+
+
+def datamodule() -> VideoMattingDataModule:
+    return VideoMattingDataModule(
+        synthetic_size=(64, 48), synthetic_frames=4, train_clips=2, val_clips=2, batch_size=2
+    )
+
+
+def trainer(tmp_path, callback, logger=None, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=logger if logger is not None else CSVLogger(tmp_path / "logs"),
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        **kwargs,
+    )
+
+
+class VideoLogger(Logger):
+    """Records log_video calls the way WandbLogger receives them."""
+
+    def __init__(self):
+        super().__init__()
+        self.videos = []
+
+    name = "video-logger"
+    version = 0
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_video(self, key, videos, step=None):
+        self.videos.append((key, videos, step))
+
+
+def test_fit_writes_validation_videos_each_epoch_and_logs_metrics(tmp_path):
+    callback = VideoWriterCallback(tmp_path / "out", outputs=["com", "pha"], fourcc="FFV1")
+    run = trainer(tmp_path, callback, max_epochs=2, limit_train_batches=2)
+    run.fit(MattingModule("mattingbase-mobilenetv2"), datamodule=datamodule())
+    for epoch in (0, 1):
+        for output in ("com", "pha"):
+            frames, _, width, height = read_video(
+                tmp_path / "out" / "val" / f"epoch={epoch}" / "val_000" / f"{output}.mkv"
+            )
+            assert (len(frames), width, height) == (4, 64, 48)
+        assert not (tmp_path / "out" / "val" / f"epoch={epoch}" / "val_001").exists()  # val_videos=1
+    assert not (tmp_path / "out" / "val" / "sanity_check").exists()
+    with open(run.logger.experiment.metrics_file_path) as f:
+        rows = [row for row in csv.DictReader(f) if row.get("val/MSE")]
+    assert len(rows) == 2
+    for name in ("val/SAD", "val/MSE", "val/GradientError", "val/ConnectivityError", "val/DtSSD"):
+        assert float(rows[-1][name]) >= 0
+
+
+def test_validate_alone_sanity_check_on_request_and_logger_hand_off(tmp_path):
+    callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"], val_videos=2, log_sanity_check=True)
+    logger = VideoLogger()
+    trainer(tmp_path, callback, logger=logger).validate(
+        MattingModule("mattingbase-mobilenetv2"), datamodule=datamodule()
+    )
+    for video in ("val_000", "val_001"):
+        assert len(read_video(tmp_path / "out" / "val" / "epoch=0" / video / "pha.mp4")[0]) == 4
+    assert sorted(key for key, _, _ in logger.videos) == ["val/val_000/pha", "val/val_001/pha"]
+    assert logger.videos[0][1] == [str(tmp_path / "out" / "val" / "epoch=0" / "val_000" / "pha.mp4")]
+
+    fit_callback = VideoWriterCallback(tmp_path / "fit", outputs=["pha"], log_sanity_check=True)
+    trainer(tmp_path, fit_callback, max_steps=1, limit_val_batches=1).fit(
+        MattingModule("mattingbase-mobilenetv2"), datamodule=datamodule()
+    )
+    assert len(read_video(tmp_path / "fit" / "val" / "sanity_check" / "val_000" / "pha.mp4")[0]) == 2
+
+
+def test_existing_validation_folder_is_refused_before_training(tmp_path):
+    (tmp_path / "out" / "val").mkdir(parents=True)
+    callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"])
+    module = MattingModule("mattingbase-mobilenetv2")
+    with pytest.raises(FileExistsError, match=r"1 output\(s\) exist already .*out/val.* overwrite=True"):
+        trainer(tmp_path, callback, max_steps=1).fit(module, datamodule=datamodule())
+    assert module.global_step == 0
+
+
+def test_val_videos_must_be_a_count(tmp_path):
+    with pytest.raises(ValueError, match=r"val_videos must be an int >= 0 .* got -1"):
+        VideoWriterCallback(tmp_path, val_videos=-1)
