@@ -102,6 +102,7 @@ class MattingModule(L.LightningModule):
             [SAD(), MSE(), GradientError(), ConnectivityError(), DtSSD()], prefix="val/"
         )
         self._requested: tuple[str, ...] = ()
+        self._static: dict[str, tuple[str, Tensor]] = {}  # key -> (video, tensor on the device)
         self._state_key: tuple[str, int] | None = None
         self._state: Any = None
 
@@ -138,18 +139,37 @@ class MattingModule(L.LightningModule):
                 "pass checkpoint=<path to official or trained weights>",
                 stacklevel=1,
             )
-        self._state_key, self._state = None, None
+        self._state_key, self._state, self._static = None, None, {}
 
     def forward(self, src: Tensor, bgr: Tensor | None = None) -> dict[str, Tensor]:
         """Matte one batch of independent frames: {pha, fgr, ...} [B,C,H,W] for the predict outputs."""
         raw, _ = self.adapter(src, bgr, None, network_outputs_for(self.predict_outputs))
         return named_outputs(raw, self.predict_outputs, None, self.target_color)
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A static plate/target (see `collate_frames`) already on the device for this video stays there."""
+        if isinstance(batch, dict) and "static" in batch:
+            video = _single_video(batch["video"])
+            for key in batch["static"]:
+                if key in self._static and self._static[key][0] == video:
+                    del batch[key]
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "static" in batch:
+            video = _single_video(batch["video"])
+            for key in batch["static"]:
+                if key in batch:
+                    self._static[key] = (video, batch[key])
+                else:
+                    batch[key] = self._static[key][1]
+        return batch
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         return self._matte(batch, self.predict_outputs)
 
     def on_validation_epoch_start(self) -> None:
-        self._state_key, self._state = None, None
+        self._state_key, self._state, self._static = None, None, {}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""

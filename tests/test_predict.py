@@ -302,3 +302,33 @@ def test_demo_config_runs_end_to_end(tmp_path):
     for output in ("com", "pha", "fgr"):
         frames, _, width, height = read_video(tmp_path / "demo" / "synthetic_000" / f"{output}.mp4")
         assert (len(frames), width, height) == (8, 640, 360)
+
+
+def test_a_static_plate_crosses_once_per_video(tmp_path):
+    source = write_counter_clip(tmp_path / "clip.mkv", 6)
+    dm = VideoMattingDataModule(
+        sources=[str(source)], backgrounds=[plate(tmp_path)], target="#ff0000", batch_size=2
+    )
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    assert [tuple(b["bgr"].shape) for b in batches] == [(1, 3, 48, 64)] * 3
+    assert batches[0]["static"] == ["bgr", "tgt"] and batches[0]["src"].shape == (2, 3, 48, 64)
+
+    module = MattingModule(MeanMatte())
+    module.on_predict_start()
+    sent, restored = [], []
+    for batch in batches:  # as Lightning calls them: before, (transfer), after, per batch
+        sent.append("bgr" in module.on_before_batch_transfer(batch, 0))
+        restored.append(module.on_after_batch_transfer(batch, 0)["bgr"])
+    assert sent == [True, False, False]  # the device copy of the first batch is kept for the video
+    assert all(bgr is restored[0] for bgr in restored)
+
+
+def test_per_frame_plates_are_not_shared(tmp_path):
+    source = write_counter_clip(tmp_path / "clip.mkv", 4)
+    plate_video = write_counter_clip(tmp_path / "plate.mkv", 4)
+    dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[str(plate_video)], batch_size=2)
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["bgr"].shape == (2, 3, 48, 64) and "static" not in batch
+    assert levels(batch["bgr"].permute(0, 2, 3, 1).mul(255).numpy()) == [counter_level(0), counter_level(1)]

@@ -18,7 +18,7 @@ from .readers import (
     read_image,
     to_fraction,
 )
-from .sampling import VideoBatchSampler
+from .sampling import VideoBatchSampler, collate_frames
 from .synthetic import ClipFiles, SyntheticClip, SyntheticScene, make_clip, save_clip
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "VideoMattingDataModule",
     "VideoReader",
     "align_background",
+    "collate_frames",
     "estimate_homography",
     "make_clip",
     "natural_key",

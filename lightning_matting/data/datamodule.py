@@ -19,7 +19,7 @@ from lightning_matting.data.datasets import (
     unique_names,
 )
 from lightning_matting.data.readers import VideoInfo, to_fraction
-from lightning_matting.data.sampling import VideoBatchSampler
+from lightning_matting.data.sampling import VideoBatchSampler, collate_frames
 from lightning_matting.data.synthetic import make_clip, save_clip
 
 _SPLITS = {"train": 0, "val": 1, "predict": 2}
@@ -183,7 +183,12 @@ class VideoMattingDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`)."""
         sampler = VideoBatchSampler([video.num_frames for video in self.videos], self.batch_size)
-        return DataLoader(self.predict_dataset, batch_sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(
+            self.predict_dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_frames,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled synthetic frames with ground truth."""
@@ -203,6 +208,7 @@ class VideoMattingDataModule(LightningDataModule):
             batch_sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_frames,
         )
 
     def teardown(self, stage: str) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-from torch.utils.data import Sampler
+from torch.utils.data import Sampler, default_collate
+
+SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
 
 
 class VideoBatchSampler(Sampler[list[int]]):
@@ -39,3 +42,20 @@ class VideoBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return sum(math.ceil(length / self.batch_size) for length in self.lengths)
+
+
+def collate_frames(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate dataset items; a plate or target that is one tensor for every item is sent once.
+
+    Such a key becomes [1,C,H,W] instead of [B,C,H,W] and is listed under "static", so that a static
+    background plate crosses to the device once per batch (and MattingModule keeps it once per video).
+    """
+    shared = [
+        key for key in SHARED_KEYS if key in items[0] and all(item[key] is items[0][key] for item in items)
+    ]
+    batch = default_collate([{k: v for k, v in item.items() if k not in shared} for item in items])
+    for key in shared:
+        batch[key] = items[0][key].unsqueeze(0)
+    if shared:
+        batch["static"] = shared
+    return batch

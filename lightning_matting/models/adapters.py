@@ -3,7 +3,8 @@
 Every adapter maps `(src, bgr or None, state, wanted)` to `({name: tensor}, state)`: src and bgr are
 [B,3,H,W] in [0,1] (B consecutive frames of one video for recurrent models), `wanted` names the raw
 outputs needed (pha, fgr, err, ref, seg), and every returned tensor is [B,C,H,W] at the input size.
-`state` is None for stateless models and the recurrent state otherwise (None starts a video).
+`state` is None for stateless models and the recurrent state otherwise (None starts a video). A bgr of
+batch size 1 is one plate for the whole batch.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class BGMv2Adapter(Adapter):
         self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
     ) -> tuple[RawOutputs, Any]:
         height, width = src.shape[-2:]
+        bgr = bgr.expand_as(src) if bgr.shape[0] == 1 else bgr  # one static plate for the batch
         src_p, bgr_p = _pad_to_multiple(src, 4), _pad_to_multiple(bgr, 4)
         padded = tuple(src_p.shape[-2:])
         result = self.net(src_p, bgr_p)

@@ -1,0 +1,187 @@
+"""End-to-end predict throughput, side by side in one run (frames/s):
+
+    python bench/predict.py [--frames 300] [--size 1280 720] [--model-ms 20] [--real-size 640 360]
+
+On a synthetic clip (decoded by the datamodule in DataLoader workers), writing com + pha + fgr:
+(1) model only: trainer.predict with no callback;
+(2) reference style: the same model and data, then the reference add_batch for each output in turn;
+(3) encode limit: our three writers fed ready tensors, no model;
+(4) ours: trainer.predict with VideoWriterCallback.
+The model is a GPU stand-in that sleeps `--model-ms` per frame (the CPU stays free, as with a GPU),
+then the real MattingBase-MobileNetV2 on CPU at `--real-size`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+from writers import ReferenceVideoWriter
+
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule, make_clip, save_clip
+from lightning_matting.module import MattingModule
+from lightning_matting.outputs import DEFAULT_TARGET_COLOR, composite
+from lightning_matting.writers import VideoWriter
+
+OUTPUTS = ("com", "pha", "fgr")
+
+
+class SleepingMatte(nn.Module):
+    """A GPU stand-in: costs `seconds_per_frame` of wall time but no CPU; pha = green channel, fgr = src."""
+
+    def __init__(self, seconds_per_frame: float):
+        super().__init__()
+        self.seconds_per_frame = seconds_per_frame
+
+    def forward(self, src, bgr):
+        time.sleep(self.seconds_per_frame * len(src))
+        return src[:, 1:2], src
+
+
+def datamodule(clip_dir: Path, batch_size: int) -> VideoMattingDataModule:
+    return VideoMattingDataModule(
+        sources=[str(clip_dir / "src.mp4")],
+        backgrounds=[str(clip_dir / "bgr.png")],
+        batch_size=batch_size,
+        num_workers=2,
+    )
+
+
+def trainer(callbacks) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, callbacks=callbacks, enable_progress_bar=False)
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def model_only(net: nn.Module, clip_dir: Path, batch_size: int) -> float:
+    module = MattingModule(net, outputs=list(OUTPUTS))
+    return timed(
+        lambda: trainer([]).predict(
+            module, datamodule=datamodule(clip_dir, batch_size), return_predictions=False
+        )
+    )
+
+
+def ours(net: nn.Module, clip_dir: Path, batch_size: int, out: Path) -> float:
+    callback = VideoWriterCallback(out / "ours", outputs=list(OUTPUTS), overwrite=True)
+    module = MattingModule(net)
+    dm = datamodule(clip_dir, batch_size)
+    return timed(lambda: trainer([callback]).predict(module, datamodule=dm, return_predictions=False))
+
+
+def reference_loop(
+    net: nn.Module, clip_dir: Path, batch_size: int, out: Path, size: tuple[int, int]
+) -> float:
+    """The reference inference_video.py shape: model, then each writer's add_batch in turn, one thread."""
+    dm = datamodule(clip_dir, batch_size)
+    dm.setup("predict")
+
+    def run():
+        writers = {name: ReferenceVideoWriter(str(out / f"ref_{name}.mp4"), 30, *size) for name in OUTPUTS}
+        green = torch.tensor(DEFAULT_TARGET_COLOR).view(1, 3, 1, 1)
+        with torch.no_grad():
+            for batch in dm.predict_dataloader():
+                pha, fgr = net(batch["src"], batch["bgr"])[:2]
+                outputs = {"com": composite(fgr, pha, green), "pha": pha, "fgr": fgr}
+                for name in OUTPUTS:
+                    writers[name].add_batch(outputs[name])
+        for writer in writers.values():
+            writer.close()
+
+    return timed(run)
+
+
+def encode_limit(clip_src: torch.Tensor, batch_size: int, out: Path) -> float:
+    height, width = clip_src.shape[-2:]
+    batches = [clip_src[i : i + batch_size] for i in range(0, len(clip_src), batch_size)]
+
+    def run():
+        writers = {name: VideoWriter(out / f"limit_{name}.mp4", 30, width, height) for name in OUTPUTS}
+        for batch in batches:
+            writers["com"].add_batch(batch)
+            writers["pha"].add_batch(batch[:, 1:2])
+            writers["fgr"].add_batch(batch)
+        for writer in writers.values():
+            writer.close()
+
+    return timed(run)
+
+
+def measure(
+    label: str, net: nn.Module, frames: int, size: tuple[int, int], batch_size: int, tmp: Path
+) -> None:
+    clip_dir = tmp / f"clip_{size[0]}x{size[1]}_{frames}"
+    if not clip_dir.exists():
+        clip = make_clip(*size, frames, seed=0)
+        save_clip(clip, clip_dir)
+        del clip
+    with torch.no_grad():  # warm-up: first-call allocations are not part of any path's figure
+        net(torch.rand(batch_size, 3, size[1], size[0]), torch.rand(batch_size, 3, size[1], size[0]))
+    src = torch.rand(min(frames, 8), 3, size[1], size[0]).repeat(max(1, frames // 8) + 1, 1, 1, 1)[:frames]
+    fps = {
+        "model only": frames / model_only(net, clip_dir, batch_size),
+        "reference style": frames / reference_loop(net, clip_dir, batch_size, tmp, size),
+        "encode limit": frames / encode_limit(src, batch_size, tmp),
+        "ours": frames / ours(net, clip_dir, batch_size, tmp),
+    }
+    bound = min(fps["model only"], fps["encode limit"])
+    print(
+        f"| {label} | {size[0]}x{size[1]} | {frames} | "
+        + " | ".join(f"{value:.1f}" for value in fps.values())
+        + f" | {fps['ours'] / bound:.2f} | {fps['ours'] / fps['reference style']:.2f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--size", type=int, nargs=2, default=(1280, 720))
+    parser.add_argument("--model-ms", type=float, default=20.0)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--real-size", type=int, nargs=2, default=(640, 360))
+    parser.add_argument("--real-frames", type=int, default=48)
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, outputs com+pha+fgr"
+    )
+    print(
+        "| model | size | frames | (1) model only | (2) reference style | (3) encode limit | (4) ours "
+        "| ours / min(1,3) | ours / reference |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sleeper = SleepingMatte(args.model_ms / 1000)
+        measure(
+            f"sleeping {args.model_ms:g} ms/frame",
+            sleeper,
+            args.frames,
+            tuple(args.size),
+            args.batch_size,
+            tmp,
+        )
+        real = MattingModule("mattingbase-mobilenetv2").net.eval()
+        measure(
+            "MattingBase-MobileNetV2 (CPU)",
+            real,
+            args.real_frames,
+            tuple(args.real_size),
+            args.batch_size,
+            tmp,
+        )
+
+
+if __name__ == "__main__":
+    main()
