@@ -285,3 +285,20 @@ def test_png_round_trip_matches_documented_conversion(
         if channels >= 3:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if channels == 4 else cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(image.reshape(height, width, channels), expected[i])
+
+
+@pytest.mark.parametrize(
+    ("given", "exact"),
+    [
+        (29.97, Fraction(30000, 1001)),
+        (23.976, Fraction(24000, 1001)),
+        (59.94, Fraction(60000, 1001)),
+        (30.0, Fraction(30)),
+        (25, Fraction(25)),
+        (12.5, Fraction(25, 2)),
+        (Fraction(30000, 1001), Fraction(30000, 1001)),
+    ],
+)
+def test_frame_rate_is_kept_as_an_exact_fraction(tmp_path, given, exact):
+    with VideoWriter(tmp_path / "v.mp4", given, 16, 16) as writer:
+        assert writer.frame_rate == exact

@@ -3,6 +3,7 @@
 from .base import FrameWriter
 from .images import ImageSequenceWriter
 from .opencv import VideoWriter
+from .pyav import AVWriter
 from .threaded import EncoderError
 
-__all__ = ["EncoderError", "FrameWriter", "ImageSequenceWriter", "VideoWriter"]
+__all__ = ["AVWriter", "EncoderError", "FrameWriter", "ImageSequenceWriter", "VideoWriter"]

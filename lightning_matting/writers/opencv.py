@@ -17,7 +17,8 @@ from .base import FrameWriter
 def check_frame_rate(frame_rate: object) -> Fraction:
     """A positive, finite frame rate (int, float or Fraction) as an exact Fraction.
 
-    Floats are read as the nearest fraction with denominator <= 1001, so 29.97 becomes 30000/1001.
+    Floats within 0.01% of an NTSC rate n*1000/1001 become it (29.97 -> 30000/1001); other floats the
+    nearest fraction with denominator <= 1001.
     """
     if isinstance(frame_rate, bool) or not isinstance(frame_rate, (int, float, Fraction)):
         raise ValueError(f"frame_rate must be a positive number or Fraction (frames/s), got {frame_rate!r}")
@@ -26,6 +27,9 @@ def check_frame_rate(frame_rate: object) -> Fraction:
     if frame_rate <= 0:
         raise ValueError(f"frame_rate must be a positive number or Fraction (frames/s), got {frame_rate!r}")
     if isinstance(frame_rate, float):
+        ntsc = Fraction(round(frame_rate * Fraction(1001, 1000)) * 1000, 1001)  # 23.976, 29.97, 59.94, ...
+        if abs(frame_rate - ntsc) < 1e-4 * frame_rate:
+            return ntsc
         return Fraction(frame_rate).limit_denominator(1001)
     return Fraction(frame_rate)
 

@@ -67,7 +67,7 @@ PRESETS: dict[str, Preset] = {
         {1: "yuv444p10le", 3: "yuv444p10le", 4: "yuva444p10le"},
         {"profile": "4444"},
     ),
-    "vp9": Preset(
+    "vp9": Preset(  # alpha reads back through the libvpx-vp9 decoder; FFmpeg's default vp9 decoder drops it
         "libvpx-vp9",
         ("webm", "mkv"),
         {1: "yuv420p", 3: "yuv420p", 4: "yuva420p"},
@@ -252,7 +252,7 @@ class AVWriter(FrameWriter):
         super().__init__(path, width, height, queue_size=queue_size)
 
     def _open(self) -> None:
-        av = _import_av()
+        self._av = av = _import_av()
         if not _has_encoder(av, self.preset.encoder):
             raise ValueError(
                 f"codec {self.codec!r} needs the FFmpeg encoder {self.preset.encoder!r}, which this PyAV "
@@ -261,7 +261,6 @@ class AVWriter(FrameWriter):
         self._pad = self._padding()
         self.encoded_size = (self.width + self._pad[0], self.height + self._pad[1])
         self._check_encoder_opens(av)
-        self._av = av
         source = self._open_audio_source(av)
         try:
             make_parent(self.path)
@@ -276,7 +275,7 @@ class AVWriter(FrameWriter):
             if source is not None:
                 source.close()
             raise
-        self._stream = self._add_video_stream(av)
+        self._stream = self._add_video_stream()
         self._audio = None if source is None else AudioCopy(source, self._container)
 
     def _padding(self) -> tuple[int, int]:
@@ -344,7 +343,7 @@ class AVWriter(FrameWriter):
         )
         return None
 
-    def _add_video_stream(self, av: Any) -> Any:
+    def _add_video_stream(self) -> Any:
         stream = self._container.add_stream(
             self.preset.encoder, rate=self.frame_rate, options=dict(self.options)
         )

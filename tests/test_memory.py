@@ -1,0 +1,61 @@
+"""Memory stays flat on long videos: peak RSS of a CLI predict does not grow with the frame count."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from lightning_matting.writers import VideoWriter
+
+ROOT = Path(__file__).parents[1]
+SIZE = (160, 120)
+PEAK_RSS = (
+    "import resource, sys; from lightning_matting.cli import main; main(sys.argv[1:]); "
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+)
+
+
+def make_source(path: Path, frames: int) -> Path:
+    g = torch.Generator().manual_seed(0)
+    with VideoWriter(path, 30, *SIZE) as writer:
+        for _ in range(0, frames, 20):
+            writer.add_batch(torch.rand(20, 3, SIZE[1], SIZE[0], generator=g))
+    return path
+
+
+def peak_rss_mb(tmp_path: Path, frames: int, return_predictions: bool) -> float:
+    source = make_source(tmp_path / f"src{frames}.mp4", frames)
+    plate = tmp_path / "plate.png"
+    cv2.imwrite(str(plate), np.zeros((SIZE[1], SIZE[0], 3), np.uint8))
+    args = [
+        "predict",
+        "--trainer.accelerator=cpu",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--model.model=mattingbase-mobilenetv2",
+        f"--data.sources=[{source}]",
+        f"--data.backgrounds=[{plate}]",
+        "--trainer.callbacks+=VideoWriterCallback",
+        f"--trainer.callbacks.output_dir={tmp_path / f'out{frames}{return_predictions}'}",
+        "--trainer.callbacks.outputs=[com, pha, fgr]",
+        f"--return_predictions={str(return_predictions).lower()}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stdout.split("PEAK_RSS_KB")[1].split()[0]) / 1024
+
+
+def test_peak_memory_does_not_grow_with_video_length(tmp_path):
+    short = peak_rss_mb(tmp_path, 40, return_predictions=False)
+    long = peak_rss_mb(tmp_path, 200, return_predictions=False)
+    assert long - short < 30, f"peak RSS grew from {short:.0f} MB to {long:.0f} MB"
+    # The measurement can fail: keeping the predictions (7 channels x 160x120 float32 per frame) grows it.
+    kept = peak_rss_mb(tmp_path, 200, return_predictions=True)
+    assert kept - long > 50, f"peak RSS {long:.0f} MB -> {kept:.0f} MB with return_predictions"
