@@ -16,7 +16,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_matting.data.readers import VideoInfo
 from lightning_matting.outputs import check_output_names, straight_rgba
-from lightning_matting.writers import FrameWriter, ImageSequenceWriter, VideoWriter
+from lightning_matting.writers import AVWriter, FrameWriter, ImageSequenceWriter, VideoWriter
+from lightning_matting.writers.pyav import ALPHA_CODECS, PRESETS
 
 # The container each OpenCV fourcc is written in unless `extension` says otherwise.
 _VIDEO_EXTENSIONS = {"mp4v": "mp4", "FFV1": "mkv", "MJPG": "avi", "XVID": "avi"}
@@ -38,8 +39,12 @@ class VideoWriterCallback(BasePredictionWriter):
     the logger: WandbLogger.log_video, MLFlowLogger artifacts, TensorBoard its first frame as an image
     (its add_video needs moviepy < 2); CSV or no logger: the files only.
 
-    `format="image_sequence"` writes numbered images (`extension` png by default); its `com` is RGBA
-    [fgr * (pha > 0), pha] (straight alpha) rather than a composite.
+    Formats: OpenCV video with `fourcc` (default mp4v in .mp4; FFV1 in .mkv is lossless); with `codec`
+    (h264, hevc, prores4444, vp9, ffv1) PyAV's AVWriter with that preset and `codec_options` (extra
+    `[av]`), and with `audio=True` com and fgr carry the source video's audio. `format="image_sequence"`
+    writes numbered images (`extension` png by default). `alpha`: com as RGBA [fgr * (pha > 0), pha]
+    (straight alpha) instead of a composite; the default for image sequences, and for video it needs
+    an alpha codec (prores4444, vp9, ffv1).
 
     Example:
         >>> writer = VideoWriterCallback("outputs", outputs=["com", "pha"])
@@ -58,10 +63,26 @@ class VideoWriterCallback(BasePredictionWriter):
         queue_size: int = 4,
         val_videos: int = 1,
         log_sanity_check: bool = False,
+        codec: str | None = None,
+        codec_options: dict[str, str] | None = None,
+        alpha: bool | None = None,
+        audio: bool = False,
     ):
         super().__init__(write_interval="batch")
         if format not in ("video", "image_sequence"):
             raise ValueError(f"format must be 'video' or 'image_sequence', got {format!r}")
+        if codec is not None and codec not in PRESETS:
+            raise ValueError(
+                f"codec must be one of {', '.join(PRESETS)} (PyAV), or None for OpenCV, got {codec!r}"
+            )
+        self.alpha = format == "image_sequence" if alpha is None else alpha
+        if self.alpha and format == "video" and codec not in ALPHA_CODECS:
+            raise ValueError(
+                f"alpha video needs codec= one of {', '.join(ALPHA_CODECS)} (OpenCV and codec {codec!r} carry no "
+                "alpha), or format='image_sequence'"
+            )
+        if audio and (codec is None or format != "video"):
+            raise ValueError("audio=True needs PyAV video output: give codec= one of " + ", ".join(PRESETS))
         if isinstance(val_videos, bool) or not isinstance(val_videos, int) or val_videos < 0:
             raise ValueError(
                 f"val_videos must be an int >= 0 (validation videos written per epoch), got {val_videos!r}"
@@ -70,9 +91,17 @@ class VideoWriterCallback(BasePredictionWriter):
         self.outputs = check_output_names(outputs)
         self.format = format
         self.fourcc = fourcc
-        self.extension = extension or (
-            "png" if format == "image_sequence" else _VIDEO_EXTENSIONS.get(fourcc, "mkv")
-        )
+        self.codec = codec
+        self.codec_options = codec_options
+        self.audio = audio
+        if extension is None:
+            if format == "image_sequence":
+                extension = "png"
+            elif codec is not None:
+                extension = PRESETS[codec].extensions[0]
+            else:
+                extension = _VIDEO_EXTENSIONS.get(fourcc, "mkv")
+        self.extension = extension
         self.overwrite = overwrite
         self.queue_size = queue_size
         self.val_videos = val_videos
@@ -91,19 +120,31 @@ class VideoWriterCallback(BasePredictionWriter):
             return root / video / output
         return root / video / f"{output}.{self.extension}"
 
-    def open_writer(self, path: Path, info: VideoInfo) -> FrameWriter:
+    def open_writer(self, path: Path, info: VideoInfo, output: str) -> FrameWriter:
         """A writer for one output of one video, in this callback's format."""
         if self.format == "image_sequence":
             return ImageSequenceWriter(
                 path, self.extension, width=info.width, height=info.height, queue_size=self.queue_size
+            )
+        if self.codec is not None:
+            audio_from = info.source if self.audio and output in ("com", "fgr") else None
+            return AVWriter(
+                path,
+                info.fps,
+                info.width,
+                info.height,
+                codec=self.codec,
+                options=self.codec_options,
+                audio_from=audio_from,
+                queue_size=self.queue_size,
             )
         return VideoWriter(
             path, info.fps, info.width, info.height, fourcc=self.fourcc, queue_size=self.queue_size
         )
 
     def _network_outputs(self) -> tuple[str, ...]:
-        """What the module must compute: image-sequence com is built here from pha and fgr."""
-        if self.format == "image_sequence" and "com" in self.outputs:
+        """What the module must compute: an alpha com is built here from pha and fgr."""
+        if self.alpha and "com" in self.outputs:
             return tuple(dict.fromkeys([name for name in self.outputs if name != "com"] + ["pha", "fgr"]))
         return self.outputs
 
@@ -256,7 +297,7 @@ class _VideoFiles:
             _close_all(self._open.pop(video).values())
 
     def _frames(self, prediction: dict[str, Any], output: str) -> torch.Tensor:
-        if output == "com" and self.callback.format == "image_sequence":
+        if output == "com" and self.callback.alpha:
             return straight_rgba(prediction["fgr"], prediction["pha"])
         return prediction[output]
 
@@ -268,7 +309,7 @@ class _VideoFiles:
         writers: dict[str, FrameWriter] = {}
         try:
             for output, path in paths.items():
-                writers[output] = self.callback.open_writer(path, info)
+                writers[output] = self.callback.open_writer(path, info, output)
         except BaseException:
             _close_all(writers.values(), reason="a writer failed to open")
             raise

@@ -126,7 +126,8 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
         self.source: FrameReader = open_reader(source, fps=fps, name=name)
         src_info = self.source.info
         width, height = size or (src_info.width, src_info.height)
-        self.info = VideoInfo(src_info.name, src_info.fps, width, height, src_info.num_frames)
+        source_file = str(source) if Path(source).is_file() else None
+        self.info = VideoInfo(src_info.name, src_info.fps, width, height, src_info.num_frames, source_file)
         self.align = align
         self._plate: Tensor | None = None
         self._plate_reader: FrameReader | None = None

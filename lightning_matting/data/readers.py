@@ -30,6 +30,7 @@ class VideoInfo:
     width: int
     height: int
     num_frames: int
+    source: str | None = None  # the video file it comes from (its audio can be copied), if any
 
 
 class FrameReader(Protocol):
