@@ -60,13 +60,11 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
-def reference(folder: Path, width: int, height: int, inputs: dict[str, list[torch.Tensor]]) -> float:
-    """Each output written in turn on the caller's thread, as the reference script does."""
+def write_all(make_writer, inputs: dict[str, list[torch.Tensor]]) -> float:
+    """Seconds to write every batch of every output, in turn, with one `make_writer(name)` per output."""
 
     def run():
-        writers = {
-            name: ReferenceVideoWriter(str(folder / f"ref_{name}.mp4"), 30, width, height) for name in inputs
-        }
+        writers = {name: make_writer(name) for name in inputs}
         for i in range(len(next(iter(inputs.values())))):
             for name, writer in writers.items():
                 writer.add_batch(inputs[name][i])
@@ -74,18 +72,18 @@ def reference(folder: Path, width: int, height: int, inputs: dict[str, list[torc
             writer.close()
 
     return timed(run)
+
+
+def reference(folder: Path, width: int, height: int, inputs: dict[str, list[torch.Tensor]]) -> float:
+    """Each output written in turn on the caller's thread, as the reference script does."""
+    return write_all(
+        lambda name: ReferenceVideoWriter(str(folder / f"ref_{name}.mp4"), 30, width, height), inputs
+    )
 
 
 def ours(folder: Path, width: int, height: int, inputs: dict[str, list[torch.Tensor]]) -> float:
-    def run():
-        writers = {name: VideoWriter(folder / f"ours_{name}.mp4", 30, width, height) for name in inputs}
-        for i in range(len(next(iter(inputs.values())))):
-            for name, writer in writers.items():
-                writer.add_batch(inputs[name][i])
-        for writer in writers.values():
-            writer.close()
-
-    return timed(run)
+    """Our writers: add_batch queues, each output encodes on its own thread."""
+    return write_all(lambda name: VideoWriter(folder / f"ours_{name}.mp4", 30, width, height), inputs)
 
 
 def encoder_limit(folder: Path, width: int, height: int, frames: list[torch.Tensor]) -> float:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -49,3 +51,11 @@ def smooth_clip(frames: int, height: int, width: int, seed: int = 0) -> torch.Te
 @pytest.fixture
 def ntsc() -> Fraction:
     return Fraction(30000, 1001)
+
+
+def load_recipe(path: Path) -> ModuleType:
+    """Import a reference_recipe.py copied into tests/data (the weights and inputs behind the goldens)."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import cache
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_recipe
 from torch import nn
 
 from lightning_matting.models import VARIANTS, MattingBase, MattingRefine, build_model, load_model
@@ -33,14 +33,7 @@ TOLERANCE = 2e-3
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("bgmv2_reference_recipe", DATA / "reference_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-RECIPE = _load_recipe()
+RECIPE = load_recipe(DATA / "reference_recipe.py")
 
 
 @cache

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_recipe
 
 from lightning_matting.models.rvm import (
     DeepGuidedFilterRefiner,
@@ -31,14 +31,7 @@ GOLDEN_CASES = {
 }
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("rvm_reference_recipe", DATA / "reference_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-recipe = _load_recipe()
+recipe = load_recipe(DATA / "reference_recipe.py")
 
 
 @functools.cache

@@ -181,6 +181,15 @@ def _guidance(src: Tensor) -> Tensor:
     return torch.cat([src, src.mean(1, keepdim=True)], dim=1)
 
 
+def _apply_linear_model(a: Tensor, b: Tensor, fine_src: Tensor) -> tuple[Tensor, Tensor]:
+    """Upsample the local linear model (a, b) to the full size and apply it: (fgr residual, pha)."""
+    size = (fine_src.size(2), fine_src.size(3))
+    a = F.interpolate(a, size, mode="bilinear", align_corners=False)
+    b = F.interpolate(b, size, mode="bilinear", align_corners=False)
+    fgr, pha = (a * _guidance(fine_src) + b).split([3, 1], dim=1)
+    return fgr, pha
+
+
 class DeepGuidedFilterRefiner(nn.Module):
     """Learned guided filter: lifts the low-resolution fgr residual and alpha to full resolution.
 
@@ -201,7 +210,6 @@ class DeepGuidedFilterRefiner(nn.Module):
     def forward(
         self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor, base_hid: Tensor
     ) -> tuple[Tensor, Tensor]:
-        fine_x = _guidance(fine_src)
         base_x = _guidance(base_src)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
         mean_x = self.box_filter(base_x)
@@ -209,12 +217,7 @@ class DeepGuidedFilterRefiner(nn.Module):
         cov_xy = self.box_filter(base_x * base_y) - mean_x * mean_y
         var_x = self.box_filter(base_x * base_x) - mean_x * mean_x
         a = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
-        b = mean_y - a * mean_x
-        size = (fine_src.size(2), fine_src.size(3))
-        a = F.interpolate(a, size, mode="bilinear", align_corners=False)
-        b = F.interpolate(b, size, mode="bilinear", align_corners=False)
-        fgr, pha = (a * fine_x + b).split([3, 1], dim=1)
-        return fgr, pha
+        return _apply_linear_model(a, mean_y - a * mean_x, fine_src)
 
 
 def _box_mean(x: Tensor, radius: int) -> Tensor:
@@ -238,7 +241,6 @@ class FastGuidedFilterRefiner(nn.Module):
     def forward(
         self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor, base_hid: Tensor
     ) -> tuple[Tensor, Tensor]:
-        fine_x = _guidance(fine_src)
         base_x = _guidance(base_src)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
         mean_x = _box_mean(base_x, self.radius)
@@ -246,12 +248,7 @@ class FastGuidedFilterRefiner(nn.Module):
         cov_xy = _box_mean(base_x * base_y, self.radius) - mean_x * mean_y
         var_x = _box_mean(base_x * base_x, self.radius) - mean_x * mean_x
         a = cov_xy / (var_x + self.eps)
-        b = mean_y - a * mean_x
-        size = (fine_src.size(2), fine_src.size(3))
-        a = F.interpolate(a, size, mode="bilinear", align_corners=False)
-        b = F.interpolate(b, size, mode="bilinear", align_corners=False)
-        fgr, pha = (a * fine_x + b).split([3, 1], dim=1)
-        return fgr, pha
+        return _apply_linear_model(a, mean_y - a * mean_x, fine_src)
 
 
 class RobustVideoMatting(nn.Module):
