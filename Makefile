@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) bench/writers.py
+	for b in writers formats predict models demo_model; do $(PY) bench/$$b.py || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
