@@ -6,7 +6,9 @@ import warnings
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from lightning_matting.callbacks import VideoWriterCallback  # noqa: F401 - lets `callbacks+=VideoWriterCallback` resolve
+from lightning_matting.callbacks import (
+    VideoWriterCallback,
+)  # also lets `callbacks+=VideoWriterCallback` resolve
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.module import MattingModule
 
@@ -20,13 +22,26 @@ class SaveConfigExceptPredict(SaveConfigCallback):
 
 
 class MattingCLI(LightningCLI):
-    """LightningCLI whose `predict` defaults to `return_predictions: false` (videos go to the writers)."""
+    """LightningCLI whose `predict` defaults to `return_predictions: false` (videos go to the writers) and
+    takes `--resume=true`: continue an interrupted predict run (sets VideoWriterCallback.resume)."""
 
     def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):  # noqa: ANN001 - Lightning's signature
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":
             parser.set_defaults(return_predictions=False)
+            parser.add_argument(
+                "--resume", type=bool, default=False, help="continue an interrupted run where it stopped"
+            )
         return parser
+
+    def before_predict(self) -> None:
+        if not self.config["predict"].get("resume"):
+            return
+        writers = [cb for cb in self.trainer.callbacks if isinstance(cb, VideoWriterCallback)]
+        if not writers:
+            raise ValueError("--resume=true needs a VideoWriterCallback in trainer.callbacks")
+        for writer in writers:
+            writer.resume = True
 
 
 def main(args: list[str] | None = None) -> None:

@@ -63,7 +63,7 @@ def plate(tmp_path):
 def test_items_carry_src_plate_index_and_name(source, plate):
     dataset = MattingVideoDataset(source, plate)
     assert len(dataset) == 8
-    assert dataset.videos == [VideoInfo("source", Fraction(25), WIDTH, HEIGHT, 8)]
+    assert dataset.videos == [VideoInfo("source", Fraction(25), WIDTH, HEIGHT, 8, str(source))]
     item = dataset[3]
     assert set(item) == {"src", "bgr", "index", "video"}
     assert item["src"].shape == item["bgr"].shape == (3, HEIGHT, WIDTH)
@@ -193,8 +193,8 @@ def test_multi_video_dataset_keeps_each_videos_frames_and_metadata(tmp_path):
         [MattingVideoDataset(p, name=n) for p, n in zip([first, second], names, strict=True)]
     )
     assert dataset.videos == [
-        VideoInfo("clip", Fraction(25), WIDTH, HEIGHT, 3),
-        VideoInfo("clip_2", Fraction(50), WIDTH, HEIGHT, 5),
+        VideoInfo("clip", Fraction(25), WIDTH, HEIGHT, 3, str(first)),
+        VideoInfo("clip_2", Fraction(50), WIDTH, HEIGHT, 5, str(second)),
     ]
     items = [dataset[i] for i in range(len(dataset))]
     assert [(item["video"], item["index"], value(item["src"])) for item in items] == [

@@ -50,10 +50,24 @@ def test_predict_over_files_and_synthetic_clips(user_files, tmp_path):
     )
     datamodule.setup("predict")
     assert datamodule.videos == [
-        VideoInfo("take", Fraction(25), 64, 48, 7),
-        VideoInfo("take_2", Fraction(25), 32, 24, 4),
-        VideoInfo("synthetic_000", Fraction(30), 64, 48, 5),
-        VideoInfo("synthetic_001", Fraction(30), 64, 48, 5),
+        VideoInfo("take", Fraction(25), 64, 48, 7, sources[0]),
+        VideoInfo("take_2", Fraction(25), 32, 24, 4, sources[1]),
+        VideoInfo(
+            "synthetic_000",
+            Fraction(30),
+            64,
+            48,
+            5,
+            str(tmp_path / "synthetic" / "synthetic_000" / "src.mp4"),
+        ),
+        VideoInfo(
+            "synthetic_001",
+            Fraction(30),
+            64,
+            48,
+            5,
+            str(tmp_path / "synthetic" / "synthetic_001" / "src.mp4"),
+        ),
     ]
     assert (tmp_path / "synthetic" / "synthetic_001" / "src.mp4").is_file()
     batches = list(datamodule.predict_dataloader())

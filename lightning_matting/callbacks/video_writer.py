@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -18,6 +21,15 @@ from lightning_matting.data.readers import VideoInfo
 from lightning_matting.outputs import check_output_names, straight_rgba
 from lightning_matting.writers import AVWriter, FrameWriter, ImageSequenceWriter, VideoWriter
 from lightning_matting.writers.pyav import ALPHA_CODECS, PRESETS
+from lightning_matting.writers.segments import (
+    SegmentedWriter,
+    finalized_segments,
+    join_parts,
+    parts_folder,
+    segment_frames_for,
+)
+
+MANIFEST = ".matting-run.json"  # in <output_dir>/<video>/ while a predict run of that video is unfinished
 
 # The container each OpenCV fourcc is written in unless `extension` says otherwise.
 _VIDEO_EXTENSIONS = {"mp4v": "mp4", "FFV1": "mkv", "MJPG": "avi", "XVID": "avi"}
@@ -46,6 +58,15 @@ class VideoWriterCallback(BasePredictionWriter):
     (straight alpha) instead of a composite; the default for image sequences, and for video it needs
     an alpha codec (prores4444, vp9, ffv1).
 
+    Hard kills (SIGKILL, OOM killer, preemption): predict video is written in finalized segments of
+    `segment_seconds` (`<output>.<ext>.parts/00000.<ext>`, ...; 0 or None: one file, as OpenCV leaves
+    it), joined by stream copy into `<output>.<ext>` when the video is done; images are renamed into
+    place once complete. A killed run loses at most the segment being written. `resume=True` reruns
+    the same command from the first frame not safely written (the datamodule's `resume_from`); a
+    manifest `<output_dir>/<video>/.matting-run.json` of the source, model and output settings makes
+    a resume with other settings fail with a ValueError naming what changed. Parts and manifests are
+    removed when the run succeeds. `audio=True` outputs are written unsegmented.
+
     Example:
         >>> writer = VideoWriterCallback("outputs", outputs=["com", "pha"])
         >>> trainer = Trainer(callbacks=[writer])
@@ -67,8 +88,18 @@ class VideoWriterCallback(BasePredictionWriter):
         codec_options: dict[str, str] | None = None,
         alpha: bool | None = None,
         audio: bool = False,
+        segment_seconds: float | None = 2.0,
+        resume: bool = False,
     ):
         super().__init__(write_interval="batch")
+        if segment_seconds is not None and (
+            isinstance(segment_seconds, bool)
+            or not isinstance(segment_seconds, int | float)
+            or segment_seconds < 0
+        ):
+            raise ValueError(
+                f"segment_seconds must be a number of seconds >= 0 (0 or None: unsegmented), got {segment_seconds!r}"
+            )
         if format not in ("video", "image_sequence"):
             raise ValueError(f"format must be 'video' or 'image_sequence', got {format!r}")
         if codec is not None and codec not in PRESETS:
@@ -106,6 +137,9 @@ class VideoWriterCallback(BasePredictionWriter):
         self.queue_size = queue_size
         self.val_videos = val_videos
         self.log_sanity_check = log_sanity_check
+        self.segment_seconds = segment_seconds or 0
+        self.resume = resume
+        self._starts: dict[str, int] | None = None
         self._predict: _VideoFiles | None = None
         self._validation: _VideoFiles | None = None
 
@@ -120,11 +154,22 @@ class VideoWriterCallback(BasePredictionWriter):
             return root / video / output
         return root / video / f"{output}.{self.extension}"
 
-    def open_writer(self, path: Path, info: VideoInfo, output: str) -> FrameWriter:
-        """A writer for one output of one video, in this callback's format."""
+    def segment_frames(self, info: VideoInfo) -> int:
+        """Frames per predict segment of `info`'s video files; 0: unsegmented (images, audio, or seconds 0)."""
+        if self.format != "video" or self.audio or not self.segment_seconds:
+            return 0
+        return segment_frames_for(info.fps, self.segment_seconds)
+
+    def open_writer(self, path: Path, info: VideoInfo, output: str, start: int = 0) -> FrameWriter:
+        """A writer for one output of one video, in this callback's format (images numbered from `start`)."""
         if self.format == "image_sequence":
             return ImageSequenceWriter(
-                path, self.extension, width=info.width, height=info.height, queue_size=self.queue_size
+                path,
+                self.extension,
+                width=info.width,
+                height=info.height,
+                start_index=start,
+                queue_size=self.queue_size,
             )
         if self.codec is not None:
             audio_from = info.source if self.audio and output in ("com", "fgr") else None
@@ -166,6 +211,70 @@ class VideoWriterCallback(BasePredictionWriter):
             pl_module.request_outputs(self._network_outputs())
         if stage in ("fit", "validate") and self.val_videos > 0 and trainer.is_global_zero:
             self._replace_or_refuse([self.output_dir / "val"])  # before any training step is spent
+        self._starts = None
+        datamodule = getattr(trainer, "datamodule", None)
+        if stage == "predict" and getattr(datamodule, "videos", None):
+            self._prepare_predict(trainer, pl_module)  # before the datamodule's loader is made
+
+    def _prepare_predict(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Refuse or clear existing outputs, or (resume) find where each video continues and tell the data."""
+        videos = _find_videos(trainer, "predict")
+        starts = {}
+        for info in videos:
+            folder = self.output_dir / info.name
+            paths = [self.output_path(self.output_dir, info.name, output) for output in self.outputs]
+            fingerprint = _fingerprint(self, info, trainer, pl_module)
+            manifest = folder / MANIFEST
+            if self.resume and manifest.is_file():
+                _check_same_run(info.name, json.loads(manifest.read_text())["fingerprint"], fingerprint)
+                starts[info.name] = self._resume_point(info, paths, json.loads(manifest.read_text()))
+            else:
+                leftovers = [manifest] + [parts_folder(path) for path in paths] + paths
+                self._replace_or_refuse(leftovers)
+                starts[info.name] = 0
+            if starts[info.name] < info.num_frames or not manifest.is_file():
+                _write_json(manifest, {"fingerprint": fingerprint, "complete": False})
+        datamodule = getattr(trainer, "datamodule", None)
+        if any(starts.values()):
+            if not hasattr(datamodule, "resume_from"):
+                raise ValueError(
+                    "VideoWriterCallback(resume=True) needs a datamodule with resume_from "
+                    "(VideoMattingDataModule) to start videos at their first missing frame"
+                )
+        if hasattr(datamodule, "resume_from"):
+            datamodule.resume_from({name: start for name, start in starts.items() if start})
+        resumed = {name: start for name, start in starts.items() if start}
+        if resumed:
+            rank_zero_info(f"VideoWriterCallback: resuming at frames {resumed}")
+        self._starts = starts
+
+    def _resume_point(self, info: VideoInfo, paths: list[Path], manifest: dict) -> int:
+        """The first frame not safely written in every output; later partial files are removed."""
+        if manifest.get("complete") and all(path.exists() for path in paths):
+            for path in paths:
+                shutil.rmtree(parts_folder(path), ignore_errors=True)
+            return info.num_frames
+        segment = self.segment_frames(info)
+        done = []
+        for path in paths:
+            if self.format == "image_sequence":
+                done.append(_contiguous_images(path, self.extension))
+            elif segment:
+                parts = parts_folder(path)
+                done.append(min(len(finalized_segments(parts, self.extension)) * segment, info.num_frames))
+            else:
+                done.append(0)  # an unsegmented file is finalized only at the end
+        start = min(done)
+        for path in paths:
+            if self.format == "video":
+                path.unlink(missing_ok=True)  # a join that did not finish
+            if segment and parts_folder(path).is_dir():
+                for file in parts_folder(path).iterdir():
+                    if not file.name[0].isdigit() or int(file.name.split(".")[0]) * segment >= start:
+                        file.unlink()
+        if segment and start < info.num_frames:
+            start -= start % segment  # a short last segment exists only at the very end
+        return start
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1:
@@ -178,11 +287,13 @@ class VideoWriterCallback(BasePredictionWriter):
                 "video does not fit; the videos are written by VideoWriterCallback: pass return_predictions=False",
                 stacklevel=1,
             )
+        if self._starts is None:
+            self._prepare_predict(trainer, pl_module)
         videos = _find_videos(trainer, "predict")
-        self._replace_or_refuse(
-            [self.output_path(self.output_dir, v.name, output) for v in videos for output in self.outputs]
-        )
-        self._predict = _VideoFiles(self, self.output_dir, videos)
+        self._predict = _VideoFiles(self, self.output_dir, videos, starts=self._starts)
+        for info in videos:  # every frame written before (a run killed while joining): finish them
+            if self._starts[info.name] >= info.num_frames:
+                self._predict.finish(info)
 
     def write_on_batch_end(
         self,
@@ -204,6 +315,10 @@ class VideoWriterCallback(BasePredictionWriter):
                 warnings.warn(f"VideoWriterCallback: {video} has {done} of {total} frames", stacklevel=1)
             for output, path in paths.items():
                 rank_zero_info(f"{output}: {path} ({done} frames)")
+        for video in self._predict.videos:
+            manifest = self.output_dir / video / MANIFEST
+            if manifest.is_file() and json.loads(manifest.read_text()).get("complete"):
+                manifest.unlink()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -260,13 +375,19 @@ class _VideoFiles:
     """The writers of one run under `root`: opened at a video's first batch, closed after its last frame."""
 
     def __init__(
-        self, callback: VideoWriterCallback, root: Path, videos: list[VideoInfo], keep_first_frames=False
+        self,
+        callback: VideoWriterCallback,
+        root: Path,
+        videos: list[VideoInfo],
+        keep_first_frames=False,
+        starts: dict[str, int] | None = None,
     ):
         self.callback = callback
         self.root = root
         self.videos = {info.name: info for info in videos}
         self.paths: dict[str, dict[str, Path]] = {}
-        self.next_index: dict[str, int] = {}
+        self.segmented = starts is not None  # predict: segments, a manifest, resumable
+        self.next_index: dict[str, int] = dict(starts or {})
         self.first_frames: dict[str, dict[str, torch.Tensor]] | None = {} if keep_first_frames else None
         self._open: dict[str, dict[str, FrameWriter]] = {}
 
@@ -295,6 +416,22 @@ class _VideoFiles:
         self.next_index[video] = first + len(index)
         if self.next_index[video] >= self.videos[video].num_frames:
             _close_all(self._open.pop(video).values())
+            if self.segmented:
+                self.finish(self.videos[video])
+
+    def finish(self, info: VideoInfo) -> None:
+        """Join the segments of a video whose every frame is written, and mark its manifest complete."""
+        self.paths[info.name] = {
+            output: self.callback.output_path(self.root, info.name, output)
+            for output in self.callback.outputs
+        }
+        for path in self.paths[info.name].values():
+            if parts_folder(path).is_dir() and not path.exists():
+                join_parts(path, info.fps, None if self.callback.codec else self.callback.fourcc)
+            shutil.rmtree(parts_folder(path), ignore_errors=True)
+        manifest = self.root / info.name / MANIFEST
+        if manifest.is_file():
+            _write_json(manifest, json.loads(manifest.read_text()) | {"complete": True})
 
     def _frames(self, prediction: dict[str, Any], output: str) -> torch.Tensor:
         if output == "com" and self.callback.alpha:
@@ -306,10 +443,22 @@ class _VideoFiles:
             output: self.callback.output_path(self.root, info.name, output)
             for output in self.callback.outputs
         }
+        start = self.next_index.get(info.name, 0)
+        segment = self.callback.segment_frames(info) if self.segmented else 0
         writers: dict[str, FrameWriter] = {}
         try:
             for output, path in paths.items():
-                writers[output] = self.callback.open_writer(path, info, output)
+                if segment:
+                    writers[output] = SegmentedWriter(
+                        path,
+                        lambda file, output=output: self.callback.open_writer(file, info, output),
+                        segment,
+                        info.fps,
+                        fourcc=None if self.callback.codec else self.callback.fourcc,
+                        start_segment=start // segment,
+                    )
+                else:
+                    writers[output] = self.callback.open_writer(path, info, output, start)
         except BaseException:
             _close_all(writers.values(), reason="a writer failed to open")
             raise
@@ -319,7 +468,15 @@ class _VideoFiles:
     def close_all(self, reason: str | None = None) -> None:
         """Finalize every open writer; `reason` (an exception is propagating) turns close errors into warnings."""
         for video in list(self._open):
-            _close_all(self._open.pop(video).values(), reason=reason)
+            writers = self._open.pop(video).values()
+            if reason is None:
+                _close_all(writers)
+                continue
+            for writer in writers:  # a segmented file keeps its full segments for a resume
+                try:
+                    writer.abort() if isinstance(writer, SegmentedWriter) else writer.close()
+                except Exception as error:  # noqa: BLE001 - the others must still be closed
+                    warnings.warn(f"closing {writer.path} after {reason} failed: {error!r}", stacklevel=2)
 
 
 def _close_all(writers: Any, reason: str | None = None) -> None:
@@ -334,6 +491,68 @@ def _close_all(writers: Any, reason: str | None = None) -> None:
             first_error = first_error or error
     if first_error is not None and reason is None:
         raise first_error
+
+
+def _write_json(path: Path, content: dict) -> None:
+    """Write `content` to `path` atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".writing-{path.name}")
+    temporary.write_text(json.dumps(content, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def _contiguous_images(folder: Path, extension: str) -> int:
+    """How many images 00000, 00001, ... exist in `folder` before the first missing one."""
+    count = 0
+    while (folder / f"{count:05d}.{extension}").is_file():
+        count += 1
+    return count
+
+
+def _file_identity(path: object) -> str | None:
+    """`path` with its size and modification time (a replaced file differs), or None."""
+    if not isinstance(path, str | Path) or not Path(path).is_file():
+        return None
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})"
+
+
+def _fingerprint(
+    callback: VideoWriterCallback, info: VideoInfo, trainer: L.Trainer, pl_module: L.LightningModule
+) -> dict[str, str]:
+    """What a resumed run must share with the interrupted one, as {name: text}."""
+    weights = hashlib.sha256()
+    for name, tensor in pl_module.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    hparams = dict(getattr(pl_module, "hparams", {}))
+    datamodule = getattr(trainer, "datamodule", None)
+    settings = {
+        "video": (info.name, str(info.fps), info.width, info.height, info.num_frames),
+        "source": _file_identity(info.source) or info.source,
+        "data": {key: getattr(datamodule, key, None) for key in ("target", "resize", "align")},
+        "model": (type(pl_module).__name__, getattr(pl_module, "variant", None)),
+        "model.hparams": hparams,
+        "model.checkpoint": _file_identity(hparams.get("checkpoint")),
+        "model.weights": weights.hexdigest(),
+        "outputs": callback.outputs,
+        "format": (callback.format, callback.extension, callback.alpha, callback.audio),
+        "codec": (callback.fourcc, callback.codec, callback.codec_options),
+        "segment_frames": callback.segment_frames(info),
+    }
+    return {key: json.dumps(value, sort_keys=True, default=str) for key, value in settings.items()}
+
+
+def _check_same_run(video: str, previous: dict[str, str], current: dict[str, str]) -> None:
+    changed = [
+        key for key in sorted(previous.keys() | current.keys()) if previous.get(key) != current.get(key)
+    ]
+    if changed:
+        details = "; ".join(f"{key}: was {previous.get(key)}, now {current.get(key)}" for key in changed)
+        raise ValueError(
+            f"VideoWriterCallback: cannot resume {video}: {', '.join(changed)} changed since the interrupted run "
+            f"({details}); rerun with the same settings, or pass resume=False and overwrite=True to start again"
+        )
 
 
 def _hand_to_loggers(trainer: L.Trainer, key: str, path: Path, first_frame: torch.Tensor) -> None:

@@ -45,7 +45,8 @@ class VideoMattingDataModule(LightningDataModule):
     rendered (`synthetic_size` (width, height), `synthetic_frames`, `synthetic_fps`), written as
     src.mp4 + bgr.png into `synthetic_dir` (default: a temporary folder removed at teardown) and read back
     like user files. After `setup("predict")`, `videos` lists each video's `VideoInfo` (size after resize);
-    batches come from `VideoBatchSampler`: consecutive frames of one video, in order.
+    batches come from `VideoBatchSampler`: consecutive frames of one video, in order; `resume_from` makes
+    predict start videos at given frames (VideoWriterCallback(resume=True) calls it).
 
     Fit/validate: `train_clips` and `val_clips` synthetic clips of the same size, rendered on demand with
     ground truth ("pha", "fgr"); train, validation and predict clips get different seeds derived from `seed`.
@@ -110,6 +111,7 @@ class VideoMattingDataModule(LightningDataModule):
         self.augment = augment
         self.seed = _check_count("seed", seed, 0)
         self.videos: list[VideoInfo] = []
+        self.start_frames: dict[str, int] = {}
         self._temporary_dir: Path | None = None
 
     def setup(self, stage: str) -> None:
@@ -121,6 +123,17 @@ class VideoMattingDataModule(LightningDataModule):
             self.train_dataset = self._synthetic_dataset("train", self.train_clips)
         if stage in ("fit", "validate"):
             self.val_dataset = self._synthetic_dataset("val", self.val_clips)
+
+    def resume_from(self, start_frames: dict[str, int]) -> None:
+        """Predict each named video from its frame `start_frames[name]` on (a resumed run); others from 0."""
+        lengths = {video.name: video.num_frames for video in self.videos}
+        for name, frame in start_frames.items():
+            if name not in lengths or isinstance(frame, bool) or not 0 <= frame <= lengths[name]:
+                raise ValueError(
+                    f"start_frames must map names of the predict videos ({sorted(lengths)}) to a frame in "
+                    f"[0, frames], got {name!r}: {frame!r}"
+                )
+        self.start_frames = dict(start_frames)
 
     def _predict_dataset(self) -> MultiVideoDataset:
         pairs = [
@@ -182,7 +195,11 @@ class VideoMattingDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`)."""
-        sampler = VideoBatchSampler([video.num_frames for video in self.videos], self.batch_size)
+        sampler = VideoBatchSampler(
+            [video.num_frames for video in self.videos],
+            self.batch_size,
+            starts=[self.start_frames.get(video.name, 0) for video in self.videos],
+        )
         return DataLoader(
             self.predict_dataset,
             batch_sampler=sampler,

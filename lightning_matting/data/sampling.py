@@ -16,6 +16,7 @@ class VideoBatchSampler(Sampler[list[int]]):
 
     The dataset holds videos of `lengths` frames end to end (like `MultiVideoDataset`); each video is cut
     into batches of `batch_size` frames, its last batch possibly shorter. Nothing is shuffled or dropped.
+    `starts` (one per video, default 0) skips each video's first frames: a resumed run begins at `starts[i]`.
 
     Example::
 
@@ -23,25 +24,37 @@ class VideoBatchSampler(Sampler[list[int]]):
         loader = DataLoader(dataset, batch_sampler=sampler)
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int) -> None:
+    def __init__(self, lengths: Sequence[int], batch_size: int, starts: Sequence[int] | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in lengths):
             raise ValueError(
                 f"lengths must be non-negative integers (frames per video), got {list(lengths)!r}"
             )
+        starts = [0] * len(lengths) if starts is None else list(starts)
+        if len(starts) != len(lengths) or any(
+            isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= n
+            for s, n in zip(starts, lengths, strict=True)
+        ):
+            raise ValueError(
+                f"starts must give one int in [0, frames] per video (lengths {list(lengths)!r}), got {starts!r}"
+            )
         self.lengths = list(lengths)
         self.batch_size = batch_size
+        self.starts = starts
 
     def __iter__(self) -> Iterator[list[int]]:
-        start = 0
-        for length in self.lengths:
-            for first in range(0, length, self.batch_size):
-                yield list(range(start + first, start + min(first + self.batch_size, length)))
-            start += length
+        offset = 0
+        for length, start in zip(self.lengths, self.starts, strict=True):
+            for first in range(start, length, self.batch_size):
+                yield list(range(offset + first, offset + min(first + self.batch_size, length)))
+            offset += length
 
     def __len__(self) -> int:
-        return sum(math.ceil(length / self.batch_size) for length in self.lengths)
+        return sum(
+            math.ceil((length - start) / self.batch_size)
+            for length, start in zip(self.lengths, self.starts, strict=True)
+        )
 
 
 def collate_frames(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ class ImageSequenceWriter(FrameWriter):
 
     `width`/`height` default to the first batch's size; later batches must match it.
     Frames: [B,C,H,W], C=1 (grey), 3 (RGB) or 4 (RGBA, straight alpha; png/tif/webp only), float in
-    [0,1] or uint8. At most `queue_size` batches wait while `threads` batches are being encoded.
+    [0,1] or uint8. A file appears complete or not at all (written under a hidden name, then renamed). At most `queue_size` batches wait while `threads` batches are being encoded.
     """
 
     channels = (1, 3, 4)
@@ -69,10 +70,18 @@ class ImageSequenceWriter(FrameWriter):
         return self.path / f"{self.start_index + index:05d}.{self.extension}"
 
     def _write(self, first_index: int, frames: np.ndarray) -> None:
+        """Each file is written under a hidden name and renamed: a killed process leaves no partial image."""
         for offset, frame in enumerate(frames):
             path = self.frame_path(first_index + offset)
-            if not cv2.imwrite(str(path), frame):
-                raise OSError(f"OpenCV could not write {path}")
+            ok, encoded = cv2.imencode(f".{self.extension}", frame)
+            if not ok:
+                raise OSError(f"OpenCV could not encode {path}")
+            temporary = path.with_name(f".writing-{path.name}")
+            try:
+                temporary.write_bytes(encoded.tobytes())
+                os.replace(temporary, path)
+            except OSError as error:
+                raise OSError(f"OpenCV could not write {path}") from error
 
     def _finalize(self) -> None:
         """Image files are complete once written: nothing to finish."""

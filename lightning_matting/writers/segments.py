@@ -1,0 +1,273 @@
+"""SegmentedWriter: a video written as finalized segment files, joined into one file on success.
+
+A process killed mid-run (SIGKILL, OOM killer, preemption) never runs `release()`, and an unfinished MP4,
+MKV or AVI from OpenCV holds no playable frame. Written in segments of `segment_frames` frames, such a kill
+loses at most the segment being written: every earlier segment is a finalized file (written under a hidden
+name, renamed when complete), and a rerun can continue after the last one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import torch
+
+from .base import FrameWriter
+from .threaded import BackgroundWorkers
+
+SegmentFactory = Callable[[Path], FrameWriter]
+
+
+def parts_folder(path: str | Path) -> Path:
+    """The folder of the segments of the output file `path`: `<path>.parts/`."""
+    path = Path(path)
+    return path.with_name(path.name + ".parts")
+
+
+def segment_path(parts: Path, index: int, extension: str) -> Path:
+    """The file of the `index`-th finalized segment: `<parts>/<index:05d>.<extension>`."""
+    return parts / f"{index:05d}.{extension}"
+
+
+def finalized_segments(parts: Path, extension: str) -> list[Path]:
+    """The finalized segments in `parts`, 00000 onwards up to the first gap (later ones cannot be used)."""
+    segments = []
+    while (path := segment_path(parts, len(segments), extension)).is_file():
+        segments.append(path)
+    return segments
+
+
+def segment_frames_for(fps: Fraction, seconds: float) -> int:
+    """Frames per segment for `seconds` of video at `fps`: ceil(fps * seconds), at least 1."""
+    return max(1, math.ceil(fps * Fraction(seconds)))
+
+
+class SegmentedWriter:
+    """Writes `path` (the writer contract: `add_batch([B,C,H,W])`, `close()`) as segments, then joins them.
+
+    `open_segment(file)` makes the backend writer of one segment (VideoWriter, AVWriter, ...). Frames go to
+    `<path>.parts/<k:05d>.<ext>`, `segment_frames` per file; a full segment is finalized on a background
+    thread while the next one is filled. `close()` finalizes the last segment; `join()` then stream-copies
+    the segments into `path` (`join_segments`, at `frame_rate`; `fourcc` re-encodes without PyAV) and removes
+    the parts folder; `abort()` instead leaves a playable `path` and the full segments. `start_segment` > 0 continues
+    a previous run after its first `start_segment` finalized segments (frame `start_segment * segment_frames`).
+
+    Example::
+
+        writer = SegmentedWriter("pha.mkv", lambda f: VideoWriter(f, 30, 64, 48, fourcc="FFV1"), 60, 30)
+        writer.add_batch(frames)
+        writer.close()
+        writer.join()
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        open_segment: SegmentFactory,
+        segment_frames: int,
+        frame_rate: Fraction,
+        *,
+        fourcc: str | None = None,
+        start_segment: int = 0,
+    ):
+        for name, value, minimum in (
+            ("segment_frames", segment_frames, 1),
+            ("start_segment", start_segment, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        self.path = Path(path)
+        self.parts = parts_folder(self.path)
+        self.extension = self.path.suffix.lstrip(".")
+        self.segment_frames = segment_frames
+        self.frame_rate = frame_rate
+        self.fourcc = fourcc
+        self.frames_added = start_segment * segment_frames
+        self._open_segment = open_segment
+        self._segment: FrameWriter | None = None
+        self._segment_index = start_segment
+        self._closed = False
+        self._opened_one = False
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self._finalizer = BackgroundWorkers(self._finalize, name=f"SegmentedWriter({self.path})")
+        self._open_next()  # the backend's errors (codec, size, folder) surface here, before any frame
+
+    def _writing_path(self, index: int) -> Path:
+        return self.parts / f".writing-{index:05d}.{self.extension}"
+
+    def _open_next(self) -> None:
+        with warnings.catch_warnings():
+            if self._opened_one:
+                warnings.simplefilter("ignore")  # the first segment already warned (odd size, ...)
+            self._segment = self._open_segment(self._writing_path(self._segment_index))
+        self._opened_one = True
+
+    def _finalize(self, item: tuple[FrameWriter, int]) -> None:
+        writer, index = item
+        writer.close()
+        os.replace(writer.path, segment_path(self.parts, index, self.extension))
+
+    def add_batch(self, frames: torch.Tensor) -> None:
+        """Queue a batch [B,C,H,W] (see the backend's contract), cut at segment boundaries."""
+        if self._closed:
+            raise RuntimeError(f"SegmentedWriter for {self.path} is closed")
+        self._finalizer.raise_error()
+        start = 0
+        while start < len(frames):
+            if self._segment is None:
+                self._open_next()
+            room = self.segment_frames - self.frames_added % self.segment_frames
+            chunk = frames[start : start + room]
+            self._segment.add_batch(chunk)
+            start += len(chunk)
+            self.frames_added += len(chunk)
+            if self.frames_added % self.segment_frames == 0:
+                self._finalizer.put((self._segment, self._segment_index))
+                self._segment, self._segment_index = None, self._segment_index + 1
+        if len(frames) == 0:
+            self._segment.add_batch(frames)  # validated like any batch
+
+    def close(self) -> None:
+        """Finalize the segment being filled (an empty one is dropped); raise a finalizing error."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._segment is not None:
+                segment, self._segment = self._segment, None
+                if segment.frames_added > 0:
+                    self._finalizer.put((segment, self._segment_index))
+                else:
+                    segment.close()
+                    segment.path.unlink(missing_ok=True)
+        finally:
+            self._finalizer.close()
+
+    def join(self) -> Path:
+        """Join the finalized segments into `path` and remove the parts folder (after `close`)."""
+        return join_parts(self.path, self.frame_rate, self.fourcc)
+
+    def abort(self) -> None:
+        """Interrupted: `path` gets every frame added (the short last segment too) for viewing, while the
+        parts folder keeps only full segments, where a resumed run continues."""
+        if self._closed:
+            return
+        self._closed = True
+        partial, self._segment = self._segment, None
+        try:
+            self._finalizer.close()
+        finally:
+            if partial is not None:
+                partial.close()
+        segments = finalized_segments(self.parts, self.extension)
+        if partial is not None and partial.frames_added > 0:
+            segments.append(partial.path)
+        if segments:
+            join_segments(segments, self.path, self.frame_rate, self.fourcc)
+        if partial is not None:
+            partial.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> SegmentedWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+
+def join_parts(path: str | Path, frame_rate: Fraction, fourcc: str | None = None) -> Path:
+    """Join the finalized segments of `<path>.parts/` into `path` (see `join_segments`), remove the folder."""
+    path = Path(path)
+    join_segments(finalized_segments(parts_folder(path), path.suffix.lstrip(".")), path, frame_rate, fourcc)
+    shutil.rmtree(parts_folder(path))
+    return path
+
+
+def join_segments(
+    segments: list[Path], output: Path, frame_rate: Fraction, fourcc: str | None = None
+) -> None:
+    """Concatenate video segments (same codec and settings) into `output`, atomically (temp + rename).
+
+    With PyAV, packets are copied (no re-encoding) with continuous timestamps at `frame_rate`. Without it,
+    OpenCV decodes and re-encodes with `fourcc`: exact for lossless FFV1, a generation loss otherwise (warns).
+    """
+    if not segments:
+        raise ValueError(f"no finalized segment to join into {output}")
+    temporary = output.with_name(f".joining-{output.name}")
+    try:
+        import av  # noqa: F401 - the optional [av] extra
+    except ImportError:
+        _reencode(segments, temporary, frame_rate, fourcc)
+    else:
+        _stream_copy(segments, temporary, frame_rate)
+    os.replace(temporary, output)
+
+
+def _stream_copy(segments: list[Path], output: Path, frame_rate: Fraction) -> None:
+    """Copy the packets of each segment, timestamps renumbered: pts frame offset + index, dts in order."""
+    import av
+
+    with av.open(str(output), "w") as out:
+        stream = None
+        offset = 0  # frames of the segments already copied
+        lead = 0  # frames decoded before they are shown (B-frames): dts runs `lead` frames behind pts
+        last_dts = None
+        for segment in segments:
+            with av.open(str(segment)) as source:
+                video = source.streams.video[0]
+                ticks = 1 / (frame_rate * video.time_base)  # time-base ticks per frame
+                order = [round(p.pts / ticks) for p in source.demux(video) if p.pts is not None]
+            if not order:
+                continue
+            first = min(order)
+            # The encoder's delay is the same in every segment (a short last one may show less of it).
+            lead = max(lead, *(j - (index - first) for j, index in enumerate(order)))
+            with av.open(str(segment)) as source:
+                video = source.streams.video[0]
+                if stream is None:
+                    stream = out.add_stream_from_template(video)
+                    stream.time_base = video.time_base
+                    stream.codec_context.framerate = frame_rate
+                packets = (p for p in source.demux(video) if p.pts is not None)
+                for j, packet in enumerate(packets):
+                    packet.pts = round((offset + round(packet.pts / ticks) - first) * ticks)
+                    dts = round((offset + j - lead) * ticks)
+                    packet.dts = last_dts = dts if last_dts is None else max(dts, last_dts + 1)
+                    packet.stream = stream
+                    out.mux(packet)
+            offset += len(order)
+
+
+def _reencode(segments: list[Path], output: Path, frame_rate: Fraction, fourcc: str | None) -> None:
+    if fourcc is None:
+        raise ValueError(f"joining {output.name} without PyAV needs the segments' OpenCV fourcc")
+    if fourcc != "FFV1":
+        warnings.warn(
+            f"PyAV is not installed: the segments of {output.name} are joined by decoding and re-encoding "
+            f"with {fourcc!r}, a generation loss (pip install 'lightning-matting[av]' copies them instead)",
+            stacklevel=3,
+        )
+    writer = None
+    try:
+        for segment in segments:
+            capture = cv2.VideoCapture(str(segment))
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if writer is None:
+                    size = (frame.shape[1], frame.shape[0])
+                    writer = cv2.VideoWriter(
+                        str(output), cv2.VideoWriter_fourcc(*fourcc), float(frame_rate), size
+                    )
+                writer.write(frame)
+            capture.release()
+    finally:
+        if writer is not None:
+            writer.release()
