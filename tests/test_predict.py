@@ -301,7 +301,7 @@ def test_demo_config_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for output in ("com", "pha", "fgr"):
         frames, _, width, height = read_video(tmp_path / "demo" / "synthetic_000" / f"{output}.mp4")
-        assert (len(frames), width, height) == (8, 640, 360)
+        assert (len(frames), width, height) == (8, 320, 180)
 
 
 def test_a_static_plate_crosses_once_per_video(tmp_path):
