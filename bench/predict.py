@@ -24,10 +24,10 @@ from torch import nn
 from writers import ReferenceVideoWriter
 
 from lightning_matting.callbacks import VideoWriterCallback
-from lightning_matting.data import VideoMattingDataModule, make_clip, save_clip
+from lightning_matting.data import SyntheticScene, VideoMattingDataModule
 from lightning_matting.module import MattingModule
 from lightning_matting.outputs import DEFAULT_TARGET_COLOR, composite
-from lightning_matting.writers import VideoWriter
+from lightning_matting.writers import ImageSequenceWriter, VideoWriter
 
 OUTPUTS = ("com", "pha", "fgr")
 
@@ -117,17 +117,27 @@ def encode_limit(clip_src: torch.Tensor, batch_size: int, out: Path) -> float:
     return timed(run)
 
 
+def write_clip(folder: Path, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """Render a synthetic clip 30 frames at a time into src.mp4 + bgr.png; returns its first 8 frames."""
+    scene = SyntheticScene(*size, fps=30, seed=0)
+    first = scene.render(range(8))["src"]
+    with VideoWriter(folder / "src.mp4", 30, *size) as writer:
+        for start in range(0, frames, 30):
+            writer.add_batch(scene.render(range(start, min(start + 30, frames)))["src"])
+    with ImageSequenceWriter(folder / "plate", width=size[0], height=size[1]) as plate:
+        plate.add_batch(scene.plate[None])
+    (folder / "plate" / "00000.png").rename(folder / "bgr.png")
+    return first
+
+
 def measure(
     label: str, net: nn.Module, frames: int, size: tuple[int, int], batch_size: int, tmp: Path
 ) -> None:
     clip_dir = tmp / f"clip_{size[0]}x{size[1]}_{frames}"
-    if not clip_dir.exists():
-        clip = make_clip(*size, frames, seed=0)
-        save_clip(clip, clip_dir)
-        del clip
+    first = write_clip(clip_dir, frames, size)
     with torch.no_grad():  # warm-up: first-call allocations are not part of any path's figure
         net(torch.rand(batch_size, 3, size[1], size[0]), torch.rand(batch_size, 3, size[1], size[0]))
-    src = torch.rand(min(frames, 8), 3, size[1], size[0]).repeat(max(1, frames // 8) + 1, 1, 1, 1)[:frames]
+    src = first.repeat(frames // len(first) + 1, 1, 1, 1)[:frames]  # the clip's own content, in memory
     fps = {
         "model only": frames / model_only(net, clip_dir, batch_size),
         "reference style": frames / reference_loop(net, clip_dir, batch_size, tmp, size),

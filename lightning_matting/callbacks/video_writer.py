@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_matting.data.readers import VideoInfo
+from lightning_matting.data.sampling import frame_ranges, splits_videos
 from lightning_matting.outputs import check_output_names, straight_rgba
 from lightning_matting.writers import AVWriter, FrameWriter, ImageSequenceWriter, VideoWriter
 from lightning_matting.writers.pyav import ALPHA_CODECS, PRESETS
@@ -25,7 +26,9 @@ from lightning_matting.writers.segments import (
     SegmentedWriter,
     finalized_segments,
     join_parts,
+    join_pieces,
     parts_folder,
+    piece_path,
     segment_frames_for,
 )
 
@@ -66,6 +69,13 @@ class VideoWriterCallback(BasePredictionWriter):
     manifest `<output_dir>/<video>/.matting-run.json` of the source, model and output settings makes
     a resume with other settings fail with a ValueError naming what changed. Parts and manifests are
     removed when the run succeeds. `audio=True` outputs are written unsegmented.
+
+    Distributed predict (strategy="ddp", any number of devices and nodes; the outputs on a filesystem every
+    rank sees): with at least as many videos as ranks, each rank predicts and writes whole videos (balanced by
+    frame count); with fewer, each rank writes a contiguous range of every video as a piece
+    (`<output>.<ext>.parts/from-<first frame>.<ext>`, itself segmented), and rank zero joins the pieces in
+    order when every rank is done. Needs a datamodule with `videos` whose predict loader gives each rank its
+    share (VideoMattingDataModule does). `resume=True` is single-device only.
 
     Example:
         >>> writer = VideoWriterCallback("outputs", outputs=["com", "pha"])
@@ -140,6 +150,11 @@ class VideoWriterCallback(BasePredictionWriter):
         self.segment_seconds = segment_seconds or 0
         self.resume = resume
         self._starts: dict[str, int] | None = None
+        self._videos: list[VideoInfo] = []
+        self._ranges: dict[str, range] | None = None  # the frames of each video this process writes
+        self._piece_starts: dict[
+            str, list[int]
+        ] = {}  # distributed, videos shared by ranks: each piece's first frame
         self._predict: _VideoFiles | None = None
         self._validation: _VideoFiles | None = None
 
@@ -194,6 +209,11 @@ class VideoWriterCallback(BasePredictionWriter):
         return self.outputs
 
     def _replace_or_refuse(self, paths: list[Path]) -> None:
+        for path in self._refuse_existing(paths):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def _refuse_existing(self, paths: list[Path]) -> list[Path]:
+        """The `paths` that exist (to be replaced); a FileExistsError naming them unless `overwrite`."""
         existing = [path for path in paths if path.exists()]
         if existing and not self.overwrite:
             shown = ", ".join(str(path) for path in existing[:4]) + (" ..." if len(existing) > 4 else "")
@@ -201,8 +221,7 @@ class VideoWriterCallback(BasePredictionWriter):
                 f"VideoWriterCallback: {len(existing)} output(s) exist already ({shown}); choose another "
                 "output_dir or pass overwrite=True to replace them"
             )
-        for path in existing:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return existing
 
     # ---- predict ----------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -211,14 +230,68 @@ class VideoWriterCallback(BasePredictionWriter):
             pl_module.request_outputs(self._network_outputs())
         if stage in ("fit", "validate") and self.val_videos > 0 and trainer.is_global_zero:
             self._replace_or_refuse([self.output_dir / "val"])  # before any training step is spent
-        self._starts = None
+        self._starts, self._ranges, self._piece_starts = None, None, {}
         datamodule = getattr(trainer, "datamodule", None)
+        if stage == "predict" and trainer.world_size > 1 and not getattr(datamodule, "videos", None):
+            raise ValueError(
+                f"VideoWriterCallback: distributed predict (world_size {trainer.world_size}) needs a datamodule "
+                "with `videos` whose loader gives each rank its share of the frames (VideoMattingDataModule)"
+            )
         if stage == "predict" and getattr(datamodule, "videos", None):
             self._prepare_predict(trainer, pl_module)  # before the datamodule's loader is made
 
     def _prepare_predict(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Refuse or clear existing outputs, or (resume) find where each video continues and tell the data."""
+        """Refuse or clear existing outputs, or (resume) find where each video continues and tell the data;
+        then the frames this process writes."""
         videos = _find_videos(trainer, "predict")
+        if trainer.world_size > 1:
+            starts = self._prepare_distributed(trainer, videos)
+        else:
+            starts = self._prepare_single(trainer, pl_module, videos)
+        ranks = frame_ranges([info.num_frames for info in videos], trainer.world_size, list(starts.values()))
+        self._videos, self._starts = videos, starts
+        self._ranges = {info.name: ranks[trainer.global_rank][v] for v, info in enumerate(videos)}
+        if splits_videos(len(videos), trainer.world_size):
+            self._piece_starts = {
+                info.name: [share[v].start for share in ranks if len(share[v])]
+                for v, info in enumerate(videos)
+            }
+
+    def _prepare_distributed(self, trainer: L.Trainer, videos: list[VideoInfo]) -> dict[str, int]:
+        """Every rank checks for existing outputs, then rank zero clears them; every video starts at frame 0."""
+        if self.resume:
+            raise ValueError(
+                f"VideoWriterCallback(resume=True) works on one device only, not with world_size "
+                f"{trainer.world_size}: rerun with resume=False and overwrite=True (or resume with devices=1)"
+            )
+        total = sum(info.num_frames for info in videos)
+        if total < trainer.world_size:
+            raise ValueError(
+                f"VideoWriterCallback: the predict videos hold {total} frame(s) in all, fewer than the "
+                f"{trainer.world_size} ranks (Lightning needs one per rank): run with devices <= {max(total, 1)}"
+            )
+        if self.audio and splits_videos(len(videos), trainer.world_size):
+            raise ValueError(
+                f"VideoWriterCallback(audio=True) needs whole videos per rank: {len(videos)} video(s) for "
+                f"world_size {trainer.world_size} are split across ranks; use audio=False or fewer devices"
+            )
+        leftovers = []
+        for info in videos:
+            paths = [self.output_path(self.output_dir, info.name, output) for output in self.outputs]
+            leftovers += [self.output_dir / info.name / MANIFEST] + [parts_folder(p) for p in paths] + paths
+        self._refuse_existing(leftovers)  # on every rank, before any rank removes anything
+        trainer.strategy.barrier("VideoWriterCallback: outputs checked")
+        if trainer.is_global_zero:
+            self._replace_or_refuse(leftovers)
+        trainer.strategy.barrier("VideoWriterCallback: outputs cleared")
+        datamodule = getattr(trainer, "datamodule", None)
+        if hasattr(datamodule, "resume_from"):
+            datamodule.resume_from({})  # every rank's share starts where the callback expects it
+        return {info.name: 0 for info in videos}
+
+    def _prepare_single(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, videos: list[VideoInfo]
+    ) -> dict[str, int]:
         starts = {}
         for info in videos:
             folder = self.output_dir / info.name
@@ -246,7 +319,7 @@ class VideoWriterCallback(BasePredictionWriter):
         resumed = {name: start for name, start in starts.items() if start}
         if resumed:
             rank_zero_info(f"VideoWriterCallback: resuming at frames {resumed}")
-        self._starts = starts
+        return starts
 
     def _resume_point(self, info: VideoInfo, paths: list[Path], manifest: dict) -> int:
         """The first frame not safely written in every output; later partial files are removed."""
@@ -277,10 +350,6 @@ class VideoWriterCallback(BasePredictionWriter):
         return start
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.world_size > 1:
-            raise NotImplementedError(
-                "VideoWriterCallback does not support distributed predict yet; run with devices=1"
-            )
         if trainer.predict_loop.return_predictions:
             warnings.warn(
                 "trainer.predict(return_predictions=True) keeps every predicted frame in memory, which a long "
@@ -289,10 +358,11 @@ class VideoWriterCallback(BasePredictionWriter):
             )
         if self._starts is None:
             self._prepare_predict(trainer, pl_module)
-        videos = _find_videos(trainer, "predict")
-        self._predict = _VideoFiles(self, self.output_dir, videos, starts=self._starts)
-        for info in videos:  # every frame written before (a run killed while joining): finish them
-            if self._starts[info.name] >= info.num_frames:
+        self._predict = _VideoFiles(
+            self, self.output_dir, self._videos, ranges=self._ranges, pieces=bool(self._piece_starts)
+        )
+        for info in self._videos:  # every frame written before (a run killed while joining): finish them
+            if trainer.world_size == 1 and self._starts[info.name] >= info.num_frames:
                 self._predict.finish(info)
 
     def write_on_batch_end(
@@ -310,15 +380,33 @@ class VideoWriterCallback(BasePredictionWriter):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predict.close_all()
         for video, paths in self._predict.paths.items():
-            done, total = self._predict.next_index.get(video, 0), self._predict.videos[video].num_frames
-            if done < total:
-                warnings.warn(f"VideoWriterCallback: {video} has {done} of {total} frames", stacklevel=1)
+            done, frames = self._predict.next_index[video], self._ranges[video]
+            if done < frames.stop:
+                warnings.warn(
+                    f"VideoWriterCallback: {video} has frames {frames.start} to {done - 1} of "
+                    f"{frames.start} to {frames.stop - 1}",
+                    stacklevel=1,
+                )
             for output, path in paths.items():
                 rank_zero_info(f"{output}: {path} ({done} frames)")
         for video in self._predict.videos:
             manifest = self.output_dir / video / MANIFEST
             if manifest.is_file() and json.loads(manifest.read_text()).get("complete"):
                 manifest.unlink()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Distributed predict of videos shared by ranks: once every rank is done, rank zero joins the pieces."""
+        if stage != "predict" or not self._piece_starts:
+            return
+        trainer.strategy.barrier("VideoWriterCallback: every piece written")
+        if not trainer.is_global_zero or self.format != "video":
+            return
+        for info in self._videos:
+            for output in self.outputs:
+                path = self.output_path(self.output_dir, info.name, output)
+                fourcc = None if self.codec else self.fourcc
+                join_pieces(path, self._piece_starts[info.name], info.fps, fourcc)
+                rank_zero_info(f"{output}: {path} ({info.num_frames} frames from {trainer.world_size} ranks)")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -380,31 +468,36 @@ class _VideoFiles:
         root: Path,
         videos: list[VideoInfo],
         keep_first_frames=False,
-        starts: dict[str, int] | None = None,
+        ranges: dict[str, range] | None = None,
+        pieces: bool = False,
     ):
         self.callback = callback
         self.root = root
         self.videos = {info.name: info for info in videos}
         self.paths: dict[str, dict[str, Path]] = {}
-        self.segmented = starts is not None  # predict: segments, a manifest, resumable
-        self.next_index: dict[str, int] = dict(starts or {})
+        self.segmented = ranges is not None  # predict: segments, a manifest, resumable
+        self.pieces = pieces  # distributed, each rank writes a range of every video: joined by rank zero
+        self.next_index = {name: frames.start for name, frames in (ranges or {}).items()}
+        self.stop = {name: frames.stop for name, frames in (ranges or {}).items()}
         self.first_frames: dict[str, dict[str, torch.Tensor]] | None = {} if keep_first_frames else None
         self._open: dict[str, dict[str, FrameWriter]] = {}
 
     def add(self, prediction: dict[str, Any]) -> None:
         """Hand a batch of predictions {output: [B,C,H,W], "video", "index"} to its video's writers."""
         video, index = prediction["video"], prediction["index"]
+        if video not in self.videos:
+            raise KeyError(
+                f"VideoWriterCallback: no metadata for video {video!r}; known: {sorted(self.videos)}"
+            )
         first, expected = int(index[0]), self.next_index.get(video, 0)
-        if first != expected:
+        stop = self.stop.get(video, self.videos[video].num_frames)
+        if first != expected or first + len(index) > stop:
             raise RuntimeError(
-                f"VideoWriterCallback: {video} got frame {first} where frame {expected} comes next; "
-                "batches must be consecutive frames in order (VideoBatchSampler, no shuffle)"
+                f"VideoWriterCallback: {video} got frames {first} to {first + len(index) - 1} where frame "
+                f"{expected} comes next (this process writes frames up to {stop - 1}); batches must be "
+                "consecutive frames in order (VideoBatchSampler, no shuffle; distributed: each rank's share)"
             )
         if video not in self._open:
-            if video not in self.videos:
-                raise KeyError(
-                    f"VideoWriterCallback: no metadata for video {video!r}; known: {sorted(self.videos)}"
-                )
             self._open[video] = self._open_writers(self.videos[video])
         frames = {output: self._frames(prediction, output) for output in self._open[video]}
         if self.first_frames is not None and first == 0:
@@ -414,9 +507,9 @@ class _VideoFiles:
         for output, writer in self._open[video].items():
             writer.add_batch(frames[output])
         self.next_index[video] = first + len(index)
-        if self.next_index[video] >= self.videos[video].num_frames:
+        if self.next_index[video] >= stop:
             _close_all(self._open.pop(video).values())
-            if self.segmented:
+            if self.segmented and not self.pieces:
                 self.finish(self.videos[video])
 
     def finish(self, info: VideoInfo) -> None:
@@ -445,20 +538,23 @@ class _VideoFiles:
         }
         start = self.next_index.get(info.name, 0)
         segment = self.callback.segment_frames(info) if self.segmented else 0
+        piece = self.pieces and self.callback.format == "video"  # images: each rank numbers its own
         writers: dict[str, FrameWriter] = {}
         try:
             for output, path in paths.items():
+                file = piece_path(path, start) if piece else path
+                file.parent.mkdir(parents=True, exist_ok=True)
                 if segment:
                     writers[output] = SegmentedWriter(
-                        path,
+                        file,
                         lambda file, output=output: self.callback.open_writer(file, info, output),
                         segment,
                         info.fps,
                         fourcc=None if self.callback.codec else self.callback.fourcc,
-                        start_segment=start // segment,
+                        start_segment=0 if piece else start // segment,
                     )
                 else:
-                    writers[output] = self.callback.open_writer(path, info, output, start)
+                    writers[output] = self.callback.open_writer(file, info, output, start)
         except BaseException:
             _close_all(writers.values(), reason="a writer failed to open")
             raise

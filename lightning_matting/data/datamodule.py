@@ -46,7 +46,8 @@ class VideoMattingDataModule(LightningDataModule):
     src.mp4 + bgr.png into `synthetic_dir` (default: a temporary folder removed at teardown) and read back
     like user files. After `setup("predict")`, `videos` lists each video's `VideoInfo` (size after resize);
     batches come from `VideoBatchSampler`: consecutive frames of one video, in order; `resume_from` makes
-    predict start videos at given frames (VideoWriterCallback(resume=True) calls it).
+    predict start videos at given frames (VideoWriterCallback(resume=True) calls it). Under a distributed
+    trainer (strategy="ddp") each rank gets its own share of the frames (`frame_ranges`), nothing repeated.
 
     Fit/validate: `train_clips` and `val_clips` synthetic clips of the same size, rendered on demand with
     ground truth ("pha", "fgr"); train, validation and predict clips get different seeds derived from `seed`.
@@ -113,6 +114,8 @@ class VideoMattingDataModule(LightningDataModule):
         self.videos: list[VideoInfo] = []
         self.start_frames: dict[str, int] = {}
         self._temporary_dir: Path | None = None
+        # Distributed predict: a rank may have no frame (fewer frames than ranks); the others still need it.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def setup(self, stage: str) -> None:
         """Open (and for synthetic predict clips, first write) what `stage` needs; errors name the bad input."""
@@ -194,11 +197,14 @@ class VideoMattingDataModule(LightningDataModule):
         )
 
     def predict_dataloader(self) -> DataLoader:
-        """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`)."""
+        """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`);
+        under a distributed trainer only this rank's share: whole videos, or a contiguous range of each."""
         sampler = VideoBatchSampler(
             [video.num_frames for video in self.videos],
             self.batch_size,
             starts=[self.start_frames.get(video.name, 0) for video in self.videos],
+            rank=self.trainer.global_rank if self.trainer is not None else 0,
+            world_size=self.trainer.world_size if self.trainer is not None else 1,
         )
         return DataLoader(
             self.predict_dataset,

@@ -11,12 +11,45 @@ from torch.utils.data import Sampler, default_collate
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
 
 
+def splits_videos(num_videos: int, world_size: int) -> bool:
+    """Whether `world_size` ranks share each video (fewer videos than ranks) rather than take whole videos."""
+    return num_videos < world_size
+
+
+def frame_ranges(
+    lengths: Sequence[int], world_size: int, starts: Sequence[int] | None = None
+) -> list[list[range]]:
+    """The frames each rank predicts: `ranges[rank][video]`, a `range` of frame indices (possibly empty).
+
+    At least as many videos as ranks: whole videos, each to the rank with the fewest frames so far, longest
+    video first (ties: lower video index, then lower rank), so ranks are balanced and write their own files.
+    Fewer videos: every video is cut into `world_size` contiguous ranges of near-equal size, rank r getting
+    the r-th. Either way every frame from `starts[i]` (default 0) on belongs to exactly one rank, none twice.
+    """
+    starts = [0] * len(lengths) if starts is None else list(starts)
+    ranges = [[range(start, start) for start in starts] for _ in range(world_size)]
+    if splits_videos(len(lengths), world_size):
+        for video, (length, start) in enumerate(zip(lengths, starts, strict=True)):
+            cuts = [start + (length - start) * rank // world_size for rank in range(world_size + 1)]
+            for rank in range(world_size):
+                ranges[rank][video] = range(cuts[rank], cuts[rank + 1])
+        return ranges
+    load = [0] * world_size
+    for video in sorted(range(len(lengths)), key=lambda v: (-(lengths[v] - starts[v]), v)):
+        rank = min(range(world_size), key=lambda r: (load[r], r))
+        ranges[rank][video] = range(starts[video], lengths[video])
+        load[rank] += lengths[video] - starts[video]
+    return ranges
+
+
 class VideoBatchSampler(Sampler[list[int]]):
     """Lists of dataset indices: consecutive frames of one video, in order, never two videos in one batch.
 
     The dataset holds videos of `lengths` frames end to end (like `MultiVideoDataset`); each video is cut
     into batches of `batch_size` frames, its last batch possibly shorter. Nothing is shuffled or dropped.
     `starts` (one per video, default 0) skips each video's first frames: a resumed run begins at `starts[i]`.
+    Distributed predict: with `rank` of `world_size`, only that rank's frames (`frame_ranges`): whole videos,
+    or a contiguous range of each video when there are fewer videos than ranks; no frame is padded or repeated.
 
     Example::
 
@@ -24,7 +57,14 @@ class VideoBatchSampler(Sampler[list[int]]):
         loader = DataLoader(dataset, batch_sampler=sampler)
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, starts: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        starts: Sequence[int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in lengths):
@@ -39,22 +79,26 @@ class VideoBatchSampler(Sampler[list[int]]):
             raise ValueError(
                 f"starts must give one int in [0, frames] per video (lengths {list(lengths)!r}), got {starts!r}"
             )
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.starts = starts
+        self.rank = rank
+        self.world_size = world_size
+        self.ranges = frame_ranges(self.lengths, world_size, starts)[rank]
 
     def __iter__(self) -> Iterator[list[int]]:
         offset = 0
-        for length, start in zip(self.lengths, self.starts, strict=True):
-            for first in range(start, length, self.batch_size):
-                yield list(range(offset + first, offset + min(first + self.batch_size, length)))
+        for length, frames in zip(self.lengths, self.ranges, strict=True):
+            for first in range(frames.start, frames.stop, self.batch_size):
+                yield list(range(offset + first, offset + min(first + self.batch_size, frames.stop)))
             offset += length
 
     def __len__(self) -> int:
-        return sum(
-            math.ceil((length - start) / self.batch_size)
-            for length, start in zip(self.lengths, self.starts, strict=True)
-        )
+        return sum(math.ceil(len(frames) / self.batch_size) for frames in self.ranges)
 
 
 def collate_frames(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -44,9 +44,17 @@ def finalized_segments(parts: Path, extension: str) -> list[Path]:
     return segments
 
 
+def piece_path(path: str | Path, first_frame: int) -> Path:
+    """The file for the frames from `first_frame` on of `path` that one rank writes in a distributed run:
+    `<path>.parts/from-<first_frame:08d>.<ext>` (name order is frame order)."""
+    path = Path(path)
+    return parts_folder(path) / f"from-{first_frame:08d}{path.suffix}"
+
+
 def segment_frames_for(fps: Fraction, seconds: float) -> int:
-    """Frames per segment for `seconds` of video at `fps`: ceil(fps * seconds), at least 1."""
-    return max(1, math.ceil(fps * Fraction(seconds)))
+    """Frames per segment for `seconds` of video at `fps`: ceil(fps * seconds), at least 1 (a float's decimal
+    value: 0.2 s at 10 fps is 2 frames, not 3 as the binary 0.2000...01 would give)."""
+    return max(1, math.ceil(Fraction(fps) * Fraction(str(seconds))))
 
 
 class SegmentedWriter:
@@ -185,6 +193,27 @@ def join_parts(path: str | Path, frame_rate: Fraction, fourcc: str | None = None
     """Join the finalized segments of `<path>.parts/` into `path` (see `join_segments`), remove the folder."""
     path = Path(path)
     join_segments(finalized_segments(parts_folder(path), path.suffix.lstrip(".")), path, frame_rate, fourcc)
+    shutil.rmtree(parts_folder(path))
+    return path
+
+
+def join_pieces(
+    path: str | Path, first_frames: list[int], frame_rate: Fraction, fourcc: str | None = None
+) -> Path:
+    """Join the pieces of `path` starting at `first_frames` (`piece_path`; each a file, or finalized segments in
+    its own parts folder), in frame order, into `path` (see `join_segments`), and remove `<path>.parts/`."""
+    path = Path(path)
+    extension = path.suffix.lstrip(".")
+    segments = []
+    for first in sorted(first_frames):
+        piece = piece_path(path, first)
+        if parts_folder(piece).is_dir():
+            segments += finalized_segments(parts_folder(piece), extension)
+        elif piece.is_file():
+            segments.append(piece)
+        else:
+            raise FileNotFoundError(f"the piece of {path.name} from frame {first} is missing: {piece}")
+    join_segments(segments, path, frame_rate, fourcc)
     shutil.rmtree(parts_folder(path))
     return path
 

@@ -1,0 +1,238 @@
+"""Distributed predict (strategy="ddp", 2 CPU processes, gloo): every source frame written once, in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import read_video
+from hypothesis import given
+from hypothesis import strategies as st
+from test_predict import ROOT, MeanMatte, counter_level, levels, plate, write_counter_clip
+
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.data.sampling import VideoBatchSampler, frame_ranges
+from lightning_matting.module import MattingModule
+from lightning_matting.writers.segments import finalized_segments, join_segments
+
+FPS, SEGMENT_SECONDS = 10, 0.2  # 2 frames per segment
+
+# Lightning's "ddp" launches this file again for rank 1, so it is a script with a __main__ guard.
+DRIVER = """
+import json, sys, time
+from pathlib import Path
+import lightning as L
+import torch
+from torch import nn
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.module import MattingModule
+
+config = json.loads(sys.argv[1])
+
+
+class CounterMatte(nn.Module):
+    # pha = mean of src; logs which frames (decoded from the grey level) each rank sees; raises at `fail_at`
+    # once `wait_for` exists, so that the other rank has finished its share first.
+    def forward(self, src, bgr):
+        frames = [round((float(frame.mean()) * 255 - 20) / 10) for frame in src]
+        with open(config["log"], "a") as log:
+            log.write(json.dumps([torch.distributed.get_rank(), frames]) + "\\n")
+        if config["fail_at"] in frames:
+            deadline = time.monotonic() + 60
+            while not all(Path(p).is_file() for p in config["wait_for"]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise RuntimeError(f"boom at frame {config['fail_at']}")
+        return src.mean(1, keepdim=True), src
+
+
+if __name__ == "__main__":
+    dm = VideoMattingDataModule(sources=config["sources"], backgrounds=config["backgrounds"], batch_size=2)
+    callback = VideoWriterCallback(
+        config["out"], outputs=["pha", "com"], fourcc="FFV1", segment_seconds=config["segment_seconds"]
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.predict(MattingModule(CounterMatte()), datamodule=dm, return_predictions=False)
+"""
+
+
+def run_ddp(
+    tmp_path: Path, sources: list[Path], fail_at: int = -1, wait_for=()
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the driver on 2 processes; the result and {rank: frames seen, in order}."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    log = tmp_path / "frames.jsonl"
+    config = {
+        "sources": [str(source) for source in sources],
+        "backgrounds": [plate(tmp_path)] * len(sources),
+        "out": str(tmp_path / "out"),
+        "segment_seconds": SEGMENT_SECONDS,
+        "log": str(log),
+        "fail_at": fail_at,
+        "wait_for": [str(path) for path in wait_for],
+    }
+    result = subprocess.run(
+        [sys.executable, str(driver), json.dumps(config)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seen: dict[int, list[int]] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        rank, frames = json.loads(line)
+        seen.setdefault(rank, []).extend(frames)
+    return result, seen
+
+
+def counters(count: int, first: int = 0) -> list[int]:
+    return [counter_level(i) for i in range(first, first + count)]
+
+
+def test_many_videos_whole_videos_per_rank(tmp_path):
+    lengths = {"a": 7, "b": 5, "c": 4}
+    sources = [write_counter_clip(tmp_path / "in" / f"{name}.mkv", n, fps=FPS) for name, n in lengths.items()]
+    result, seen = run_ddp(tmp_path, sources)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(seen) == [0, 1] and sorted(seen[0] + seen[1]) == sorted(
+        i for n in (7, 5, 4) for i in range(n)
+    )
+    assert seen[0] == list(range(7)) and seen[1] == list(range(5)) + list(range(4))  # balanced: 7 vs 5 + 4
+    for name, count in lengths.items():
+        for output in ("pha", "com"):
+            frames, fps, width, height = read_video(tmp_path / "out" / name / f"{output}.mkv")
+            assert (len(frames), fps, width, height) == (count, FPS, 64, 48)
+        assert levels(read_video(tmp_path / "out" / name / "pha.mkv")[0]) == counters(count)
+        assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == ["com.mkv", "pha.mkv"]
+
+
+def test_one_video_contiguous_ranges_joined_by_rank_zero(tmp_path):
+    source = write_counter_clip(tmp_path / "in" / "long.mkv", 13, fps=FPS)
+    result, seen = run_ddp(tmp_path, [source])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert seen == {0: list(range(0, 6)), 1: list(range(6, 13))}  # each rank a contiguous range, none twice
+    for output in ("pha", "com"):
+        frames, fps, width, height = read_video(tmp_path / "out" / "long" / f"{output}.mkv")
+        assert (len(frames), fps, width, height) == (13, FPS, 64, 48)
+    assert levels(read_video(tmp_path / "out" / "long" / "pha.mkv")[0]) == counters(
+        13
+    )  # every frame, in order
+    assert sorted(p.name for p in (tmp_path / "out" / "long").iterdir()) == ["com.mkv", "pha.mkv"]
+
+
+def test_failure_on_one_rank_is_reported_and_finished_segments_stay_readable(tmp_path):
+    source = write_counter_clip(tmp_path / "in" / "long.mkv", 13, fps=FPS)
+    parts = tmp_path / "out" / "long" / "pha.mkv.parts"
+    rank0 = parts / "from-00000000.mkv.parts"  # frames 0-5: 3 segments of 2 frames
+    wait_for = [
+        rank0 / "00002.mkv",
+        tmp_path / "out" / "long" / "com.mkv.parts" / "from-00000000.mkv.parts" / "00002.mkv",
+    ]
+    result, seen = run_ddp(tmp_path, [source], fail_at=10, wait_for=wait_for)
+    assert result.returncode != 0
+    assert "boom at frame 10" in result.stderr
+    assert not (tmp_path / "out" / "long" / "pha.mkv").exists()
+
+    segments = finalized_segments(rank0, "mkv")
+    assert len(segments) == 3
+    join_segments(segments, tmp_path / "rank0.mkv", Fraction(FPS))
+    assert levels(read_video(tmp_path / "rank0.mkv")[0]) == counters(6)
+    # Rank 1 failed at its batch [10, 11]: its piece holds frames 6-9, playable, and its full segments stay.
+    assert levels(read_video(parts / "from-00000006.mkv")[0]) == counters(4, first=6)
+    assert len(finalized_segments(parts / "from-00000006.mkv.parts", "mkv")) == 2
+
+
+@given(
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=6),
+    world_size=st.integers(1, 5),
+    data=st.data(),
+)
+def test_frame_ranges_cover_every_frame_once(lengths, world_size, data):
+    starts = [data.draw(st.integers(0, n)) for n in lengths]
+    ranks = frame_ranges(lengths, world_size, starts)
+    for video, (length, start) in enumerate(zip(lengths, starts, strict=True)):
+        covered = [i for share in ranks for i in share[video]]
+        assert covered == list(range(start, length))  # in rank order: contiguous, nothing twice
+    if len(lengths) >= world_size:  # whole videos: each on one rank only
+        for video in range(len(lengths)):
+            assert sum(1 for share in ranks if len(share[video])) <= 1
+
+
+def test_whole_videos_are_balanced_by_frames_and_batches_stay_in_one_video():
+    assert frame_ranges([10, 3, 4, 5], 2) == [
+        [range(0, 10), range(0, 0), range(0, 0), range(0, 0)],
+        [range(0, 0), range(0, 3), range(0, 4), range(0, 5)],
+    ]
+    rank1 = VideoBatchSampler([5, 4], batch_size=3, rank=1, world_size=3)  # 2 videos, 3 ranks: split
+    assert list(rank1) == [[1, 2], [6]] and len(rank1) == 2  # frames 1-2 of 0-4, frame 1 of 0-3
+    with pytest.raises(ValueError, match=r"rank must be an int in \[0, world_size=2\)"):
+        VideoBatchSampler([5], batch_size=2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size must be a positive integer"):
+        VideoBatchSampler([5], batch_size=2, world_size=0)
+
+
+def fake_ddp_trainer(datamodule) -> SimpleNamespace:
+    """What VideoWriterCallback.setup reads of a Trainer, as rank 0 of 2 (no process group needed)."""
+    strategy = SimpleNamespace(barrier=lambda name=None: None)
+    return SimpleNamespace(
+        world_size=2, global_rank=0, is_global_zero=True, datamodule=datamodule, strategy=strategy
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "videos", "match"),
+    [
+        ({"resume": True}, 1, r"resume=True\) works on one device only.*resume=False and overwrite=True"),
+        (
+            {"audio": True, "codec": "ffv1"},
+            1,
+            r"audio=True\) needs whole videos per rank: 1 video\(s\) for world_size 2",
+        ),
+        ({}, 0, r"distributed predict \(world_size 2\) needs a datamodule with `videos`"),
+        ({}, 1, r"hold 1 frame\(s\) in all, fewer than the 2 ranks .*devices <= 1"),
+    ],
+)
+def test_distributed_settings_it_cannot_honour_are_refused(tmp_path, kwargs, videos, match):
+    source = write_counter_clip(tmp_path / "clip.mkv", 3 if kwargs else 1)
+    dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)])
+    dm.setup("predict")
+    if not videos:
+        dm.videos = []
+    callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"], **kwargs)
+    with pytest.raises(ValueError, match=match):
+        callback.setup(fake_ddp_trainer(dm), MattingModule(MeanMatte()), "predict")
+
+
+def test_existing_outputs_are_refused_on_every_rank_before_any_is_removed(tmp_path):
+    source = write_counter_clip(tmp_path / "clip.mkv", 3)
+    dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)])
+    dm.setup("predict")
+    (tmp_path / "out" / "clip").mkdir(parents=True)
+    (tmp_path / "out" / "clip" / "pha.mp4").write_bytes(b"old")
+    trainer = fake_ddp_trainer(dm)
+    trainer.is_global_zero, trainer.global_rank = False, 1
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        VideoWriterCallback(tmp_path / "out", outputs=["pha"]).setup(
+            trainer, MattingModule(MeanMatte()), "predict"
+        )
+    VideoWriterCallback(tmp_path / "out", outputs=["pha"], overwrite=True).setup(
+        trainer, MattingModule(MeanMatte()), "predict"
+    )
+    assert (tmp_path / "out" / "clip" / "pha.mp4").exists()  # rank 1 leaves the removing to rank 0
