@@ -75,9 +75,9 @@ def _cpu_float_to_uint8_hwc(frames: torch.Tensor, index: list[int]) -> torch.Ten
     for i in range(batch):
         frame = frames[i].to(torch.float32)
         planes = [np.ascontiguousarray(frame[c].numpy()) for c in index]
-        # cv2.checkRange finds inf/NaN in one single-threaded pass (torch's amax spins OpenMP threads
-        # that fight the encoder threads for the cores).
-        if not all(cv2.checkRange(plane)[0] for plane in planes):
+        # numpy's max (NaN propagates) finds inf/NaN in one fast single-threaded pass; torch's amax spins
+        # OpenMP threads that fight the encoder threads for the cores.
+        if not all(np.isfinite(plane.max()) for plane in planes):
             out[i] = _torch_to_uint8_hwc(frame[None], index)[0].numpy()
             continue
         planes = [cv2.addWeighted(plane, 255.0, plane, 0.0, 0.0, dtype=cv2.CV_8U) for plane in planes]
