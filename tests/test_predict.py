@@ -270,8 +270,9 @@ def test_cli_with_callback_from_yaml(tmp_path):
     )
 
 
-def test_cli_callback_added_with_plus_equals(tmp_path):
-    result = run_cli(
+def synthetic_predict_args(frames: int) -> list[str]:
+    """`lightning-matting predict` on CPU over one 64x48 synthetic clip of `frames` frames, no logger."""
+    return [
         "predict",
         "--trainer.accelerator=cpu",
         "--trainer.logger=false",
@@ -279,7 +280,13 @@ def test_cli_callback_added_with_plus_equals(tmp_path):
         "--model.model=mattingbase-mobilenetv2",
         "--data.synthetic=1",
         "--data.synthetic_size=[64, 48]",
-        "--data.synthetic_frames=3",
+        f"--data.synthetic_frames={frames}",
+    ]
+
+
+def test_cli_callback_added_with_plus_equals(tmp_path):
+    result = run_cli(
+        *synthetic_predict_args(3),
         "--trainer.callbacks+=VideoWriterCallback",
         f"--trainer.callbacks.output_dir={tmp_path / 'out'}",
         "--trainer.callbacks.outputs=[pha]",

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import read_video
-from test_predict import ROOT, counter_level, levels, plate, run_cli, write_counter_clip
+from test_predict import (
+    ROOT,
+    counter_level,
+    levels,
+    plate,
+    run_cli,
+    synthetic_predict_args,
+    write_counter_clip,
+)
 from torch import nn
 
 from lightning_matting.callbacks import VideoWriterCallback
@@ -201,14 +209,7 @@ def test_sigkill_loses_at_most_a_segment_and_resume_matches_an_uninterrupted_run
 
 def test_cli_resume_flag_without_previous_outputs_runs_from_the_start(tmp_path):
     result = run_cli(
-        "predict",
-        "--trainer.accelerator=cpu",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--model.model=mattingbase-mobilenetv2",
-        "--data.synthetic=1",
-        "--data.synthetic_size=[64, 48]",
-        "--data.synthetic_frames=5",
+        *synthetic_predict_args(5),
         f"--data.synthetic_dir={tmp_path / 'inputs'}",
         "--trainer.callbacks+=VideoWriterCallback",
         f"--trainer.callbacks.output_dir={tmp_path / 'out'}",
