@@ -13,7 +13,7 @@ import torch
 from lightning_matting.writers import VideoWriter
 
 ROOT = Path(__file__).parents[1]
-SIZE = (160, 120)
+SIZE = (256, 192)
 PEAK_RSS = (
     "import resource, sys; from lightning_matting.cli import main; main(sys.argv[1:]); "
     "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
@@ -56,6 +56,7 @@ def test_peak_memory_does_not_grow_with_video_length(tmp_path):
     short = peak_rss_mb(tmp_path, 40, return_predictions=False)
     long = peak_rss_mb(tmp_path, 200, return_predictions=False)
     assert long - short < 30, f"peak RSS grew from {short:.0f} MB to {long:.0f} MB"
-    # The measurement can fail: keeping the predictions (7 channels x 160x120 float32 per frame) grows it.
+    # The measurement can fail: keeping the predictions (7 channels x 256x192 float32 per frame, 275 MB
+    # for 200 frames) raises the peak above any transient of the run itself.
     kept = peak_rss_mb(tmp_path, 200, return_predictions=True)
-    assert kept - long > 50, f"peak RSS {long:.0f} MB -> {kept:.0f} MB with return_predictions"
+    assert kept - long > 150, f"peak RSS {long:.0f} MB -> {kept:.0f} MB with return_predictions"
