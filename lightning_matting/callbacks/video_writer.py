@@ -169,6 +169,10 @@ class VideoWriterCallback(BasePredictionWriter):
             return root / video / output
         return root / video / f"{output}.{self.extension}"
 
+    def output_paths(self, root: Path, video: str) -> dict[str, Path]:
+        """{output: where it goes} for every output of `video` under `root`."""
+        return {output: self.output_path(root, video, output) for output in self.outputs}
+
     def segment_frames(self, info: VideoInfo) -> int:
         """Frames per predict segment of `info`'s video files; 0: unsegmented (images, audio, or seconds 0)."""
         if self.format != "video" or self.audio or not self.segment_seconds:
@@ -277,7 +281,7 @@ class VideoWriterCallback(BasePredictionWriter):
             )
         leftovers = []
         for info in videos:
-            paths = [self.output_path(self.output_dir, info.name, output) for output in self.outputs]
+            paths = list(self.output_paths(self.output_dir, info.name).values())
             leftovers += [self.output_dir / info.name / MANIFEST] + [parts_folder(p) for p in paths] + paths
         self._refuse_existing(leftovers)  # on every rank, before any rank removes anything
         trainer.strategy.barrier("VideoWriterCallback: outputs checked")
@@ -295,12 +299,13 @@ class VideoWriterCallback(BasePredictionWriter):
         starts = {}
         for info in videos:
             folder = self.output_dir / info.name
-            paths = [self.output_path(self.output_dir, info.name, output) for output in self.outputs]
+            paths = list(self.output_paths(self.output_dir, info.name).values())
             fingerprint = _fingerprint(self, info, trainer, pl_module)
             manifest = folder / MANIFEST
             if self.resume and manifest.is_file():
-                _check_same_run(info.name, json.loads(manifest.read_text())["fingerprint"], fingerprint)
-                starts[info.name] = self._resume_point(info, paths, json.loads(manifest.read_text()))
+                previous = json.loads(manifest.read_text())
+                _check_same_run(info.name, previous["fingerprint"], fingerprint)
+                starts[info.name] = self._resume_point(info, paths, previous)
             else:
                 leftovers = [manifest] + [parts_folder(path) for path in paths] + paths
                 self._replace_or_refuse(leftovers)
@@ -308,15 +313,14 @@ class VideoWriterCallback(BasePredictionWriter):
             if starts[info.name] < info.num_frames or not manifest.is_file():
                 _write_json(manifest, {"fingerprint": fingerprint, "complete": False})
         datamodule = getattr(trainer, "datamodule", None)
-        if any(starts.values()):
-            if not hasattr(datamodule, "resume_from"):
-                raise ValueError(
-                    "VideoWriterCallback(resume=True) needs a datamodule with resume_from "
-                    "(VideoMattingDataModule) to start videos at their first missing frame"
-                )
-        if hasattr(datamodule, "resume_from"):
-            datamodule.resume_from({name: start for name, start in starts.items() if start})
         resumed = {name: start for name, start in starts.items() if start}
+        if resumed and not hasattr(datamodule, "resume_from"):
+            raise ValueError(
+                "VideoWriterCallback(resume=True) needs a datamodule with resume_from "
+                "(VideoMattingDataModule) to start videos at their first missing frame"
+            )
+        if hasattr(datamodule, "resume_from"):
+            datamodule.resume_from(resumed)
         if resumed:
             rank_zero_info(f"VideoWriterCallback: resuming at frames {resumed}")
         return starts
@@ -514,10 +518,7 @@ class _VideoFiles:
 
     def finish(self, info: VideoInfo) -> None:
         """Join the segments of a video whose every frame is written, and mark its manifest complete."""
-        self.paths[info.name] = {
-            output: self.callback.output_path(self.root, info.name, output)
-            for output in self.callback.outputs
-        }
+        self.paths[info.name] = self.callback.output_paths(self.root, info.name)
         for path in self.paths[info.name].values():
             if parts_folder(path).is_dir() and not path.exists():
                 join_parts(path, info.fps, None if self.callback.codec else self.callback.fourcc)
@@ -532,10 +533,7 @@ class _VideoFiles:
         return prediction[output]
 
     def _open_writers(self, info: VideoInfo) -> dict[str, FrameWriter]:
-        paths = {
-            output: self.callback.output_path(self.root, info.name, output)
-            for output in self.callback.outputs
-        }
+        paths = self.callback.output_paths(self.root, info.name)
         start = self.next_index.get(info.name, 0)
         segment = self.callback.segment_frames(info) if self.segmented else 0
         piece = self.pieces and self.callback.format == "video"  # images: each rank numbers its own
