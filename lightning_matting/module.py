@@ -23,6 +23,9 @@ from lightning_matting.outputs import (
 )
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
+FRAME_KEYS = ("src", "bgr", "tgt")  # image keys of a batch: uint8 0-255 or float in [0, 1]
+DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and the README
+HOST_KEYS = ("index", "warmup")  # bookkeeping read on the host every batch: not sent to the device
 
 
 class MattingModule(L.LightningModule):
@@ -38,7 +41,10 @@ class MattingModule(L.LightningModule):
     LongTensor [B]}. `outputs` fixes which outputs are computed; None computes what the writer
     callbacks request (`request_outputs`), or pha and fgr without one. `com` composites fgr over the
     batch's "tgt" when the data gives one, else over `target_color` (RGB in [0,1]).
-    Recurrent models carry their state across batches of a video and restart it at frame 0.
+    Recurrent models carry their state across batches of a video and restart it at frame 0; a share of a
+    video that starts mid-video (a distributed rank's range, a resumed run) is preceded by `warmup_frames`
+    frames that build the state and are not returned ("warmup" in the batch, see `collate_frames`).
+    Batch frames ("src", "bgr", "tgt") may be uint8 (0-255, as decoded: converted on the device) or floats.
 
     Training uses the family's reference losses (BGMv2 base/refine, RVM) with Adam at
     `learning_rate`, the backbone at `backbone_learning_rate`; validation logs SAD, MSE, Grad, Conn
@@ -63,6 +69,7 @@ class MattingModule(L.LightningModule):
         refine_kernel_size: int | None = None,
         refine_prevent_oversampling: bool | None = None,
         downsample_ratio: float | None = None,
+        warmup_frames: int = DEFAULT_WARMUP_FRAMES,
         learning_rate: float = 5e-4,
         backbone_learning_rate: float = 1e-4,
     ):
@@ -94,6 +101,9 @@ class MattingModule(L.LightningModule):
             checkpoint is not None or isinstance(model, nn.Module) or Path(self.variant).is_file()
         )
         self.adapter = make_adapter(self.net, downsample_ratio)
+        if isinstance(warmup_frames, bool) or not isinstance(warmup_frames, int) or warmup_frames < 0:
+            raise ValueError(f"warmup_frames must be an int >= 0, got {warmup_frames!r}")
+        self.warmup_frames = warmup_frames
         self.target_color = _check_color(target_color)
         self.outputs = None if outputs is None else self._check_available(check_output_names(outputs))
         self.learning_rate = learning_rate
@@ -105,6 +115,7 @@ class MattingModule(L.LightningModule):
         self._static: dict[str, tuple[str, Tensor]] = {}  # key -> (video, tensor on the device)
         self._state_key: tuple[str, int] | None = None
         self._state: Any = None
+        self._host: dict[str, Tensor] = {}  # a batch's HOST_KEYS between the two transfer hooks
 
     def _check_available(self, names: Sequence[str]) -> tuple[str, ...]:
         missing = network_outputs_for(names) - self.adapter.provides
@@ -128,6 +139,11 @@ class MattingModule(L.LightningModule):
         self._requested = self._check_available(tuple(dict.fromkeys(self._requested + names)))
 
     @property
+    def predict_warmup_frames(self) -> int:
+        """Frames predicted, not written, before a share of a video that starts mid-video (recurrent only)."""
+        return self.warmup_frames if self.adapter.recurrent else 0
+
+    @property
     def predict_outputs(self) -> tuple[str, ...]:
         """The outputs `predict_step` computes."""
         return self.outputs or self._requested or DEFAULT_OUTPUTS
@@ -147,22 +163,29 @@ class MattingModule(L.LightningModule):
         return named_outputs(raw, self.predict_outputs, None, self.target_color)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """A static plate/target (see `collate_frames`) already on the device for this video stays there."""
-        if isinstance(batch, dict) and "static" in batch:
-            video = _single_video(batch["video"])
-            for key in batch["static"]:
-                if key in self._static and self._static[key][0] == video:
-                    del batch[key]
+        """A static plate/target (see `collate_frames`) already on the device for this video stays there;
+        "index" and "warmup" stay on the host (read every batch: reading them on a GPU would synchronize)."""
+        if not isinstance(batch, dict):
+            return batch
+        self._host = {key: batch.pop(key) for key in HOST_KEYS if key in batch}
+        for key in batch.get("static", ()):
+            if key in self._static and self._static[key][0] == _single_video(batch["video"]):
+                del batch[key]
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, dict) and "static" in batch:
-            video = _single_video(batch["video"])
-            for key in batch["static"]:
-                if key in batch:
-                    self._static[key] = (video, batch[key])
-                else:
-                    batch[key] = self._static[key][1]
+        """uint8 frames (0-255, as decoded) become floats in [0, 1] here, on the device, in the module's dtype."""
+        if not isinstance(batch, dict):
+            return batch
+        batch.update(self._host)
+        for key in FRAME_KEYS:
+            if isinstance(batch.get(key), Tensor) and batch[key].dtype == torch.uint8:
+                batch[key] = batch[key].to(self.dtype).div_(255)
+        for key in batch.get("static", ()):
+            if key in batch:
+                self._static[key] = (_single_video(batch["video"]), batch[key])
+            else:
+                batch[key] = self._static[key][1]
         return batch
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
@@ -203,23 +226,40 @@ class MattingModule(L.LightningModule):
                 "(VideoMattingDataModule(backgrounds=...)), or use a model that needs none (rvm-*)"
             )
         video = _single_video(batch["video"])
-        index = batch["index"]
-        state = self._state_before(video, int(index[0])) if self.adapter.recurrent else None
+        index = batch["index"].cpu()
+        warmup = _warmup_count(batch.get("warmup"))
+        state = self._state_before(video, int(index[0]), warmup > 0) if self.adapter.recurrent else None
         raw, state = self.adapter(src, bgr, state, network_outputs_for(names))
         if self.adapter.recurrent:
             self._state_key, self._state = (video, int(index[-1]) + 1), state
         out = named_outputs(raw, names, batch.get("tgt"), self.target_color)
-        return {**out, "video": video, "index": index}
+        return {
+            **{name: value[warmup:] for name, value in out.items()},
+            "video": video,
+            "index": index[warmup:],
+        }
 
-    def _state_before(self, video: str, first_index: int) -> Any:
+    def _state_before(self, video: str, first_index: int, warmup: bool) -> Any:
         """The carried state when this batch continues the last one; None (a fresh start) otherwise."""
-        if first_index != 0 and self._state_key != (video, first_index):
+        if first_index != 0 and self._state_key != (video, first_index) and not warmup:
             warnings.warn(
                 f"MattingModule: {video} continues at frame {first_index} without the state of the frames "
                 "before it; the recurrent state restarts here",
                 stacklevel=2,
             )
         return self._state if self._state_key == (video, first_index) else None
+
+
+def _warmup_count(warmup: Tensor | None) -> int:
+    """How many leading frames of a batch are warm-up (see `collate_frames`); they must come first."""
+    if warmup is None:
+        return 0
+    count = int(warmup.sum())
+    if not bool(warmup[:count].all()):
+        raise ValueError(
+            f"warm-up frames must precede the frames to write in a batch, got warmup={warmup.tolist()}"
+        )
+    return count
 
 
 def _single_video(names: Any) -> str:

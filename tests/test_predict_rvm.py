@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import read_video
 from test_models_rvm import manifest, recipe
+from test_predict import run_cli
 
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule, VideoReader, make_clip
@@ -81,4 +82,21 @@ def test_rvm_needs_no_background_and_seg_is_an_output(tmp_path, rvm, clips):
     trainer.predict(MattingModule(rvm), datamodule=dm, return_predictions=False)
     for output in ("seg", "fgr"):
         frames, _, width, height = read_video(tmp_path / "out" / clips[1].stem / f"{output}.mkv")
+        assert (len(frames), width, height) == (5, *SIZE)
+
+
+def test_the_rvm_config_runs_from_the_cli(tmp_path, rvm, clips):
+    checkpoint = tmp_path / "rvm_mobilenetv3.pth"
+    torch.save(rvm.state_dict(), checkpoint)
+    result = run_cli(
+        "predict",
+        "--config",
+        "configs/predict_rvm.yaml",
+        f"--model.checkpoint={checkpoint}",
+        f"--data.sources=[{clips[1]}]",
+        f"--trainer.callbacks.output_dir={tmp_path / 'out'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for output in ("com", "pha", "fgr"):
+        frames, _, width, height = read_video(tmp_path / "out" / clips[1].stem / f"{output}.mp4")
         assert (len(frames), width, height) == (5, *SIZE)

@@ -487,8 +487,11 @@ class _VideoFiles:
         self._open: dict[str, dict[str, FrameWriter]] = {}
 
     def add(self, prediction: dict[str, Any]) -> None:
-        """Hand a batch of predictions {output: [B,C,H,W], "video", "index"} to its video's writers."""
+        """Hand a batch of predictions {output: [B,C,H,W], "video", "index"} to its video's writers;
+        a batch of no frames (only warm-up) writes nothing."""
         video, index = prediction["video"], prediction["index"]
+        if len(index) == 0:
+            return
         if video not in self.videos:
             raise KeyError(
                 f"VideoWriterCallback: no metadata for video {video!r}; known: {sorted(self.videos)}"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from lightning_matting.data.datasets import (
@@ -198,19 +200,29 @@ class VideoMattingDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`);
-        under a distributed trainer only this rank's share: whole videos, or a contiguous range of each."""
+        under a distributed trainer only this rank's share: whole videos, or a contiguous range of each.
+        A share that starts mid-video (a rank's range, a resumed run) is preceded by the trainer's module's
+        `predict_warmup_frames` frames (recurrent models), marked "warmup" in their batches."""
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
         sampler = VideoBatchSampler(
             [video.num_frames for video in self.videos],
             self.batch_size,
             starts=[self.start_frames.get(video.name, 0) for video in self.videos],
-            rank=self.trainer.global_rank if self.trainer is not None else 0,
-            world_size=self.trainer.world_size if self.trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            warmup=getattr(module, "predict_warmup_frames", 0),
         )
+        first_frames = {
+            video.name: first for video, first in zip(self.videos, sampler.first_frames, strict=True)
+        }
         return DataLoader(
             self.predict_dataset,
             batch_sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate_frames,
+            collate_fn=partial(collate_frames, first_frames=first_frames),
+            pin_memory=trainer is not None
+            and isinstance(trainer.accelerator, CUDAAccelerator),  # async uploads
         )
 
     def train_dataloader(self) -> DataLoader:

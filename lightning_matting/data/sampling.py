@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch.utils.data import Sampler, default_collate
 
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
@@ -50,6 +51,9 @@ class VideoBatchSampler(Sampler[list[int]]):
     `starts` (one per video, default 0) skips each video's first frames: a resumed run begins at `starts[i]`.
     Distributed predict: with `rank` of `world_size`, only that rank's frames (`frame_ranges`): whole videos,
     or a contiguous range of each video when there are fewer videos than ranks; no frame is padded or repeated.
+    `warmup` > 0 (recurrent models): a range that starts mid-video is preceded by up to `warmup` frames before
+    it, in batches of their own, to build the state; `first_frames` gives the first frame each video writes
+    (earlier frames are warm-up, see `collate_frames`).
 
     Example::
 
@@ -64,6 +68,7 @@ class VideoBatchSampler(Sampler[list[int]]):
         starts: Sequence[int] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        warmup: int = 0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -83,29 +88,48 @@ class VideoBatchSampler(Sampler[list[int]]):
             raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0 (frames before a range's start), got {warmup!r}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.starts = starts
         self.rank = rank
         self.world_size = world_size
+        self.warmup = warmup
         self.ranges = frame_ranges(self.lengths, world_size, starts)[rank]
 
+    @property
+    def first_frames(self) -> list[int]:
+        """The first frame of each video that is predicted for writing; frames before it are warm-up."""
+        return [frames.start for frames in self.ranges]
+
+    def _runs(self) -> Iterator[tuple[int, range]]:
+        """(video, frames) of each run of batches: a warm-up before a share that starts mid-video, the share."""
+        for video, frames in enumerate(self.ranges):
+            if len(frames) and frames.start > 0 and self.warmup:
+                yield video, range(max(0, frames.start - self.warmup), frames.start)
+            yield video, frames
+
     def __iter__(self) -> Iterator[list[int]]:
-        offset = 0
-        for length, frames in zip(self.lengths, self.ranges, strict=True):
-            for first in range(frames.start, frames.stop, self.batch_size):
-                yield list(range(offset + first, offset + min(first + self.batch_size, frames.stop)))
-            offset += length
+        offsets = [sum(self.lengths[:video]) for video in range(len(self.lengths))]
+        for video, run in self._runs():
+            for first in range(run.start, run.stop, self.batch_size):
+                last = min(first + self.batch_size, run.stop)
+                yield list(range(offsets[video] + first, offsets[video] + last))
 
     def __len__(self) -> int:
-        return sum(math.ceil(len(frames) / self.batch_size) for frames in self.ranges)
+        return sum(math.ceil(len(run) / self.batch_size) for _, run in self._runs())
 
 
-def collate_frames(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_frames(
+    items: list[dict[str, Any]], first_frames: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """Collate dataset items; a plate or target that is one tensor for every item is sent once.
 
     Such a key becomes [1,C,H,W] instead of [B,C,H,W] and is listed under "static", so that a static
     background plate crosses to the device once per batch (and MattingModule keeps it once per video).
+    With `first_frames` ({video: first frame written}, see `VideoBatchSampler.first_frames`), a batch holding
+    earlier frames gets "warmup": BoolTensor [B], True for those (predicted for the state, not written).
     """
     shared = [
         key for key in SHARED_KEYS if key in items[0] and all(item[key] is items[0][key] for item in items)
@@ -115,4 +139,8 @@ def collate_frames(items: list[dict[str, Any]]) -> dict[str, Any]:
         batch[key] = items[0][key].unsqueeze(0)
     if shared:
         batch["static"] = shared
+    if first_frames is not None:
+        warmup = torch.tensor([item["index"] < first_frames.get(item["video"], 0) for item in items])
+        if warmup.any():
+            batch["warmup"] = warmup
     return batch

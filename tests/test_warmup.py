@@ -1,0 +1,140 @@
+"""Warm-up: a recurrent run that starts mid-video first predicts, without writing, the frames before it."""
+
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import read_video
+from test_models_rvm import manifest, recipe
+
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule, make_clip
+from lightning_matting.data.sampling import VideoBatchSampler, collate_frames
+from lightning_matting.models import RobustVideoMatting
+from lightning_matting.module import MattingModule
+from lightning_matting.writers import VideoWriter
+
+SIZE, FRAMES, FPS = (64, 48), 20, 10
+SEGMENT_SECONDS = 0.4  # 4 frames per segment
+
+
+def test_a_share_that_starts_mid_video_is_preceded_by_its_warmup_batches():
+    sampler = VideoBatchSampler([10, 6], batch_size=4, starts=[7, 0], warmup=5)
+    # video 0 from frame 7: warm-up frames 2-6 in batches of their own, then 7-9; video 1 (offset 10) whole
+    assert list(sampler) == [[2, 3, 4, 5], [6], [7, 8, 9], [10, 11, 12, 13], [14, 15]]
+    assert len(sampler) == 5 and sampler.first_frames == [7, 0]
+    ranks = [VideoBatchSampler([9], batch_size=2, rank=r, world_size=2, warmup=20) for r in (0, 1)]
+    assert list(ranks[0]) == [[0, 1], [2, 3]]  # no warm-up before frame 0
+    assert list(ranks[1]) == [[0, 1], [2, 3], [4, 5], [6, 7], [8]]  # clipped at frame 0: warm-up 0-3
+    assert [r.first_frames for r in ranks] == [[0], [4]]
+    with pytest.raises(
+        ValueError, match=r"warmup must be an int >= 0 \(frames before a range's start\), got -1"
+    ):
+        VideoBatchSampler([9], batch_size=2, warmup=-1)
+
+
+def test_collate_marks_the_frames_before_a_videos_first_written_frame():
+    items = [{"src": torch.zeros(3, 2, 2), "index": i, "video": "a"} for i in (3, 4, 5)]
+    assert collate_frames(items, first_frames={"a": 5})["warmup"].tolist() == [True, True, False]
+    assert "warmup" not in collate_frames(items, first_frames={"a": 3})
+    assert "warmup" not in collate_frames(items)
+
+
+def test_warmup_frames_are_predicted_but_not_returned():
+    module = MattingModule(reference_rvm(), downsample_ratio=1, outputs=["pha"], warmup_frames=2)
+    src = torch.rand(3, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deliberate warm-up start does not warn about a lost state
+        out = module.predict_step(
+            {
+                "src": src,
+                "index": torch.tensor([4, 5, 6]),
+                "video": "v",
+                "warmup": torch.tensor([1, 1, 0]).bool(),
+            }
+        )
+    assert out["pha"].shape == (1, 1, 16, 16) and out["index"].tolist() == [6]
+    with pytest.raises(ValueError, match=r"warm-up frames must precede the frames to write"):
+        module.predict_step(
+            {
+                "src": src,
+                "index": torch.tensor([7, 8, 9]),
+                "video": "v",
+                "warmup": torch.tensor([0, 1, 0]).bool(),
+            }
+        )
+    with pytest.raises(ValueError, match=r"warmup_frames must be an int >= 0, got -3"):
+        MattingModule(reference_rvm(), warmup_frames=-3)
+    assert MattingModule(reference_rvm(), warmup_frames=7).predict_warmup_frames == 7
+    assert MattingModule("mattingbase-mobilenetv2", warmup_frames=7).predict_warmup_frames == 0  # no state
+
+
+def reference_rvm() -> RobustVideoMatting:
+    model = RobustVideoMatting("mobilenetv3")
+    model.load_state_dict(recipe.reference_weights(manifest("mobilenetv3")))
+    return model.eval()
+
+
+def loop_alpha(model: RobustVideoMatting, src: torch.Tensor, start: int) -> np.ndarray:
+    """uint8 alpha [N-start,H,W] of frames start.. with a fresh state at `start`, frame after frame."""
+    state: list = [None] * 4
+    out = []
+    with torch.no_grad():
+        for frame in src[start:]:
+            _, pha, *state = model(frame[None], *state, downsample_ratio=1)
+            out.append(pha[0, 0])
+    return torch.stack(out).mul(255).round().to(torch.uint8).numpy()
+
+
+class StopAt(L.Callback):
+    """Records the batches predicted; fails the run (as a crash would) at the batch holding frame `frame`."""
+
+    def __init__(self, frame: int | None = None):
+        self.frame = frame
+        self.seen: list[tuple[list[int], list[bool]]] = []
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.frame in batch["index"].tolist():
+            raise RuntimeError("stopped on purpose")
+        warmup = batch.get("warmup", torch.zeros(len(batch["index"]), dtype=torch.bool))
+        self.seen.append((batch["index"].tolist(), warmup.tolist()))
+
+
+def predict(source, out, warmup: int, stop_at: int | None = None, resume=False) -> StopAt:
+    spy = StopAt(stop_at)
+    writer = VideoWriterCallback(
+        out, outputs=["pha"], fourcc="FFV1", segment_seconds=SEGMENT_SECONDS, resume=resume
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[writer, spy])
+    module = MattingModule(reference_rvm(), downsample_ratio=1, warmup_frames=warmup)
+    dm = VideoMattingDataModule(sources=[str(source)], batch_size=3)
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    return spy
+
+
+def test_a_resumed_recurrent_run_warms_up_before_the_first_missing_frame(tmp_path):
+    clip = make_clip(*SIZE, FRAMES, fps=FPS, seed=3)
+    source = tmp_path / "clip.mkv"
+    with VideoWriter(source, FPS, *SIZE, fourcc="FFV1") as writer:
+        writer.add_batch(clip.src)
+    with pytest.raises(RuntimeError, match="stopped on purpose"):  # after 9 frames: segments 0-3, 4-7 kept
+        predict(source, tmp_path / "out", warmup=5, stop_at=10)
+
+    spy = predict(source, tmp_path / "out", warmup=5, resume=True)
+    assert spy.seen == [([3, 4, 5], [True] * 3), ([6, 7], [True] * 2)] + [
+        (list(range(first, min(first + 3, FRAMES))), [False] * min(3, FRAMES - first))
+        for first in range(8, FRAMES, 3)
+    ]
+    written, fps, _, _ = read_video(tmp_path / "out" / "clip" / "pha.mkv")
+    assert len(written) == FRAMES and fps == Fraction(FPS)
+    src = torch.from_numpy(read_video(source)[0]).permute(0, 3, 1, 2).float().div(255)
+    model = reference_rvm()
+    single = loop_alpha(model, src, 0)
+    np.testing.assert_array_equal(written[:8, ..., 0], single[:8])  # written before the interruption
+    np.testing.assert_array_equal(written[8:, ..., 0], loop_alpha(model, src, 3)[5:])  # warm-up from frame 3
+    assert np.abs(written[8:, ..., 0].astype(int) - single[8:]).mean() < 2  # close to the uninterrupted run
