@@ -91,7 +91,9 @@ def reference_loop(
         green = torch.tensor(DEFAULT_TARGET_COLOR).view(1, 3, 1, 1)
         with torch.no_grad():
             for batch in dm.predict_dataloader():
-                pha, fgr = net(batch["src"], batch["bgr"].expand_as(batch["src"]))[:2]
+                # The loader's frames are uint8; the reference's ToTensor makes floats in [0, 1] on the host.
+                src, bgr = batch["src"].float().div(255), batch["bgr"].float().div(255)
+                pha, fgr = net(src, bgr.expand_as(src))[:2]
                 outputs = {"com": composite(fgr, pha, green), "pha": pha, "fgr": fgr}
                 for name in OUTPUTS:
                     writers[name].add_batch(outputs[name])

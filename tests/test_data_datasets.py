@@ -18,10 +18,16 @@ from lightning_matting.data import (
     SyntheticScene,
     VideoBatchSampler,
     VideoInfo,
+    VideoReader,
+    align_background,
+    collate_frames,
     make_clip,
     parse_colour,
+    read_image,
     unique_names,
 )
+from lightning_matting.data.datasets import resize_frame
+from lightning_matting.data.readers import frame_to_float, frame_to_uint8
 from lightning_matting.writers import VideoWriter
 
 WIDTH, HEIGHT = 64, 48
@@ -46,8 +52,15 @@ def write_image(path: Path, rgb: tuple[int, int, int], width: int = WIDTH, heigh
     return path
 
 
+def random_frames(count: int, width: int = WIDTH, height: int = HEIGHT) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(count)
+    return torch.randint(0, 256, (count, 3, height, width), dtype=torch.uint8, generator=generator)
+
+
 def value(frame: torch.Tensor) -> int:
-    return round(float(frame[0, 0, 0]) * 255)
+    """The level of a uint8 frame made by `frames_with_values`."""
+    assert frame.dtype == torch.uint8
+    return int(frame[0, 0, 0])
 
 
 @pytest.fixture
@@ -67,9 +80,9 @@ def test_items_carry_src_plate_index_and_name(source, plate):
     item = dataset[3]
     assert set(item) == {"src", "bgr", "index", "video"}
     assert item["src"].shape == item["bgr"].shape == (3, HEIGHT, WIDTH)
-    assert item["src"].dtype == item["bgr"].dtype == torch.float32
+    assert item["src"].dtype == item["bgr"].dtype == torch.uint8
     assert value(item["src"]) == 30
-    assert torch.allclose(item["bgr"][:, 0, 0], torch.tensor([200, 100, 50]) / 255)
+    assert item["bgr"][:, 0, 0].tolist() == [200, 100, 50]
     assert (item["index"], item["video"]) == (3, "source")
 
 
@@ -121,12 +134,17 @@ def test_bad_resize_is_rejected(source, resize):
 
 @pytest.mark.parametrize(
     ("target", "rgb"),
-    [((0.0, 1.0, 0.5), (0.0, 1.0, 0.5)), ("#FF8000", (1.0, 128 / 255, 0.0)), ([0, 0, 1], (0.0, 0.0, 1.0))],
+    [
+        ((0.0, 1.0, 0.5), (0, 255, 128)),  # 127.5 rounds to nearest even
+        ((0.1, 0.2, 0.3), (26, 51, 76)),  # 25.5 -> 26, 51.0, 76.5 -> 76
+        ("#FF8000", (255, 128, 0)),
+        ([0, 0, 1], (0, 0, 255)),
+    ],
 )
-def test_target_colour(source, target, rgb):
+def test_target_colour_is_the_rounded_uint8_colour(source, target, rgb):
     item = MattingVideoDataset(source, target=target, resize=(16, 12))[0]
-    assert item["tgt"].shape == (3, 12, 16)
-    assert torch.equal(item["tgt"], torch.tensor(rgb, dtype=torch.float32)[:, None, None].expand(3, 12, 16))
+    assert item["tgt"].shape == (3, 12, 16) and item["tgt"].dtype == torch.uint8
+    assert torch.equal(item["tgt"], torch.tensor(rgb, dtype=torch.uint8)[:, None, None].expand(3, 12, 16))
 
 
 @pytest.mark.parametrize("colour", ["#12345", "#GG0000", "#1234567", (1.5, 0, 0), (0.5, 0.5), ("a", 0, 0)])
@@ -146,7 +164,7 @@ def test_target_image_is_stretched_to_the_output_size(source, tmp_path):
     target = write_image(tmp_path / "beach.png", (0, 0, 255), width=50, height=50)
     item = MattingVideoDataset(source, target=target)[0]
     assert item["tgt"].shape == (3, HEIGHT, WIDTH)
-    assert torch.allclose(item["tgt"][:, 5, 5], torch.tensor([0.0, 0.0, 1.0]))
+    assert item["tgt"][:, 5, 5].tolist() == [0, 0, 255]
 
 
 def test_shorter_target_video_loops(source, tmp_path):
@@ -274,4 +292,68 @@ def test_alignment_flag_and_warning_when_the_plate_has_no_features(tmp_path):
     with pytest.warns(RuntimeWarning, match="alignment failed on some frames of video 'shot'"):
         item = dataset[0]
     assert item["aligned"] is False
-    assert torch.equal(item["bgr"], torch.full((3, 64, 96), 128 / 255))
+    assert torch.equal(item["bgr"], torch.full((3, 64, 96), 128, dtype=torch.uint8))
+
+
+def no_float_frames(reader, index):
+    raise AssertionError("a frame at the output size must not go through float")
+
+
+def test_items_at_the_output_size_are_the_decoded_frames_as_uint8(tmp_path, monkeypatch):
+    frames = random_frames(4)
+    source = write_video(tmp_path / "noise.mkv", frames)
+    plate_video = write_video(tmp_path / "plate.mkv", random_frames(5))
+    expected_src = [(frame * 255).round().to(torch.uint8) for frame in VideoReader(source)]
+    expected_bgr = [(VideoReader(plate_video)[i] * 255).round().to(torch.uint8) for i in range(4)]
+    dataset = MattingVideoDataset(source, plate_video, target="#102030")
+    monkeypatch.setattr(VideoReader, "__getitem__", no_float_frames)
+    for index in [0, 1, 3, 2]:
+        item = dataset[index]
+        assert all(item[key].dtype == torch.uint8 for key in ("src", "bgr", "tgt"))
+        assert torch.equal(item["src"], frames[index]) and torch.equal(item["src"], expected_src[index])
+        assert torch.equal(item["bgr"], expected_bgr[index])
+
+
+def test_resized_items_are_the_float_resize_rounded_once(tmp_path):
+    source = write_video(tmp_path / "noise.mkv", random_frames(2))
+    plate = tmp_path / "plate.png"
+    cv2.imwrite(str(plate), random_frames(1, 128, 96)[0].permute(1, 2, 0).numpy())
+    target_video = write_video(tmp_path / "target.mkv", random_frames(3, 40, 30))
+    for size in [(32, 24), (100, 75)]:  # shrink (antialiased) and enlarge
+        dataset = MattingVideoDataset(source, plate, target=target_video, resize=size)
+        item = dataset[1]
+        expected = {
+            "src": VideoReader(source)[1],
+            "bgr": read_image(plate),
+            "tgt": VideoReader(target_video)[1],
+        }
+        for key, frame in expected.items():
+            resized = resize_frame(frame, *size)
+            assert item[key].dtype == torch.uint8 and item[key].shape == (3, size[1], size[0])
+            assert (item[key].float() - resized * 255).abs().max() <= 0.5 + 1e-3, (key, size)
+
+
+def test_a_still_plate_and_target_are_one_tensor_for_every_item(source, plate, tmp_path):
+    target_image = write_image(tmp_path / "beach.png", (0, 0, 255), width=32, height=24)
+    for target in ["#00ff00", target_image]:
+        for resize in [None, (32, 24)]:
+            dataset = MattingVideoDataset(source, plate, target=target, resize=resize)
+            items = [dataset[i] for i in (0, 3, 7)]
+            assert all(item["bgr"] is items[0]["bgr"] for item in items)
+            assert all(item["tgt"] is items[0]["tgt"] for item in items)
+            batch = collate_frames(items)
+            assert batch["static"] == ["bgr", "tgt"] and batch["bgr"].dtype == torch.uint8
+            assert batch["bgr"].shape[0] == batch["tgt"].shape[0] == 1 and batch["src"].shape[0] == 3
+
+
+def test_aligned_plate_is_the_float_alignment_rounded_once(tmp_path):
+    scene = SyntheticScene(192, 128, seed=2, camera_shake=True)
+    frames = frame_to_uint8(scene.render([0, 6])["src"])
+    source = write_video(tmp_path / "shot.mkv", frames)
+    plate = tmp_path / "plate.png"
+    cv2.imwrite(str(plate), frame_to_uint8(scene.plate).flip(0).permute(1, 2, 0).numpy())  # RGB -> BGR
+    item = MattingVideoDataset(source, plate, align=True)[1]
+    warped, aligned = align_background(read_image(plate), frame_to_float(frames[1]))
+    assert item["aligned"] is aligned is True
+    assert item["bgr"].dtype == torch.uint8
+    assert torch.equal(item["bgr"], frame_to_uint8(warped))

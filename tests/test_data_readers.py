@@ -21,6 +21,7 @@ from lightning_matting.data import (
     read_image,
     to_fraction,
 )
+from lightning_matting.data.readers import frame_to_float, frame_to_uint8, read_image_uint8
 from lightning_matting.writers import VideoWriter
 
 
@@ -95,6 +96,44 @@ def test_video_reads_back_exactly_what_was_written(tmp_path):
     assert all(f.dtype == torch.float32 and f.shape == (3, 48, 64) for f in read)
     assert torch.equal(torch.stack([as_uint8(f) for f in read]), frames)
     assert float(read[0].min()) >= 0 and float(read[0].max()) <= 1
+
+
+def test_video_read_uint8_is_the_decoded_frame_and_the_float_frame_times_255(tmp_path):
+    frames = random_frames(6)
+    reader = VideoReader(write_lossless(tmp_path / "clip.mkv", frames))
+    for index in [0, 1, 5, 2]:  # sequential, a jump ahead, a seek back
+        frame = reader.read_uint8(index)
+        assert frame.dtype == torch.uint8 and frame.shape == (3, 48, 64) and frame.is_contiguous()
+        assert torch.equal(frame, frames[index])
+        assert torch.equal(frame.float(), reader[index] * 255)  # exact: k / 255 * 255 == k in float32
+    with pytest.raises(IndexError, match="frame 6 out of range for .*clip.mkv with 6 frames"):
+        reader.read_uint8(6)
+
+
+def test_image_sequence_read_uint8_is_the_decoded_image_and_the_float_frame_times_255(tmp_path):
+    frames = random_frames(3, width=8, height=6)
+    for index, frame in enumerate(frames):  # RGB -> BGR for OpenCV
+        cv2.imwrite(str(tmp_path / f"{index}.png"), frame.flip(0).permute(1, 2, 0).numpy())
+    reader = ImageSequenceReader(tmp_path)
+    for index in range(3):
+        assert reader.read_uint8(index).dtype == torch.uint8
+        assert torch.equal(reader.read_uint8(index), frames[index])
+        assert torch.equal(reader.read_uint8(index).float(), reader[index] * 255)
+    assert torch.equal(read_image_uint8(tmp_path / "1.png"), frames[1])
+    assert torch.equal(read_image(tmp_path / "1.png"), frame_to_float(frames[1]))
+    with pytest.raises(IndexError, match="frame 3 out of range for .* with 3 images"):
+        reader.read_uint8(3)
+
+
+def test_frame_conversions_round_trip_every_level_and_round_to_nearest():
+    levels = torch.arange(256, dtype=torch.uint8)
+    as_float = frame_to_float(levels)
+    assert as_float.dtype == torch.float32 and float(as_float[0]) == 0 and float(as_float[-1]) == 1
+    assert torch.equal(frame_to_uint8(as_float), levels)
+    values = torch.tensor([-0.5, 0.3 / 255, 0.6 / 255, 254.4 / 255, 2.0])
+    assert frame_to_uint8(values).tolist() == [0, 0, 1, 254, 255]
+    with pytest.raises(ValueError, match="frame must be a uint8 tensor .*got dtype torch.float32"):
+        frame_to_float(as_float)
 
 
 def test_ntsc_frame_rate_is_an_exact_fraction(tmp_path):
@@ -256,6 +295,9 @@ def test_image_sequence_frame_of_another_size_or_undecodable(tmp_path):
 def test_read_image_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="image file not found"):
         read_image(tmp_path / "plate.png")
+    (tmp_path / "plate.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot decode image file .*plate.png"):
+        read_image_uint8(tmp_path / "plate.png")
 
 
 def test_open_reader_picks_the_reader_by_path(tmp_path):

@@ -80,6 +80,8 @@ def test_predict_over_files_and_synthetic_clips(user_files, tmp_path):
     assert all(len(set(b["video"])) == 1 for b in batches)
     assert "bgr" in batches[0] and "bgr" not in batches[3] and "bgr" in batches[5]
     assert batches[0]["src"].shape == (3, 3, 48, 64) and batches[3]["src"].shape == (3, 3, 24, 32)
+    assert all(b[key].dtype == torch.uint8 for b in batches for key in ("src", "bgr") if key in b)
+    assert batches[0]["bgr"].shape == (1, 3, 48, 64) and batches[0]["static"] == ["bgr"]  # the plate, once
 
 
 def test_resize_and_target_reach_every_video(user_files):
@@ -88,7 +90,7 @@ def test_resize_and_target_reach_every_video(user_files):
     batches = predict_batches(datamodule)
     assert {(v.width, v.height) for v in datamodule.videos} == {(32, 24)}
     assert all(b["src"].shape[1:] == b["tgt"].shape[1:] == (3, 24, 32) for b in batches)
-    assert torch.equal(batches[0]["tgt"][0, :, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(batches[0]["tgt"][0, :, 0, 0], torch.tensor([0, 255, 0], dtype=torch.uint8))
 
 
 def test_workers_yield_the_same_batches_as_the_main_process(user_files):
@@ -122,6 +124,7 @@ def test_fit_and_validate_on_synthetic_clips_with_ground_truth():
     batch = next(iter(datamodule.train_dataloader()))
     assert set(batch) == {"src", "bgr", "pha", "fgr", "index", "video"}
     assert batch["pha"].shape == (4, 1, 48, 64) and batch["fgr"].shape == (4, 3, 48, 64)
+    assert all(batch[key].dtype == torch.float32 for key in ("src", "bgr", "pha", "fgr"))  # ground truth
     val = next(iter(datamodule.val_dataloader()))
     assert val["video"][0] == "val_000" and val["index"].tolist() == [0, 1, 2, 3]
     train_plates = {datamodule.train_dataset[i]["bgr"].sum().item() for i in (0, 5)}

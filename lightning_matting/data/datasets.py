@@ -20,8 +20,10 @@ from lightning_matting.data.readers import (
     IMAGE_EXTENSIONS,
     FrameReader,
     VideoInfo,
+    frame_to_float,
+    frame_to_uint8,
     open_reader,
-    read_image,
+    read_image_uint8,
     to_fraction,
 )
 from lightning_matting.data.synthetic import SyntheticScene
@@ -91,7 +93,11 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
     """Frames of one source (video file or image folder) with its background plate and composite target.
 
     Item i: {"src": [3,H,W], "bgr": [3,H,W] (only with a plate), "tgt": [3,H,W] (only with a target),
-    "aligned": bool (only with `align`), "index": i, "video": name}; tensors float32 in [0,1].
+    "aligned": bool (only with `align`), "index": i, "video": name}; tensors uint8 RGB in [0, 255], so that
+    DataLoader workers pass a quarter of the bytes of float32 (MattingModule turns them into floats in [0,1]
+    on the device). A frame at the output size is the decoded frame as it is; a frame that is resized (or a
+    plate that is aligned) is processed in float and rounded to uint8 once. A still plate or target (image
+    or colour) is one tensor shared by every item, which `collate_frames` sends once per batch.
 
     Size policy: frames come out at `resize` (width, height) if given, else at the source's size; the
     source is resized to it whatever its aspect ratio. The plate must have the source's aspect ratio (within
@@ -100,9 +106,9 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
     the source (extra frames are ignored); a target video loops when shorter and is cut when longer.
 
     `background` and `target` are paths: an image file is one still frame, a video file or an image folder
-    is a frame per source frame. `target` may also be a colour: '#RRGGBB' or (r, g, b) floats in [0,1].
-    `fps` is the frame rate of an image-folder source (videos carry their own). `name` defaults to the
-    source's file stem or folder name.
+    is a frame per source frame. `target` may also be a colour: '#RRGGBB' or (r, g, b) floats in [0,1]
+    (rounded to uint8). `fps` is the frame rate of an image-folder source (videos carry their own). `name`
+    defaults to the source's file stem or folder name.
 
     With `align`, the plate is warped onto each source frame (see `align_background`). Where that fails the
     unaligned plate is used, the item's "aligned" is False (so a consumer can count fallbacks, also with
@@ -140,7 +146,7 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
 
     def _open_background(self, path: Path) -> None:
         if _is_image_file(path):
-            plate = read_image(path)
+            plate = read_image_uint8(path)
             plate_width, plate_height = plate.shape[2], plate.shape[1]
         else:
             self._plate_reader = open_reader(path, fps=self.info.fps)
@@ -159,11 +165,11 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
                 f"the source's aspect ratio (it is then resized to {self.info.width}x{self.info.height})"
             )
         if self._plate_reader is None:
-            self._plate = resize_frame(plate, self.info.width, self.info.height)
+            self._plate = self._at_output_size(plate)
 
     def _open_target(self, target: str | Path | Sequence[float]) -> None:
         if (isinstance(target, Sequence) and not isinstance(target, str)) or str(target).startswith("#"):
-            colour = torch.tensor(parse_colour(target), dtype=torch.float32)  # type: ignore[arg-type]
+            colour = frame_to_uint8(torch.tensor(parse_colour(target)))  # type: ignore[arg-type]
             self._target_frame = (
                 colour[:, None, None].expand(3, self.info.height, self.info.width).contiguous()
             )
@@ -175,9 +181,15 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
                 "existing image, video or image folder"
             )
         if _is_image_file(path):
-            self._target_frame = resize_frame(read_image(path), self.info.width, self.info.height)
+            self._target_frame = self._at_output_size(read_image_uint8(path))
         else:
             self._target_reader = open_reader(path, fps=self.info.fps)
+
+    def _at_output_size(self, frame: Tensor) -> Tensor:
+        """A uint8 [3,h,w] frame at the output size: itself if it has that size, else resized and rounded."""
+        if frame.shape[1:] == (self.info.height, self.info.width):
+            return frame
+        return frame_to_uint8(resize_frame(frame_to_float(frame), self.info.width, self.info.height))
 
     @property
     def videos(self) -> list[VideoInfo]:
@@ -188,19 +200,20 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
         return self.info.num_frames
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        width, height = self.info.width, self.info.height
-        src = resize_frame(self.source[index], width, height)
+        src = self._at_output_size(self.source.read_uint8(index))
         item: dict[str, Any] = {"src": src}
         if self._plate is not None or self._plate_reader is not None:
             bgr = (
                 self._plate
                 if self._plate_reader is None
-                else resize_frame(self._plate_reader[index], width, height)
+                else self._at_output_size(self._plate_reader.read_uint8(index))
             )
             if self.align:
-                bgr, aligned = align_background(bgr, src)
+                warped, aligned = align_background(frame_to_float(bgr), frame_to_float(src))
                 item["aligned"] = aligned
-                if not aligned:
+                if aligned:
+                    bgr = frame_to_uint8(warped)
+                else:
                     warnings.warn(
                         f"background alignment failed on some frames of video {self.info.name!r}; they use the "
                         "unaligned plate (item['aligned'] is False)",
@@ -211,8 +224,8 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
         if self._target_frame is not None:
             item["tgt"] = self._target_frame
         elif self._target_reader is not None:
-            frame = self._target_reader[index % len(self._target_reader)]
-            item["tgt"] = resize_frame(frame, width, height)
+            frame = self._target_reader.read_uint8(index % len(self._target_reader))
+            item["tgt"] = self._at_output_size(frame)
         item["index"] = index
         item["video"] = self.info.name
         return item
