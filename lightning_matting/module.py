@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lightning_matting.data.sampling import FRAME_KEYS
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import make_adapter
@@ -23,7 +24,6 @@ from lightning_matting.outputs import (
 )
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
-FRAME_KEYS = ("src", "bgr", "tgt")  # image keys of a batch: uint8 0-255 or float in [0, 1]
 DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and the README
 HOST_KEYS = ("index", "warmup")  # bookkeeping read on the host every batch: not sent to the device
 

@@ -45,6 +45,18 @@ def test_collate_marks_the_frames_before_a_videos_first_written_frame():
     assert "warmup" not in collate_frames(items)
 
 
+def test_collate_makes_floats_of_uint8_frames_on_request():
+    plate = torch.full((3, 2, 2), 51, dtype=torch.uint8)
+    items = [
+        {"src": torch.full((3, 2, 2), 255, dtype=torch.uint8), "bgr": plate, "index": i, "video": "a"}
+        for i in (0, 1)
+    ]
+    batch = collate_frames(items, to_float=True)
+    assert batch["src"].dtype == batch["bgr"].dtype == torch.float32
+    assert batch["src"].eq(1).all() and batch["bgr"].sub(0.2).abs().max() < 1e-7
+    assert batch["bgr"].shape == (1, 3, 2, 2) and collate_frames(items)["src"].dtype == torch.uint8
+
+
 def test_warmup_frames_are_predicted_but_not_returned():
     module = MattingModule(reference_rvm(), downsample_ratio=1, outputs=["pha"], warmup_frames=2)
     src = torch.rand(3, 3, 16, 16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from fractions import Fraction
 
 import cv2
@@ -13,7 +14,7 @@ from conftest import psnr, read_video, smooth_clip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lightning_matting.writers import EncoderError, ImageSequenceWriter, VideoWriter
+from lightning_matting.writers import EncoderError, ImageSequenceWriter, VideoWriter, base
 
 
 def expected_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -98,6 +99,23 @@ def test_caller_may_reuse_its_tensor_after_add_batch(tmp_path):
             writer.add_batch(buffer)
     frames, _, _, _ = read_video(tmp_path / "v.mkv")
     assert frames[:, 0, 0, 0].tolist() == [51, 153, 255]
+
+
+def test_a_handed_over_batch_is_converted_on_the_encoder_thread_to_the_same_pixels(tmp_path, monkeypatch):
+    clip = torch.rand(5, 3, 16, 24, generator=torch.Generator().manual_seed(5))
+    clip[1, 0, 0, 0] = float("nan")
+    converted_on = []
+    original = base.to_uint8_hwc
+    monkeypatch.setattr(
+        base, "to_uint8_hwc", lambda *a: converted_on.append(threading.current_thread().name) or original(*a)
+    )
+    with VideoWriter(tmp_path / "v.mkv", 30, 24, 16, fourcc="FFV1") as writer:
+        writer.add_batch(clip[:2], hand_over=True)
+        writer.add_batch(clip[2:])
+    frames, _, _, _ = read_video(tmp_path / "v.mkv")
+    np.testing.assert_array_equal(frames, expected_uint8(clip))
+    main = threading.current_thread().name
+    assert sorted(name == main for name in converted_on) == [False, True]  # handed over: on the encoder's
 
 
 def test_exception_inside_with_block_leaves_playable_file(tmp_path):

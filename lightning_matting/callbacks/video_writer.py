@@ -512,7 +512,7 @@ class _VideoFiles:
                 output: batch[0].detach().float().cpu() for output, batch in frames.items()
             }
         for output, writer in self._open[video].items():
-            writer.add_batch(frames[output])
+            writer.add_batch(frames[output], hand_over=True)  # predictions are fresh tensors, never reused
         self.next_index[video] = first + len(index)
         if self.next_index[video] >= stop:
             _close_all(self._open.pop(video).values())

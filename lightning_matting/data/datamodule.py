@@ -202,7 +202,8 @@ class VideoMattingDataModule(LightningDataModule):
         """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`);
         under a distributed trainer only this rank's share: whole videos, or a contiguous range of each.
         A share that starts mid-video (a rank's range, a resumed run) is preceded by the trainer's module's
-        `predict_warmup_frames` frames (recurrent models), marked "warmup" in their batches."""
+        `predict_warmup_frames` frames (recurrent models), marked "warmup" in their batches. Frames are uint8
+        (the module makes them floats on its device), or float32 in [0,1] when the trainer runs on the CPU."""
         trainer = self.trainer
         module = trainer.lightning_module if trainer is not None else None
         sampler = VideoBatchSampler(
@@ -216,11 +217,14 @@ class VideoMattingDataModule(LightningDataModule):
         first_frames = {
             video.name: first for video, first in zip(self.videos, sampler.first_frames, strict=True)
         }
+        on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
         return DataLoader(
             self.predict_dataset,
             batch_sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=partial(collate_frames, first_frames=first_frames),
+            # uint8 frames cross to the device, which makes them floats; for the CPU the workers do, off the
+            # model's thread
+            collate_fn=partial(collate_frames, first_frames=first_frames, to_float=on_cpu),
             pin_memory=trainer is not None
             and isinstance(trainer.accelerator, CUDAAccelerator),  # async uploads
         )

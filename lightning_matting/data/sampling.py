@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Sampler, default_collate
 
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
+FRAME_KEYS = ("src", "bgr", "tgt")  # image keys of a batch: uint8 0-255 (as decoded) or float in [0, 1]
 
 
 def splits_videos(num_videos: int, world_size: int) -> bool:
@@ -122,7 +123,7 @@ class VideoBatchSampler(Sampler[list[int]]):
 
 
 def collate_frames(
-    items: list[dict[str, Any]], first_frames: Mapping[str, int] | None = None
+    items: list[dict[str, Any]], first_frames: Mapping[str, int] | None = None, to_float: bool = False
 ) -> dict[str, Any]:
     """Collate dataset items; a plate or target that is one tensor for every item is sent once.
 
@@ -130,6 +131,8 @@ def collate_frames(
     background plate crosses to the device once per batch (and MattingModule keeps it once per video).
     With `first_frames` ({video: first frame written}, see `VideoBatchSampler.first_frames`), a batch holding
     earlier frames gets "warmup": BoolTensor [B], True for those (predicted for the state, not written).
+    `to_float` turns uint8 frames into float32 in [0,1] here, in the DataLoader worker: for a model on the
+    CPU, where converting in the main process would hold up the model (on a GPU the module converts).
     """
     shared = [
         key for key in SHARED_KEYS if key in items[0] and all(item[key] is items[0][key] for item in items)
@@ -139,6 +142,9 @@ def collate_frames(
         batch[key] = items[0][key].unsqueeze(0)
     if shared:
         batch["static"] = shared
+    for key in FRAME_KEYS if to_float else ():
+        if key in batch and batch[key].dtype == torch.uint8:
+            batch[key] = batch[key].float().div_(255)
     if first_frames is not None:
         warmup = torch.tensor([item["index"] < first_frames.get(item["video"], 0) for item in items])
         if warmup.any():

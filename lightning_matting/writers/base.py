@@ -83,12 +83,17 @@ class FrameWriter(ABC):
     def _finalize(self) -> None:
         """Finish the output so that it is complete and playable."""
 
-    def _write_item(self, item: tuple[int, HostFrames]) -> None:
+    def _write_item(self, item: tuple[int, HostFrames | torch.Tensor]) -> None:
         first_index, frames = item
+        if isinstance(frames, torch.Tensor):  # a handed-over CPU batch, converted here
+            frames = to_host(to_uint8_hwc(frames, self.channel_order))
         self._write(first_index, frames.numpy())
 
-    def add_batch(self, frames: torch.Tensor) -> None:
-        """Queue a batch [B,C,H,W]; raises ValueError for a wrong shape, size or dtype."""
+    def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
+        """Queue a batch [B,C,H,W]; raises ValueError for a wrong shape, size or dtype.
+
+        `hand_over`: the caller will not modify `frames` afterwards, so a CPU batch is converted on the
+        encoder thread rather than the caller's (a GPU batch is always converted on the GPU, now)."""
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} for {self.path} is closed")
         if self.width is None:
@@ -96,8 +101,10 @@ class FrameWriter(ABC):
         check_frames(frames, self.width, self.height, self.channels)
         if frames.shape[0] == 0:
             return
-        host = to_host(to_uint8_hwc(frames.detach(), self.channel_order))
-        self._workers.put((self.frames_added, host))
+        if hand_over and frames.device.type == "cpu":
+            self._workers.put((self.frames_added, frames.detach()))
+        else:
+            self._workers.put((self.frames_added, to_host(to_uint8_hwc(frames.detach(), self.channel_order))))
         self.frames_added += frames.shape[0]
 
     def close(self) -> None:

@@ -51,7 +51,7 @@ class ImageSequenceWriter(FrameWriter):
         except OSError as error:
             raise OSError(f"cannot create the image-sequence folder {self.path}: {error}") from error
 
-    def add_batch(self, frames: torch.Tensor) -> None:
+    def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
         """Queue a batch [B,C,H,W]; C=4 needs an extension with alpha."""
         if (
             isinstance(frames, torch.Tensor)
@@ -63,7 +63,7 @@ class ImageSequenceWriter(FrameWriter):
                 f"frames with 4 channels (RGBA) need an extension with alpha ({', '.join(ALPHA_EXTENSIONS)}), "
                 f"got {self.extension!r}"
             )
-        super().add_batch(frames)
+        super().add_batch(frames, hand_over)
 
     def frame_path(self, index: int) -> Path:
         """The file of the `index`-th added frame."""

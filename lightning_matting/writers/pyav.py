@@ -353,7 +353,7 @@ class AVWriter(FrameWriter):
             stream.codec_tag = self.preset.mp4_tag
         return stream
 
-    def add_batch(self, frames: torch.Tensor) -> None:
+    def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
         """Queue a batch [B,C,H,W]; C=4 needs a codec with alpha, and every batch has the first batch's C."""
         if not self._closed:
             channels = check_frames(frames, self.width, self.height, self.channels).shape[1]
@@ -370,7 +370,7 @@ class AVWriter(FrameWriter):
                     f"frames must have C={self._input_channels} like the first batch (the stream is "
                     f"{self._stream.codec_context.pix_fmt}), got C={channels}"
                 )
-        super().add_batch(frames)
+        super().add_batch(frames, hand_over)
 
     def _write(self, first_index: int, frames: np.ndarray) -> None:
         try:

@@ -122,8 +122,8 @@ class SegmentedWriter:
         writer.close()
         os.replace(writer.path, segment_path(self.parts, index, self.extension))
 
-    def add_batch(self, frames: torch.Tensor) -> None:
-        """Queue a batch [B,C,H,W] (see the backend's contract), cut at segment boundaries."""
+    def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
+        """Queue a batch [B,C,H,W] (see the backend's contract, also for `hand_over`), cut at segment boundaries."""
         if self._closed:
             raise RuntimeError(f"SegmentedWriter for {self.path} is closed")
         self._finalizer.raise_error()
@@ -133,7 +133,7 @@ class SegmentedWriter:
                 self._open_next()
             room = self.segment_frames - self.frames_added % self.segment_frames
             chunk = frames[start : start + room]
-            self._segment.add_batch(chunk)
+            self._segment.add_batch(chunk, hand_over)
             start += len(chunk)
             self.frames_added += len(chunk)
             if self.frames_added % self.segment_frames == 0:
