@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -119,7 +120,27 @@ def read_image_uint8(path: str | Path) -> Tensor:
     return _bgr_to_tensor(image)
 
 
-class VideoReader:
+class _Frames(ABC):
+    """The float view and iteration shared by the readers: `reader[i]` is `frame_to_float(read_uint8(i))`."""
+
+    info: VideoInfo
+
+    @abstractmethod
+    def read_uint8(self, index: int) -> Tensor:
+        """Frame `index` as uint8 RGB [3,H,W] in [0, 255], exactly as decoded."""
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def __getitem__(self, index: int) -> Tensor:
+        """Frame `index` as float32 RGB [3,H,W] in [0,1]."""
+        return frame_to_float(self.read_uint8(index))
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self[i] for i in range(len(self)))
+
+
+class VideoReader(_Frames):
     """Frames of a video file as RGB tensors [3,H,W]; `len()` is the exact decodable count.
 
     `reader[i]` is frame i as float32 in [0,1]; `reader.read_uint8(i)` the same frame as decoded, uint8 in
@@ -173,13 +194,6 @@ class VideoReader:
             raise ValueError(f"cannot decode video file {self.path}: OpenCV/FFmpeg could not open it")
         return capture
 
-    def __len__(self) -> int:
-        return self.info.num_frames
-
-    def __getitem__(self, index: int) -> Tensor:
-        """Frame `index` as float32 RGB [3,H,W] in [0,1]."""
-        return frame_to_float(self.read_uint8(index))
-
     def read_uint8(self, index: int) -> Tensor:
         """Frame `index` as uint8 RGB [3,H,W] in [0, 255], exactly as decoded."""
         if not 0 <= index < len(self):
@@ -198,9 +212,6 @@ class VideoReader:
             raise RuntimeError(f"cannot decode frame {index} of {self.path} ({len(self)} frames)")
         self._next_index = index + 1
         return _bgr_to_tensor(frame)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return (self[i] for i in range(len(self)))
 
     def close(self) -> None:
         """Release the decoder; a later read reopens it."""
@@ -244,7 +255,7 @@ def _count_decodable_frames(capture: cv2.VideoCapture, header_count: int) -> int
     return good + 1
 
 
-class ImageSequenceReader:
+class ImageSequenceReader(_Frames):
     """Frames of a folder of images, in natural order (2.png before 10.png), as RGB tensors [3,H,W].
 
     `reader[i]` is image i as float32 in [0,1]; `reader.read_uint8(i)` the same image as decoded, uint8.
@@ -267,13 +278,6 @@ class ImageSequenceReader:
         _, height, width = read_image_uint8(self.files[0]).shape
         self.info = VideoInfo(name or self.folder.name, to_fraction(fps), width, height, len(self.files))
 
-    def __len__(self) -> int:
-        return self.info.num_frames
-
-    def __getitem__(self, index: int) -> Tensor:
-        """Image `index` as float32 RGB [3,H,W] in [0,1]."""
-        return frame_to_float(self.read_uint8(index))
-
     def read_uint8(self, index: int) -> Tensor:
         """Image `index` as uint8 RGB [3,H,W] in [0, 255], exactly as decoded."""
         if not 0 <= index < len(self):
@@ -285,9 +289,6 @@ class ImageSequenceReader:
                 f"{self.info.width}x{self.info.height} (size of {self.files[0].name})"
             )
         return frame
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return (self[i] for i in range(len(self)))
 
 
 def open_reader(
