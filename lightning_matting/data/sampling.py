@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -112,7 +113,7 @@ class VideoBatchSampler(Sampler[list[int]]):
             yield video, frames
 
     def __iter__(self) -> Iterator[list[int]]:
-        offsets = [sum(self.lengths[:video]) for video in range(len(self.lengths))]
+        offsets = [0, *accumulate(self.lengths)]  # each video's first dataset index
         for video, run in self._runs():
             for first in range(run.start, run.stop, self.batch_size):
                 last = min(first + self.batch_size, run.stop)

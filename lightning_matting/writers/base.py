@@ -86,7 +86,7 @@ class FrameWriter(ABC):
     def _write_item(self, item: tuple[int, HostFrames | torch.Tensor]) -> None:
         first_index, frames = item
         if isinstance(frames, torch.Tensor):  # a handed-over CPU batch, converted here
-            frames = to_host(to_uint8_hwc(frames, self.channel_order))
+            frames = to_uint8_hwc(frames, self.channel_order)
         self._write(first_index, frames.numpy())
 
     def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
