@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lightning_matting.data.sampling import FRAME_KEYS
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import make_adapter
@@ -25,7 +24,6 @@ from lightning_matting.outputs import (
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
 DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and the README
-HOST_KEYS = ("index", "warmup")  # bookkeeping read on the host every batch: not sent to the device
 
 
 class MattingModule(L.LightningModule):
@@ -112,10 +110,8 @@ class MattingModule(L.LightningModule):
             [SAD(), MSE(), GradientError(), ConnectivityError(), DtSSD()], prefix="val/"
         )
         self._requested: tuple[str, ...] = ()
-        self._static: dict[str, tuple[str, Tensor]] = {}  # key -> (video, tensor on the device)
         self._state_key: tuple[str, int] | None = None
         self._state: Any = None
-        self._host: dict[str, Tensor] = {}  # a batch's HOST_KEYS between the two transfer hooks
 
     def _check_available(self, names: Sequence[str]) -> tuple[str, ...]:
         missing = network_outputs_for(names) - self.adapter.provides
@@ -155,44 +151,18 @@ class MattingModule(L.LightningModule):
                 "pass checkpoint=<path to official or trained weights>",
                 stacklevel=1,
             )
-        self._state_key, self._state, self._static = None, None, {}
+        self._state_key, self._state = None, None
 
     def forward(self, src: Tensor, bgr: Tensor | None = None) -> dict[str, Tensor]:
         """Matte one batch of independent frames: {pha, fgr, ...} [B,C,H,W] for the predict outputs."""
         raw, _ = self.adapter(src, bgr, None, network_outputs_for(self.predict_outputs))
         return named_outputs(raw, self.predict_outputs, None, self.target_color)
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """A static plate/target (see `collate_frames`) already on the device for this video stays there;
-        "index" and "warmup" stay on the host (read every batch: reading them on a GPU would synchronize)."""
-        if not isinstance(batch, dict):
-            return batch
-        self._host = {key: batch.pop(key) for key in HOST_KEYS if key in batch}
-        for key in batch.get("static", ()):
-            if key in self._static and self._static[key][0] == _single_video(batch["video"]):
-                del batch[key]
-        return batch
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 frames (0-255, as decoded) become floats in [0, 1] here, on the device, in the module's dtype."""
-        if not isinstance(batch, dict):
-            return batch
-        batch.update(self._host)
-        for key in FRAME_KEYS:
-            if isinstance(batch.get(key), Tensor) and batch[key].dtype == torch.uint8:
-                batch[key] = batch[key].to(self.dtype).div_(255)
-        for key in batch.get("static", ()):
-            if key in batch:
-                self._static[key] = (_single_video(batch["video"]), batch[key])
-            else:
-                batch[key] = self._static[key][1]
-        return batch
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         return self._matte(batch, self.predict_outputs)
 
     def on_validation_epoch_start(self) -> None:
-        self._state_key, self._state, self._static = None, None, {}
+        self._state_key, self._state = None, None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""
@@ -202,7 +172,9 @@ class MattingModule(L.LightningModule):
         return out
 
     def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
-        terms = self.adapter.training_losses(batch["src"], batch.get("bgr"), batch["pha"], batch["fgr"])
+        terms = self.adapter.training_losses(
+            self._as_float(batch["src"]), self._as_float(batch.get("bgr")), batch["pha"], batch["fgr"]
+        )
         self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=len(batch["src"]))
         return terms["loss"]
 
@@ -219,7 +191,7 @@ class MattingModule(L.LightningModule):
 
     def _matte(self, batch: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
         """{name: [B,C,H,W]} for `names`, plus "video" and "index", carrying a recurrent state."""
-        src, bgr = batch["src"], batch.get("bgr")
+        src, bgr = self._as_float(batch["src"]), self._as_float(batch.get("bgr"))
         if bgr is None and self.adapter.needs_background:
             raise ValueError(
                 f"{self.variant} needs a background plate: give the data a background image or video "
@@ -232,12 +204,18 @@ class MattingModule(L.LightningModule):
         raw, state = self.adapter(src, bgr, state, network_outputs_for(names))
         if self.adapter.recurrent:
             self._state_key, self._state = (video, int(index[-1]) + 1), state
-        out = named_outputs(raw, names, batch.get("tgt"), self.target_color)
+        out = named_outputs(raw, names, self._as_float(batch.get("tgt")), self.target_color)
         return {
             **{name: value[warmup:] for name, value in out.items()},
             "video": video,
             "index": index[warmup:],
         }
+
+    def _as_float(self, frames: Tensor | None) -> Tensor | None:
+        """uint8 frames (0-255, as decoded) as floats in [0, 1] in the module's dtype, on their device."""
+        if frames is None or frames.dtype != torch.uint8:
+            return frames
+        return frames.to(self.dtype).div_(255)
 
     def _state_before(self, video: str, first_index: int, warmup: bool) -> Any:
         """The carried state when this batch continues the last one; None (a fresh start) otherwise."""

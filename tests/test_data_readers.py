@@ -312,7 +312,10 @@ def test_open_reader_picks_the_reader_by_path(tmp_path):
     [
         (30000 / 1001, Fraction(30000, 1001)),
         (24000 / 1001, Fraction(24000, 1001)),
-        (29.97, Fraction(2997, 100)),
+        (29.97, Fraction(30000, 1001)),  # one converter for readers and writers: 29.97 means NTSC
+        ("29.97", Fraction(30000, 1001)),
+        ("30000/1001", Fraction(30000, 1001)),
+        (Fraction(2997, 100), Fraction(2997, 100)),  # a fraction is kept exactly
         (25.0, Fraction(25)),
         (60, Fraction(60)),
         ("25", Fraction(25)),
@@ -322,7 +325,9 @@ def test_open_reader_picks_the_reader_by_path(tmp_path):
 )
 def test_to_fraction_recovers_exact_rates(value, expected):
     assert to_fraction(value) == expected
-    assert float(to_fraction(value)) == float(value)
+    assert float(to_fraction(value)) == pytest.approx(
+        float(Fraction(value) if isinstance(value, str) else value), rel=1e-4
+    )
 
 
 @pytest.mark.parametrize("value", [0, -25, float("nan"), float("inf"), "fast", True, None])

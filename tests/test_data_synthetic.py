@@ -92,7 +92,7 @@ def test_save_clip_writes_video_plate_and_png_sequences(clip, tmp_path):
         ({"width": 8}, "width must be an integer >= 16"),
         ({"height": 20.5}, "height must be an integer >= 16"),
         ({"num_frames": 0}, "num_frames must be a positive integer"),
-        ({"fps": 0}, "fps must be positive"),
+        ({"fps": 0}, "fps must be a positive number"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -180,12 +180,10 @@ def test_whole_videos_are_balanced_by_frames_and_batches_stay_in_one_video():
         [range(0, 10), range(0, 0), range(0, 0), range(0, 0)],
         [range(0, 0), range(0, 3), range(0, 4), range(0, 5)],
     ]
-    rank1 = VideoBatchSampler([5, 4], batch_size=3, rank=1, world_size=3)  # 2 videos, 3 ranks: split
+    rank1 = VideoBatchSampler([5, 4], batch_size=3, ranges=frame_ranges([5, 4], 3)[1])  # 3 ranks: split
     assert list(rank1) == [[1, 2], [6]] and len(rank1) == 2  # frames 1-2 of 0-4, frame 1 of 0-3
-    with pytest.raises(ValueError, match=r"rank must be an int in \[0, world_size=2\)"):
-        VideoBatchSampler([5], batch_size=2, rank=2, world_size=2)
     with pytest.raises(ValueError, match="world_size must be a positive integer"):
-        VideoBatchSampler([5], batch_size=2, world_size=0)
+        frame_ranges([5], 0)
 
 
 def fake_ddp_trainer(datamodule) -> SimpleNamespace:
@@ -205,7 +203,11 @@ def fake_ddp_trainer(datamodule) -> SimpleNamespace:
             1,
             r"audio=True\) needs whole videos per rank: 1 video\(s\) for world_size 2",
         ),
-        ({}, 0, r"distributed predict \(world_size 2\) needs a datamodule with `videos`"),
+        (
+            {},
+            0,
+            r"distributed predict needs a datamodule implementing lightning_matting.PredictVideoSource .* got a DataLoader",
+        ),
         ({}, 1, r"hold 1 frame\(s\) in all, fewer than the 2 ranks .*devices <= 1"),
     ],
 )
@@ -213,11 +215,9 @@ def test_distributed_settings_it_cannot_honour_are_refused(tmp_path, kwargs, vid
     source = write_counter_clip(tmp_path / "clip.mkv", 3 if kwargs else 1)
     dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)])
     dm.setup("predict")
-    if not videos:
-        dm.videos = []
     callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"], **kwargs)
     with pytest.raises(ValueError, match=match):
-        callback.setup(fake_ddp_trainer(dm), MattingModule(MeanMatte()), "predict")
+        callback.setup(fake_ddp_trainer(dm if videos else None), MattingModule(MeanMatte()), "predict")
 
 
 def test_existing_outputs_are_refused_on_every_rank_before_any_is_removed(tmp_path):

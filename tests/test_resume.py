@@ -45,11 +45,13 @@ def counter_batch(first: int, count: int) -> torch.Tensor:
 
 
 def test_sampler_starts_each_video_at_its_offset():
-    sampler = VideoBatchSampler([5, 4, 3], batch_size=2, starts=[3, 0, 3])
+    sampler = VideoBatchSampler([5, 4, 3], batch_size=2, ranges=[range(3, 5), range(4), range(3, 3)])
     assert list(sampler) == [[3, 4], [5, 6], [7, 8]]
     assert len(sampler) == 3
-    with pytest.raises(ValueError, match=r"starts must give one int in \[0, frames\] per video"):
-        VideoBatchSampler([5, 4], batch_size=2, starts=[6, 0])
+    with pytest.raises(
+        ValueError, match=r"ranges must give one range of frames within \[0, frames\] per video"
+    ):
+        VideoBatchSampler([5, 4], batch_size=2, ranges=[range(6), range(4)])
 
 
 def segmented(path: Path, fourcc: str, fps=FPS, start_segment=0) -> SegmentedWriter:

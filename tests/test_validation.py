@@ -7,7 +7,7 @@ import csv
 import lightning as L
 import pytest
 from conftest import read_video
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger
 
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
@@ -31,26 +31,6 @@ def trainer(tmp_path, callback, logger=None, **kwargs) -> L.Trainer:
     )
 
 
-class VideoLogger(Logger):
-    """Records log_video calls the way WandbLogger receives them."""
-
-    def __init__(self):
-        super().__init__()
-        self.videos = []
-
-    name = "video-logger"
-    version = 0
-
-    def log_metrics(self, metrics, step=None):
-        pass
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_video(self, key, videos, step=None):
-        self.videos.append((key, videos, step))
-
-
 def test_fit_writes_validation_videos_each_epoch_and_logs_metrics(tmp_path):
     callback = VideoWriterCallback(tmp_path / "out", outputs=["com", "pha"], fourcc="FFV1")
     run = trainer(tmp_path, callback, max_epochs=2, limit_train_batches=2)
@@ -58,11 +38,13 @@ def test_fit_writes_validation_videos_each_epoch_and_logs_metrics(tmp_path):
     for epoch in (0, 1):
         for output in ("com", "pha"):
             frames, _, width, height = read_video(
-                tmp_path / "out" / "val" / f"epoch={epoch}" / "val_000" / f"{output}.mkv"
+                tmp_path / "out" / "val" / "version_0" / f"epoch={epoch}" / "val_000" / f"{output}.mp4"
             )
             assert (len(frames), width, height) == (4, 64, 48)
-        assert not (tmp_path / "out" / "val" / f"epoch={epoch}" / "val_001").exists()  # val_videos=1
-    assert not (tmp_path / "out" / "val" / "sanity_check").exists()
+        assert not (
+            tmp_path / "out" / "val" / "version_0" / f"epoch={epoch}" / "val_001"
+        ).exists()  # val_videos=1
+    assert not (tmp_path / "out" / "val" / "version_0" / "sanity_check").exists()
     with open(run.logger.experiment.metrics_file_path) as f:
         rows = [row for row in csv.DictReader(f) if row.get("val/MSE")]
     assert len(rows) == 2
@@ -70,33 +52,30 @@ def test_fit_writes_validation_videos_each_epoch_and_logs_metrics(tmp_path):
         assert float(rows[-1][name]) >= 0
 
 
-def test_validate_alone_sanity_check_on_request_and_logger_hand_off(tmp_path):
+def test_validate_alone_and_sanity_check_on_request(tmp_path):
     callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"], val_videos=2, log_sanity_check=True)
-    logger = VideoLogger()
-    trainer(tmp_path, callback, logger=logger).validate(
-        MattingModule("mattingbase-mobilenetv2"), datamodule=datamodule()
-    )
+    trainer(tmp_path, callback).validate(MattingModule("mattingbase-mobilenetv2"), datamodule=datamodule())
     for video in ("val_000", "val_001"):
-        assert len(read_video(tmp_path / "out" / "val" / "epoch=0" / video / "pha.mp4")[0]) == 4
-    assert sorted(key for key, _, _ in logger.videos) == ["val/val_000/pha", "val/val_001/pha"]
-    assert logger.videos[0][1] == [str(tmp_path / "out" / "val" / "epoch=0" / "val_000" / "pha.mp4")]
+        assert len(read_video(tmp_path / "out" / "val" / "version_0" / "epoch=0" / video / "pha.mp4")[0]) == 4
 
     fit_callback = VideoWriterCallback(tmp_path / "fit", outputs=["pha"], log_sanity_check=True)
     trainer(tmp_path, fit_callback, max_steps=1, limit_val_batches=1).fit(
         MattingModule("mattingbase-mobilenetv2"), datamodule=datamodule()
     )
-    assert len(read_video(tmp_path / "fit" / "val" / "sanity_check" / "val_000" / "pha.mp4")[0]) == 2
+    sanity = tmp_path / "fit" / "val" / "version_1" / "sanity_check" / "val_000" / "pha.mp4"
+    assert len(read_video(sanity)[0]) == 2
 
 
-def test_existing_validation_folder_is_refused_before_training(tmp_path):
-    (tmp_path / "out" / "val").mkdir(parents=True)
-    callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"])
-    module = MattingModule("mattingbase-mobilenetv2")
-    with pytest.raises(FileExistsError, match=r"1 output\(s\) exist already .*out/val.* overwrite=True"):
-        trainer(tmp_path, callback, max_steps=1).fit(module, datamodule=datamodule())
-    assert module.global_step == 0
+def test_a_second_fit_in_the_same_folder_writes_beside_the_first(tmp_path):
+    for _ in range(2):
+        callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"])
+        trainer(tmp_path, callback, max_epochs=1, limit_train_batches=1).fit(
+            MattingModule("mattingbase-mobilenetv2"), datamodule=datamodule()
+        )
+    for version in ("version_0", "version_1"):  # the CSV logger's versions
+        assert len(read_video(tmp_path / "out" / "val" / version / "epoch=0" / "val_000" / "pha.mp4")[0]) == 4
 
 
 def test_val_videos_must_be_a_count(tmp_path):
-    with pytest.raises(ValueError, match=r"val_videos must be an int >= 0 .* got -1"):
+    with pytest.raises(ValueError, match=r"val_videos must be an int >= 0, got -1"):
         VideoWriterCallback(tmp_path, val_videos=-1)

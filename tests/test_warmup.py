@@ -14,7 +14,7 @@ from test_models_rvm import manifest, recipe
 
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule, make_clip
-from lightning_matting.data.sampling import VideoBatchSampler, collate_frames
+from lightning_matting.data.sampling import VideoBatchSampler, collate_frames, frame_ranges
 from lightning_matting.models import RobustVideoMatting
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter
@@ -24,11 +24,11 @@ SEGMENT_SECONDS = 0.4  # 4 frames per segment
 
 
 def test_a_share_that_starts_mid_video_is_preceded_by_its_warmup_batches():
-    sampler = VideoBatchSampler([10, 6], batch_size=4, starts=[7, 0], warmup=5)
+    sampler = VideoBatchSampler([10, 6], batch_size=4, ranges=[range(7, 10), range(6)], warmup=5)
     # video 0 from frame 7: warm-up frames 2-6 in batches of their own, then 7-9; video 1 (offset 10) whole
     assert list(sampler) == [[2, 3, 4, 5], [6], [7, 8, 9], [10, 11, 12, 13], [14, 15]]
     assert len(sampler) == 5 and sampler.first_frames == [7, 0]
-    ranks = [VideoBatchSampler([9], batch_size=2, rank=r, world_size=2, warmup=20) for r in (0, 1)]
+    ranks = [VideoBatchSampler([9], batch_size=2, ranges=frame_ranges([9], 2)[r], warmup=20) for r in (0, 1)]
     assert list(ranks[0]) == [[0, 1], [2, 3]]  # no warm-up before frame 0
     assert list(ranks[1]) == [[0, 1], [2, 3], [4, 5], [6, 7], [8]]  # clipped at frame 0: warm-up 0-3
     assert [r.first_frames for r in ranks] == [[0], [4]]

@@ -302,7 +302,11 @@ def test_without_pyav_the_error_says_how_to_install_it(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"frame_rate": 0}, ValueError, r"frame_rate must be a positive number or Fraction .* got 0"),
+        (
+            {"frame_rate": 0},
+            ValueError,
+            r"frame_rate must be a positive number or a fraction like .30000/1001. \(frames/s\), got 0",
+        ),
         ({"frame_rate": float("nan")}, ValueError, r"frame_rate must be .* got nan"),
         ({"width": 0}, ValueError, r"width must be a positive int \(pixels\), got 0"),
         ({"codec": "av1"}, ValueError, r"codec must be one of h264, hevc, prores4444, vp9, ffv1, got 'av1'"),

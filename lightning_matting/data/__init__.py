@@ -1,7 +1,11 @@
-"""Data: readers, datasets, batch sampling, synthetic clips and the LightningDataModule (user files to batches)."""
+"""Data: readers, datasets, batch sampling, synthetic clips and the LightningDataModule (user files to batches).
+
+The datamodule (and with it Lightning) is imported on first use of its name.
+"""
+
+from typing import Any
 
 from .alignment import align_background, estimate_homography
-from .datamodule import VideoMattingDataModule, split_seeds
 from .datasets import (
     MattingVideoDataset,
     MultiVideoDataset,
@@ -46,3 +50,11 @@ __all__ = [
     "to_fraction",
     "unique_names",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("VideoMattingDataModule", "split_seeds"):
+        from . import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module 'lightning_matting.data' has no attribute {name!r}")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.accelerators import CUDAAccelerator
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_matting.data.datasets import (
@@ -20,9 +25,15 @@ from lightning_matting.data.datasets import (
     parse_colour,
     unique_names,
 )
-from lightning_matting.data.readers import VideoInfo, to_fraction
-from lightning_matting.data.sampling import VideoBatchSampler, collate_frames
+from lightning_matting.data.sampling import (
+    HOST_KEYS,
+    VideoBatchSampler,
+    collate_frames,
+    frame_ranges,
+)
 from lightning_matting.data.synthetic import make_clip, save_clip
+from lightning_matting.metadata import VideoInfo, to_fraction
+from lightning_matting.protocols import PredictVideoModule
 
 _SPLITS = {"train": 0, "val": 1, "predict": 2}
 
@@ -47,7 +58,7 @@ class VideoMattingDataModule(LightningDataModule):
     rendered (`synthetic_size` (width, height), `synthetic_frames`, `synthetic_fps`), written as
     src.mp4 + bgr.png into `synthetic_dir` (default: a temporary folder removed at teardown) and read back
     like user files. After `setup("predict")`, `videos` lists each video's `VideoInfo` (size after resize);
-    batches come from `VideoBatchSampler`: consecutive frames of one video, in order; `resume_from` makes
+    batches come from `VideoBatchSampler`: consecutive frames of one video, in order; `plan_predict` makes
     predict start videos at given frames (VideoWriterCallback(resume=True) calls it). Under a distributed
     trainer (strategy="ddp") each rank gets its own share of the frames (`frame_ranges`), nothing repeated.
 
@@ -114,7 +125,9 @@ class VideoMattingDataModule(LightningDataModule):
         self.augment = augment
         self.seed = _check_count("seed", seed, 0)
         self.videos: list[VideoInfo] = []
-        self.start_frames: dict[str, int] = {}
+        self._predict_ranges: list[range] | None = None  # this rank's frames of each video (plan_predict)
+        self._backgrounds: dict[str, str | None] = {}
+        self._static: dict[str, tuple[str, Tensor]] = {}  # a static plate/target on the device, per video
         self._temporary_dir: Path | None = None
         # Distributed predict: a rank may have no frame (fewer frames than ranks); the others still need it.
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -124,21 +137,57 @@ class VideoMattingDataModule(LightningDataModule):
         if stage == "predict":
             self.predict_dataset = self._predict_dataset()
             self.videos = self.predict_dataset.videos
+            self._predict_ranges = None
         if stage == "fit":
             self.train_dataset = self._synthetic_dataset("train", self.train_clips)
         if stage in ("fit", "validate"):
             self.val_dataset = self._synthetic_dataset("val", self.val_clips)
 
-    def resume_from(self, start_frames: dict[str, int]) -> None:
-        """Predict each named video from its frame `start_frames[name]` on (a resumed run); others from 0."""
+    def plan_predict(
+        self, start_frames: Mapping[str, int], rank: int = 0, world_size: int = 1
+    ) -> list[list[range]]:
+        """Fix the frames the predict loader gives (`PredictVideoSource`): each video from its start frame.
+
+        Args:
+            start_frames: {video name: first frame to predict} (a resumed run); other videos start at 0.
+            rank: This process's rank.
+            world_size: The number of processes.
+
+        Returns:
+            `ranges[rank][video]` for every rank (`frame_ranges`); the loader gives this rank's.
+
+        Raises:
+            ValueError: A name that is not a predict video, or a frame outside [0, frames].
+        """
         lengths = {video.name: video.num_frames for video in self.videos}
         for name, frame in start_frames.items():
-            if name not in lengths or isinstance(frame, bool) or not 0 <= frame <= lengths[name]:
+            if (
+                name not in lengths
+                or isinstance(frame, bool)
+                or not isinstance(frame, int)
+                or not 0 <= frame <= lengths[name]
+            ):
                 raise ValueError(
                     f"start_frames must map names of the predict videos ({sorted(lengths)}) to a frame in "
                     f"[0, frames], got {name!r}: {frame!r}"
                 )
-        self.start_frames = dict(start_frames)
+        starts = [start_frames.get(video.name, 0) for video in self.videos]
+        ranks = frame_ranges([video.num_frames for video in self.videos], world_size, starts)
+        self._predict_ranges = ranks[rank]
+        return ranks
+
+    def predict_inputs(self, video: str) -> dict[str, object]:
+        """What besides the source changes `video`'s pixels: its plate, the target, resize and align."""
+        if video not in self._backgrounds:
+            raise ValueError(
+                f"video must be one of the predict videos {sorted(self._backgrounds)}, got {video!r}"
+            )
+        return {
+            "background": self._backgrounds[video],
+            "target": self.target,
+            "resize": self.resize,
+            "align": self.align,
+        }
 
     def _predict_dataset(self) -> MultiVideoDataset:
         pairs = [
@@ -151,6 +200,7 @@ class VideoMattingDataModule(LightningDataModule):
                 "nothing to predict: give sources (video files or image folders) or synthetic > 0"
             )
         names = unique_names([name for _, _, name in pairs])
+        self._backgrounds = {name: background for (_, background, _), name in zip(pairs, names, strict=True)}
         return MultiVideoDataset(
             [
                 MattingVideoDataset(
@@ -206,13 +256,17 @@ class VideoMattingDataModule(LightningDataModule):
         (the module makes them floats on its device), or float32 in [0,1] when the trainer runs on the CPU."""
         trainer = self.trainer
         module = trainer.lightning_module if trainer is not None else None
+        if self._predict_ranges is None:
+            self.plan_predict(
+                {},
+                trainer.global_rank if trainer is not None else 0,
+                trainer.world_size if trainer is not None else 1,
+            )
         sampler = VideoBatchSampler(
             [video.num_frames for video in self.videos],
             self.batch_size,
-            starts=[self.start_frames.get(video.name, 0) for video in self.videos],
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
-            warmup=getattr(module, "predict_warmup_frames", 0),
+            ranges=self._predict_ranges,
+            warmup=module.predict_warmup_frames if isinstance(module, PredictVideoModule) else 0,
         )
         first_frames = {
             video.name: first for video, first in zip(self.videos, sampler.first_frames, strict=True)
@@ -249,6 +303,31 @@ class VideoMattingDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_frames,
         )
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move a batch to the device; a static plate/target (see `collate_frames`) crosses once per video, and
+        "index" and "warmup" stay on the host (read every batch: reading them on a GPU would synchronize).
+        Frames stay uint8 where they are (the module makes them floats on the device)."""
+        if not isinstance(batch, dict):
+            return move_data_to_device(batch, device)
+        host = {key: batch.pop(key) for key in HOST_KEYS if key in batch}
+        video = batch.get("video")
+        video = video if isinstance(video, str) else video[0] if video else None
+        cached = {}
+        for key in batch.get("static", ()):
+            if (
+                key in self._static
+                and self._static[key][0] == video
+                and self._static[key][1].device == device
+            ):
+                cached[key] = batch.pop(key)
+        batch = move_data_to_device(batch, device)
+        for key in batch.get("static", ()):
+            if key in cached:
+                batch[key] = self._static[key][1]
+            elif key in batch:
+                self._static[key] = (video, batch[key])
+        return batch | host
 
     def teardown(self, stage: str) -> None:
         """Remove the temporary folder of synthetic predict clips, if one was made."""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,21 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_matting.metadata import VideoInfo, to_fraction
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 # Decode forward instead of seeking when the requested frame is at most this many frames ahead.
 _MAX_FORWARD_SKIP = 64
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """A video as read or as it will be written: name, exact fps, size in pixels, number of frames."""
-
-    name: str
-    fps: Fraction
-    width: int
-    height: int
-    num_frames: int
-    source: str | None = None  # the video file it comes from (its audio can be copied), if any
 
 
 class FrameReader(Protocol):
@@ -48,36 +36,6 @@ class FrameReader(Protocol):
     def __getitem__(self, index: int) -> Tensor: ...
 
     def read_uint8(self, index: int) -> Tensor: ...
-
-
-def to_fraction(fps: float | int | str | Fraction) -> Fraction:
-    """Exact frame rate from a number or string: 29.97002997… -> 30000/1001, "30000/1001", 25 -> 25/1.
-
-    A float is matched to the fraction with the smallest denominator (<= 1001, else <= 10**6) that converts
-    back to exactly the same float; the value must be finite and positive.
-    """
-    bad_value = ValueError(f"fps must be a positive number or a fraction like '30000/1001', got {fps!r}")
-    if isinstance(fps, bool):
-        raise bad_value
-    if isinstance(fps, str):
-        try:
-            exact = Fraction(fps.strip())
-        except ValueError:
-            raise bad_value from None
-    elif isinstance(fps, numbers.Rational):
-        exact = Fraction(int(fps.numerator), int(fps.denominator))
-    elif isinstance(fps, numbers.Real) and math.isfinite(fps):
-        exact = Fraction(float(fps))
-        for max_denominator in (1001, 1_000_000):
-            candidate = exact.limit_denominator(max_denominator)
-            if float(candidate) == float(fps):
-                exact = candidate
-                break
-    else:
-        raise bad_value
-    if exact <= 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
-    return exact
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

@@ -12,6 +12,7 @@ from torch.utils.data import Sampler, default_collate
 
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
 FRAME_KEYS = ("src", "bgr", "tgt")  # image keys of a batch: uint8 0-255 (as decoded) or float in [0, 1]
+HOST_KEYS = ("index", "warmup")  # bookkeeping read on the host every batch: not sent to the device
 
 
 def splits_videos(num_videos: int, world_size: int) -> bool:
@@ -29,6 +30,8 @@ def frame_ranges(
     Fewer videos: every video is cut into `world_size` contiguous ranges of near-equal size, rank r getting
     the r-th. Either way every frame from `starts[i]` (default 0) on belongs to exactly one rank, none twice.
     """
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
     starts = [0] * len(lengths) if starts is None else list(starts)
     ranges = [[range(start, start) for start in starts] for _ in range(world_size)]
     if splits_videos(len(lengths), world_size):
@@ -48,14 +51,21 @@ def frame_ranges(
 class VideoBatchSampler(Sampler[list[int]]):
     """Lists of dataset indices: consecutive frames of one video, in order, never two videos in one batch.
 
-    The dataset holds videos of `lengths` frames end to end (like `MultiVideoDataset`); each video is cut
-    into batches of `batch_size` frames, its last batch possibly shorter. Nothing is shuffled or dropped.
-    `starts` (one per video, default 0) skips each video's first frames: a resumed run begins at `starts[i]`.
-    Distributed predict: with `rank` of `world_size`, only that rank's frames (`frame_ranges`): whole videos,
-    or a contiguous range of each video when there are fewer videos than ranks; no frame is padded or repeated.
-    `warmup` > 0 (recurrent models): a range that starts mid-video is preceded by up to `warmup` frames before
-    it, in batches of their own, to build the state; `first_frames` gives the first frame each video writes
-    (earlier frames are warm-up, see `collate_frames`).
+    The dataset holds videos of `lengths` frames end to end (like `MultiVideoDataset`); each video's frames
+    are cut into batches of `batch_size` frames, its last batch possibly shorter. Nothing is shuffled or
+    dropped.
+
+    Args:
+        lengths: Frames per video.
+        batch_size: Frames per batch (at most).
+        ranges: The frames of each video to give (default: all): a resumed run starts later, a distributed
+            process takes its share (`frame_ranges(lengths, world_size, starts)[rank]`).
+        warmup: Recurrent models: a range that starts mid-video is preceded by up to `warmup` frames before
+            it, in batches of their own, to build the state; `first_frames` gives the first frame of each
+            video to write (earlier frames are warm-up, see `collate_frames`).
+
+    Raises:
+        ValueError: A bad length, batch size, range or warm-up, naming it.
 
     Example::
 
@@ -67,9 +77,7 @@ class VideoBatchSampler(Sampler[list[int]]):
         self,
         lengths: Sequence[int],
         batch_size: int,
-        starts: Sequence[int] | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        ranges: Sequence[range] | None = None,
         warmup: int = 0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -78,27 +86,21 @@ class VideoBatchSampler(Sampler[list[int]]):
             raise ValueError(
                 f"lengths must be non-negative integers (frames per video), got {list(lengths)!r}"
             )
-        starts = [0] * len(lengths) if starts is None else list(starts)
-        if len(starts) != len(lengths) or any(
-            isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= n
-            for s, n in zip(starts, lengths, strict=True)
+        ranges = [range(n) for n in lengths] if ranges is None else list(ranges)
+        if len(ranges) != len(lengths) or any(
+            not isinstance(r, range) or r.step != 1 or not 0 <= r.start <= r.stop <= n
+            for r, n in zip(ranges, lengths, strict=True)
         ):
             raise ValueError(
-                f"starts must give one int in [0, frames] per video (lengths {list(lengths)!r}), got {starts!r}"
+                f"ranges must give one range of frames within [0, frames] per video (lengths {list(lengths)!r}), "
+                f"got {ranges!r}"
             )
-        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"warmup must be an int >= 0 (frames before a range's start), got {warmup!r}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
-        self.starts = starts
-        self.rank = rank
-        self.world_size = world_size
         self.warmup = warmup
-        self.ranges = frame_ranges(self.lengths, world_size, starts)[rank]
+        self.ranges = ranges
 
     @property
     def first_frames(self) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -11,27 +10,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from lightning_matting.metadata import to_fraction
+
 from .base import FrameWriter
-
-
-def check_frame_rate(frame_rate: object) -> Fraction:
-    """A positive, finite frame rate (int, float or Fraction) as an exact Fraction.
-
-    Floats within 0.01% of an NTSC rate n*1000/1001 become it (29.97 -> 30000/1001); other floats the
-    nearest fraction with denominator <= 1001.
-    """
-    if isinstance(frame_rate, bool) or not isinstance(frame_rate, (int, float, Fraction)):
-        raise ValueError(f"frame_rate must be a positive number or Fraction (frames/s), got {frame_rate!r}")
-    if isinstance(frame_rate, float) and not math.isfinite(frame_rate):
-        raise ValueError(f"frame_rate must be a positive number or Fraction (frames/s), got {frame_rate!r}")
-    if frame_rate <= 0:
-        raise ValueError(f"frame_rate must be a positive number or Fraction (frames/s), got {frame_rate!r}")
-    if isinstance(frame_rate, float):
-        ntsc = Fraction(round(frame_rate * Fraction(1001, 1000)) * 1000, 1001)  # 23.976, 29.97, 59.94, ...
-        if abs(frame_rate - ntsc) < 1e-4 * frame_rate:
-            return ntsc
-        return Fraction(frame_rate).limit_denominator(1001)
-    return Fraction(frame_rate)
 
 
 def make_parent(path: Path) -> None:
@@ -62,7 +43,7 @@ class VideoWriter(FrameWriter):
         odd_size: Literal["pad", "error"] = "pad",
         queue_size: int = 4,
     ):
-        self.frame_rate = check_frame_rate(frame_rate)
+        self.frame_rate = to_fraction(frame_rate, "frame_rate")
         if not isinstance(fourcc, str) or len(fourcc) != 4:
             raise ValueError(
                 f"fourcc must be a 4-character code such as 'mp4v', 'MJPG' or 'FFV1', got {fourcc!r}"

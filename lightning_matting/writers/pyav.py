@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from lightning_matting.metadata import to_fraction
+
 from .base import FrameWriter
 from .frames import check_frames
-from .opencv import check_frame_rate, make_parent
+from .opencv import make_parent
 
 if TYPE_CHECKING:
     from av.container import InputContainer, OutputContainer
@@ -234,7 +236,7 @@ class AVWriter(FrameWriter):
         odd_size: Literal["pad", "error"] = "pad",
         queue_size: int = 4,
     ):
-        self.frame_rate = check_frame_rate(frame_rate)
+        self.frame_rate = to_fraction(frame_rate, "frame_rate")
         self.codec = _choose_codec(Path(path), codec)
         self.preset = PRESETS[self.codec]
         options = _check_options(options)

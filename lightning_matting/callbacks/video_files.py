@@ -1,0 +1,197 @@
+"""VideoFiles: the open writers of one run, a video's files at a time (Lightning-free)."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from lightning_matting.callbacks.resume import mark_complete
+from lightning_matting.metadata import VideoInfo
+from lightning_matting.writers.output_format import OutputFormat
+from lightning_matting.writers.segments import SegmentedWriter, parts_folder
+
+
+class VideoFiles:
+    """Writes the named outputs of a run's videos under `root`: `<root>/<video>/<output>.<ext>`.
+
+    A video's writers open at its first frames and close after its last: the last frame of its range when
+    its metadata is known, else when the next video begins or at `close_all`. Frames of a video must arrive
+    in order and together (a video seen again after another began is an error); a known video's frames carry
+    their index, which is checked. An unknown video takes its frame size from its first frames and `fps`.
+
+    Args:
+        output_format: How the files are stored.
+        root: The folder of the videos' folders.
+        outputs: The output names: every `add` gives each of them.
+        fps: The frame rate of videos without metadata (frames/s).
+        videos: Metadata of known videos, by name.
+        ranges: The frames of each known video that this run writes (default: all of them).
+        segmented: Write finalized segments and join them when a video is done.
+        pieces: This process writes a range of videos shared by processes: leave the pieces for `join_pieces`.
+        overwrite: Replace existing outputs of unknown videos (known ones are checked before the run).
+    """
+
+    def __init__(
+        self,
+        output_format: OutputFormat,
+        root: Path,
+        outputs: Sequence[str],
+        fps: Fraction = Fraction(30),
+        videos: Mapping[str, VideoInfo] | None = None,
+        ranges: Mapping[str, range] | None = None,
+        segmented: bool = False,
+        pieces: bool = False,
+        overwrite: bool = False,
+    ):
+        self.format = output_format
+        self.root = root
+        self.outputs = tuple(outputs)
+        self.fps = fps
+        self.known = dict(videos or {})
+        self.videos = dict(self.known)  # known, and unknown ones once begun
+        self.ranges = dict(ranges or {})
+        self.segmented = segmented
+        self.pieces = pieces
+        self.overwrite = overwrite
+        self.paths: dict[str, dict[str, Path]] = {}  # every video begun: {output: path}
+        self.next_index: dict[str, int] = {}  # every video begun: its next frame
+        self._open: dict[str, dict[str, Any]] = {}
+        self._done: set[str] = set()
+
+    def frames_range(self, video: str) -> range:
+        """The frames of `video` this run writes (known videos), else range(0, frames written)."""
+        if video in self.ranges:
+            return self.ranges[video]
+        if video in self.known:
+            return range(self.known[video].num_frames)
+        return range(self.next_index.get(video, 0))
+
+    def add(self, video: str, frames: Mapping[str, Tensor], first_index: int | None = None) -> None:
+        """Write consecutive frames {output: [N,C,H,W]} of `video`.
+
+        Args:
+            video: The video's name.
+            frames: A tensor for every output, the same N frames each (C 1, 3 or 4; float in [0,1] or uint8).
+            first_index: The index of the first frame in its video, checked against the next expected one.
+
+        Raises:
+            ValueError: An output is missing, the frame size changed, or the video was seen before another.
+            RuntimeError: Frames out of order or past this run's range of a known video.
+        """
+        count = len(next(iter(frames.values())))
+        if count == 0:
+            return
+        if video in self._done:
+            raise ValueError(
+                f"VideoWriterCallback: frames of video {video!r} came after those of another video; a video's "
+                "frames must be consecutive (name each video once, or one video per dataloader)"
+            )
+        if video not in self._open:  # a video begins: one of unknown length still open ends here
+            for name in [name for name in self._open if name not in self.known]:
+                self._close_video(name)
+        expected = self.next_index.get(video, self.frames_range(video).start)
+        first = expected if first_index is None else first_index
+        stop = self.frames_range(video).stop if video in self.known else None
+        if first != expected or (stop is not None and first + count > stop):
+            raise RuntimeError(
+                f"VideoWriterCallback: {video} got frames {first} to {first + count - 1} where frame {expected} "
+                f"comes next (this run writes frames up to {'its end' if stop is None else stop - 1}); batches "
+                "must be consecutive frames in order (VideoBatchSampler, no shuffle; distributed: each rank's share)"
+            )
+        if video not in self._open:
+            self._open[video] = self._open_writers(video, frames, first)
+        info = self.videos[video]
+        for output, writer in self._open[video].items():
+            if tuple(frames[output].shape[-2:]) != (info.height, info.width):
+                raise ValueError(
+                    f"VideoWriterCallback: output {output!r} of video {video!r} changed size: its frames are "
+                    f"{info.width}x{info.height} (WxH), this batch's are {frames[output].shape[-1]}x"
+                    f"{frames[output].shape[-2]}; every frame of a video must have one size"
+                )
+            writer.add_batch(frames[output], hand_over=True)  # each step's frames are its own tensors
+        self.next_index[video] = first + count
+        if stop is not None and first + count >= stop:
+            self._close_video(video)
+
+    def _open_writers(self, video: str, frames: Mapping[str, Tensor], first: int) -> dict[str, Any]:
+        missing = [output for output in self.outputs if output not in frames]
+        if missing:
+            raise ValueError(f"VideoWriterCallback: {video} lacks outputs {missing}; got {sorted(frames)}")
+        if video not in self.known:
+            height, width = next(iter(frames.values())).shape[-2:]
+            self.videos[video] = VideoInfo(video, self.fps, int(width), int(height), 0)
+            self._refuse_existing(video)
+        info = self.videos[video]
+        paths = self.format.paths(self.root, video, self.outputs)
+        writers: dict[str, Any] = {}
+        try:
+            for output, path in paths.items():
+                writers[output] = self.format.open(path, info, output, first, self.segmented, self.pieces)
+        except BaseException:
+            _close_every(writers.values(), reason="a writer failed to open")
+            raise
+        self.paths[video] = paths
+        return writers
+
+    def _refuse_existing(self, video: str) -> None:
+        paths = list(self.format.paths(self.root, video, self.outputs).values())
+        existing = [path for path in paths + [parts_folder(path) for path in paths] if path.exists()]
+        if existing and not self.overwrite:
+            raise FileExistsError(
+                f"VideoWriterCallback: outputs of {video} exist already ({', '.join(map(str, existing))}); choose "
+                "another output_dir or pass overwrite=True to replace them"
+            )
+        for path in existing:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def _close_video(self, video: str) -> None:
+        _close_every(self._open.pop(video).values())
+        self._done.add(video)
+        if self.segmented and not self.pieces:
+            self.finish(self.videos[video])
+
+    def finish(self, info: VideoInfo) -> None:
+        """Join the segments of a video whose every frame is written, and mark its manifest complete."""
+        self.paths[info.name] = paths = self.format.paths(self.root, info.name, self.outputs)
+        for path in paths.values():
+            if parts_folder(path).is_dir() and not path.exists():
+                self.format.join(path, info)
+            shutil.rmtree(parts_folder(path), ignore_errors=True)
+        mark_complete(self.root, info.name)
+
+    def close_all(self, reason: str | None = None) -> None:
+        """Finalize every open writer.
+
+        Args:
+            reason: An exception is propagating: close errors become warnings, and segmented files keep their
+                full segments for a resume (a playable file with every frame is left beside them).
+        """
+        for video in list(self._open):
+            if reason is None:
+                self._close_video(video)
+                continue
+            for writer in self._open.pop(video).values():
+                try:
+                    writer.abort() if isinstance(writer, SegmentedWriter) else writer.close()
+                except Exception as error:  # noqa: BLE001 - the others must still be closed
+                    warnings.warn(f"closing {writer.path} after {reason} failed: {error!r}", stacklevel=2)
+
+
+def _close_every(writers: Iterable[Any], reason: str | None = None) -> None:
+    """Close every writer even if some fail; raise the first failure unless closing because of another."""
+    first_error = None
+    for writer in writers:
+        try:
+            writer.close()
+        except Exception as error:  # noqa: BLE001 - the others must still be closed
+            if reason is not None:
+                warnings.warn(f"closing {writer.path} after {reason} failed: {error!r}", stacklevel=2)
+            first_error = first_error or error
+    if first_error is not None and reason is None:
+        raise first_error

@@ -1,0 +1,64 @@
+"""The two small protocols through which our datamodule and module add to `VideoWriterCallback`.
+
+The callback writes any module's step outputs without them (frames in arrival order, fps from its `fps`).
+A datamodule that implements `PredictVideoSource` adds exact metadata (fps, size, frame count, audio
+source), resume points and a rank's share of one long video; a module that implements `PredictVideoModule`
+computes only the outputs that writers request and warms its recurrent state up before a share that starts
+mid-video. Features that need one (resume, distributed predict) fail with an error naming it when it is
+missing; nothing is probed silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from lightning_matting.metadata import VideoInfo
+
+
+@runtime_checkable
+class PredictVideoSource(Protocol):
+    """A datamodule whose predict batches are consecutive frames of named videos (`VideoMattingDataModule`).
+
+    Its predict batches are mappings with "video" (the video's name) and "index" (LongTensor [B], the frame
+    indices), the frames of one video at a time, in order.
+    """
+
+    @property
+    def videos(self) -> Sequence[VideoInfo]:
+        """Every predict video, in loader order, once `setup("predict")` ran."""
+        ...
+
+    def plan_predict(self, start_frames: Mapping[str, int], rank: int, world_size: int) -> list[list[range]]:
+        """Fix the frames the predict loader gives, before it is made.
+
+        Args:
+            start_frames: {video name: first frame to predict} (a resumed run); other videos start at 0.
+            rank: This process's rank.
+            world_size: The number of processes.
+
+        Returns:
+            `ranges[rank][video]`: the frames each process of the trainer predicts and writes (every frame
+            from its start once). The loader made afterwards gives this process its ranges, each preceded
+            by the module's warm-up frames where it starts mid-video.
+        """
+        ...
+
+    def predict_inputs(self, video: str) -> Mapping[str, object]:
+        """Everything besides the source that changes `video`'s pixels ({"background": path, "target": ...}):
+        a resumed run must be given the same (files are compared by path, size and modification time)."""
+        ...
+
+
+@runtime_checkable
+class PredictVideoModule(Protocol):
+    """A LightningModule that computes named outputs on request and may keep a recurrent state (`MattingModule`)."""
+
+    @property
+    def predict_warmup_frames(self) -> int:
+        """Frames to predict, unwritten, before a share that starts mid-video (0: the model has no state)."""
+        ...
+
+    def request_outputs(self, names: Sequence[str]) -> None:
+        """Compute these outputs (com, pha, fgr, err, ref, seg) in `predict_step` and `validation_step`."""
+        ...

@@ -1,0 +1,222 @@
+"""OutputFormat: what an output file looks like (format, container, codec, alpha, audio, segments).
+
+Lightning-free: it names output paths, opens the writer of one output, and joins segments and pieces, so a
+callback (or a script) composes it instead of knowing each backend.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from lightning_matting.metadata import VideoInfo
+
+from .base import FrameWriter
+from .images import ImageSequenceWriter
+from .opencv import VideoWriter
+from .pyav import ALPHA_CODECS, PRESETS, AVWriter
+from .segments import SegmentedWriter, join_parts, join_pieces, piece_path, segment_frames_for
+
+Format = Literal["video", "image_sequence"]
+Codec = Literal["h264", "hevc", "prores4444", "vp9", "ffv1"]
+AUDIO_OUTPUTS = ("com", "fgr")  # the outputs that carry the source's audio with audio=True
+
+# The container each OpenCV fourcc is written in unless `extension` says otherwise.
+_VIDEO_EXTENSIONS = {"mp4v": "mp4", "FFV1": "mkv", "MJPG": "avi", "XVID": "avi"}
+
+
+def check_segment_seconds(segment_seconds: object) -> float:
+    """Seconds per segment as a number >= 0 (0: unsegmented); None counts as 0."""
+    if segment_seconds is None:
+        return 0.0
+    if (
+        isinstance(segment_seconds, bool)
+        or not isinstance(segment_seconds, numbers.Real)
+        or not segment_seconds >= 0
+    ):
+        raise ValueError(
+            f"segment_seconds must be a number of seconds >= 0 (0 or None: unsegmented), got {segment_seconds!r}"
+        )
+    return float(segment_seconds)
+
+
+def check_codec(codec: object) -> str | None:
+    """A PyAV codec preset name, or None for OpenCV."""
+    if codec is not None and codec not in PRESETS:
+        raise ValueError(
+            f"codec must be one of {', '.join(PRESETS)} (PyAV), or None for OpenCV, got {codec!r}"
+        )
+    return codec
+
+
+def check_alpha(alpha: bool, format: str, codec: str | None) -> None:
+    """Alpha video needs an alpha-capable codec."""
+    if alpha and format == "video" and codec not in ALPHA_CODECS:
+        raise ValueError(
+            f"alpha video needs codec= one of {', '.join(ALPHA_CODECS)} (OpenCV and codec {codec!r} carry no "
+            "alpha), or format='image_sequence'"
+        )
+
+
+def check_audio(audio: bool, format: str, codec: str | None) -> None:
+    """Copying the source's audio needs PyAV video output."""
+    if audio and (codec is None or format != "video"):
+        raise ValueError("audio=True needs PyAV video output: give codec= one of " + ", ".join(PRESETS))
+
+
+def check_queue_size(queue_size: object) -> int:
+    """Batches that may wait per writer: an int >= 1."""
+    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+        raise ValueError(f"queue_size must be an int >= 1 (batches waiting per writer), got {queue_size!r}")
+    return queue_size
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How every output of a run is stored; checked when made.
+
+    Args:
+        format: "video" (a file per output) or "image_sequence" (a folder of numbered images per output).
+        fourcc: OpenCV's 4-character codec when `codec` is None: mp4v (.mp4), MJPG (.avi), FFV1 (.mkv).
+        codec: A PyAV preset (extra `[av]`): h264, hevc, prores4444, vp9 or ffv1; None: OpenCV.
+        codec_options: FFmpeg encoder options over the preset's ({"crf": "23"}).
+        extension: The file extension (video) or image type (image sequences); None: the format's default
+            (png; the codec's first container; mp4 for mp4v, avi for MJPG, mkv otherwise).
+        alpha: `com` as RGBA [fgr * (pha > 0), pha] (straight alpha); None: True for image sequences only.
+            Alpha video needs prores4444, vp9 or ffv1.
+        audio: com and fgr carry the source video's audio (needs `codec`).
+        queue_size: Batches that may wait per writer before `add_batch` blocks.
+        segment_seconds: Video written in finalized segments of this many seconds, joined at the end, so a
+            hard kill loses at most one; 0 or None: a single file.
+
+    Raises:
+        ValueError: A setting out of its allowed values, naming it.
+    """
+
+    format: Format = "video"
+    fourcc: str = "mp4v"
+    codec: Codec | None = None
+    codec_options: Mapping[str, str] | None = None
+    extension: str | None = None
+    alpha: bool | None = None
+    audio: bool = False
+    queue_size: int = 4
+    segment_seconds: float | None = 2.0
+    resolved_extension: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.format not in ("video", "image_sequence"):
+            raise ValueError(f"format must be 'video' or 'image_sequence', got {self.format!r}")
+        check_codec(self.codec)
+        alpha = self.format == "image_sequence" if self.alpha is None else self.alpha
+        check_alpha(alpha, self.format, self.codec)
+        check_audio(self.audio, self.format, self.codec)
+        object.__setattr__(self, "alpha", alpha)
+        object.__setattr__(self, "queue_size", check_queue_size(self.queue_size))
+        object.__setattr__(self, "segment_seconds", check_segment_seconds(self.segment_seconds))
+        object.__setattr__(self, "resolved_extension", self._default_extension())
+
+    def _default_extension(self) -> str:
+        if self.extension is not None:
+            return self.extension.lstrip(".")
+        if self.format == "image_sequence":
+            return "png"
+        if self.codec is not None:
+            return PRESETS[self.codec].extensions[0]
+        return _VIDEO_EXTENSIONS.get(self.fourcc, "mkv")
+
+    @property
+    def join_fourcc(self) -> str | None:
+        """The fourcc a join re-encodes with when PyAV is missing; None for PyAV outputs."""
+        return None if self.codec else self.fourcc
+
+    def path(self, root: str | Path, video: str, output: str) -> Path:
+        """Where `output` of `video` goes under `root`: `<root>/<video>/<output>.<ext>`, or a folder."""
+        if self.format == "image_sequence":
+            return Path(root) / video / output
+        return Path(root) / video / f"{output}.{self.resolved_extension}"
+
+    def paths(self, root: str | Path, video: str, outputs: Sequence[str]) -> dict[str, Path]:
+        """{output: where it goes} for every output of `video` under `root`."""
+        return {output: self.path(root, video, output) for output in outputs}
+
+    def segment_frames(self, info: VideoInfo) -> int:
+        """Frames per segment of `info`'s video files; 0: unsegmented (images, audio, or 0 seconds)."""
+        if self.format != "video" or self.audio or not self.segment_seconds:
+            return 0
+        return segment_frames_for(info.fps, self.segment_seconds)
+
+    def open(
+        self,
+        path: Path,
+        info: VideoInfo,
+        output: str,
+        start: int = 0,
+        segmented: bool = False,
+        piece: bool = False,
+    ) -> FrameWriter | SegmentedWriter:
+        """The writer of one output of one video.
+
+        Args:
+            path: The output's path (see `path`).
+            info: The video: fps and frame size (width, height in pixels), and its source file for audio.
+            output: The output's name; com and fgr carry audio when `audio`.
+            start: The first frame this writer receives (images are numbered from it; a segmented video
+                continues after its segment `start // segment_frames`).
+            segmented: Write finalized segments (see `segment_seconds`).
+            piece: This process writes frames from `start` of a video shared by several processes: the file is
+                `piece_path(path, start)`, joined later by `join_pieces`.
+
+        Returns:
+            A writer whose `add_batch` takes [B,C,H,W] frames and whose `close` finalizes.
+        """
+        file = piece_path(path, start) if piece and self.format == "video" else path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        segment = self.segment_frames(info) if segmented else 0
+        if not segment:
+            return self._open_file(file, info, output, start)
+        return SegmentedWriter(
+            file,
+            lambda part: self._open_file(part, info, output),
+            segment,
+            info.fps,
+            fourcc=self.join_fourcc,
+            start_segment=0 if piece else start // segment,
+        )
+
+    def _open_file(self, file: Path, info: VideoInfo, output: str, start: int = 0) -> FrameWriter:
+        if self.format == "image_sequence":
+            return ImageSequenceWriter(
+                file,
+                self.resolved_extension,
+                width=info.width,
+                height=info.height,
+                start_index=start,
+                queue_size=self.queue_size,
+            )
+        if self.codec is not None:
+            audio_from = info.source if self.audio and output in AUDIO_OUTPUTS else None
+            return AVWriter(
+                file,
+                info.fps,
+                info.width,
+                info.height,
+                codec=self.codec,
+                options=self.codec_options,
+                audio_from=audio_from,
+                queue_size=self.queue_size,
+            )
+        return VideoWriter(
+            file, info.fps, info.width, info.height, fourcc=self.fourcc, queue_size=self.queue_size
+        )
+
+    def join(self, path: Path, info: VideoInfo) -> None:
+        """Join the finalized segments of `path` (`<path>.parts/`) into `path` and remove them."""
+        join_parts(path, info.fps, self.join_fourcc)
+
+    def join_pieces(self, path: Path, first_frames: list[int], info: VideoInfo) -> None:
+        """Join the pieces of `path` that processes wrote from `first_frames` on, in frame order."""
+        join_pieces(path, first_frames, info.fps, self.join_fourcc)
