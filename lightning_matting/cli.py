@@ -48,8 +48,6 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the `lightning-matting` console script."""
     # VideoBatchSampler yields every frame (tested); Lightning cannot know that of a custom sampler.
     warnings.filterwarnings("ignore", message="You are using a custom batch sampler `VideoBatchSampler`")
-    # MattingModule's batch-transfer hooks keep static plates on the device; that they win is intended.
-    warnings.filterwarnings("ignore", message="You have overridden `on_(before|after)_batch_transfer`")
     MattingCLI(
         MattingModule,
         VideoMattingDataModule,

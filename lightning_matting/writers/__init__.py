@@ -3,7 +3,8 @@
 from .base import FrameWriter
 from .images import ImageSequenceWriter
 from .opencv import VideoWriter
+from .output_format import OutputFormat
 from .pyav import AVWriter
 from .threaded import EncoderError
 
-__all__ = ["AVWriter", "EncoderError", "FrameWriter", "ImageSequenceWriter", "VideoWriter"]
+__all__ = ["AVWriter", "EncoderError", "FrameWriter", "ImageSequenceWriter", "OutputFormat", "VideoWriter"]
