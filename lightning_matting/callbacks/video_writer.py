@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,65 +13,21 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.loggers import Previews, browser_codec, hand_to_loggers, warn_unplayable_once
+from lightning_matting.callbacks.predict_plan import PredictPlan
+from lightning_matting.callbacks.settings import (
+    check_compare_keys,
+    check_count,
+    check_output_dir,
+    check_output_names,
+)
 from lightning_matting.callbacks.step_frames import Select, step_runs, tile
 from lightning_matting.callbacks.video_files import VideoFiles
-from lightning_matting.metadata import VideoInfo, to_fraction
+from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
 from lightning_matting.writers.output_format import Codec, Format, OutputFormat
-from lightning_matting.writers.segments import parts_folder
 
 Layout = Literal["outputs", "compare"]
-
-
-def check_output_names(outputs: object) -> tuple[str, ...]:
-    """Output names: a non-empty list of names usable as file names, without duplicates, in order."""
-    names = [outputs] if isinstance(outputs, str) else outputs
-    if (
-        not isinstance(names, Sequence)
-        or not names
-        or not all(isinstance(name, str) and name and "/" not in name and name[0] != "." for name in names)
-    ):
-        raise ValueError(
-            f"outputs must be a non-empty list of names (keys of the step's output, such as com, pha, fgr), "
-            f"got {outputs!r}"
-        )
-    return tuple(dict.fromkeys(names))
-
-
-def check_count(name: str, value: object, minimum: int = 0) -> int:
-    """An int >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_compare_keys(keys: object) -> tuple[str | int, str | int] | None:
-    """(input, ground truth) keys of the batch, or None for the defaults."""
-    if keys is None:
-        return None
-    if (
-        not isinstance(keys, Sequence)
-        or len(keys) != 2
-        or not all(isinstance(key, str | int) for key in keys)
-    ):
-        raise ValueError(
-            f"compare_keys must be (input key, ground-truth key) of the batch, names or positions, got {keys!r}"
-        )
-    return tuple(keys)
-
-
-def check_output_dir(output_dir: Path) -> None:
-    """The output folder exists or can be made, and takes files; else an error naming output_dir."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as error:
-        raise ValueError(
-            f"VideoWriterCallback: output_dir {str(output_dir)!r} cannot hold the outputs ({error.strerror or error}); "
-            "give a writable folder"
-        ) from error
 
 
 class VideoWriterCallback(BasePredictionWriter):
@@ -176,7 +130,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self.val_layout = val_layout
         self.compare_keys = check_compare_keys(compare_keys)
         self.log_sanity_check = log_sanity_check
-        self._plan: _PredictPlan | None = None
+        self._plan: PredictPlan | None = None
         self._predict: VideoFiles | None = None
         self._validation: _Validation | None = None
         self._val_run: Path | None = None
@@ -212,7 +166,7 @@ class VideoWriterCallback(BasePredictionWriter):
             return
         datamodule = trainer.datamodule
         if isinstance(datamodule, PredictVideoSource):
-            self._plan = _PredictPlan.make(self, trainer, pl_module, datamodule)
+            self._plan = PredictPlan.make(self, trainer, pl_module, datamodule)
             return
         self._plan = None
         needs = "resume=True" if self.resume else "distributed predict" if trainer.world_size > 1 else None
@@ -388,126 +342,3 @@ class _Validation:
         self.folder = folder
         self.batches = 0
         self.previews = Previews()
-
-
-class _PredictPlan:
-    """What a `PredictVideoSource` predict run writes: its videos, where each starts, this process's frames."""
-
-    def __init__(
-        self,
-        videos: list[VideoInfo],
-        starts: dict[str, int],
-        ranges: dict[str, range],
-        piece_starts: dict[str, list[int]],
-    ):
-        self.videos = videos
-        self.starts = starts
-        self.ranges = ranges
-        self.piece_starts = piece_starts  # videos shared by ranks: each piece's first frame
-
-    @classmethod
-    def make(
-        cls,
-        callback: VideoWriterCallback,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        datamodule: PredictVideoSource,
-    ) -> _PredictPlan:
-        """Refuse or clear existing outputs, or (resume) find where each video continues; then tell the data
-        and keep the frames this process writes."""
-        videos = list(datamodule.videos)
-        if trainer.world_size > 1:
-            starts = _prepare_distributed(callback, trainer, videos)
-        else:
-            starts = _prepare_single(callback, pl_module, datamodule, videos)
-        resumed = {name: start for name, start in starts.items() if start}
-        ranks = datamodule.plan_predict(resumed, trainer.global_rank, trainer.world_size)
-        ranges = {info.name: ranks[trainer.global_rank][v] for v, info in enumerate(videos)}
-        pieces = {}
-        if len(videos) < trainer.world_size:
-            pieces = {
-                info.name: [share[v].start for share in ranks if len(share[v])]
-                for v, info in enumerate(videos)
-            }
-        return cls(videos, starts, ranges, pieces)
-
-
-def _leftovers(callback: VideoWriterCallback, video: str) -> list[Path]:
-    paths = list(callback.output_format.paths(callback.output_dir, video, callback.outputs).values())
-    return [resume.manifest_path(callback.output_dir, video)] + [parts_folder(p) for p in paths] + paths
-
-
-def _refuse_existing(callback: VideoWriterCallback, paths: list[Path]) -> list[Path]:
-    """The `paths` that exist (to be replaced); a FileExistsError naming them unless `overwrite`."""
-    existing = [path for path in paths if path.exists()]
-    if existing and not callback.overwrite:
-        shown = ", ".join(str(path) for path in existing[:4]) + (" ..." if len(existing) > 4 else "")
-        raise FileExistsError(
-            f"VideoWriterCallback: {len(existing)} output(s) exist already ({shown}); choose another "
-            "output_dir or pass overwrite=True to replace them"
-        )
-    return existing
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-def _prepare_distributed(
-    callback: VideoWriterCallback, trainer: L.Trainer, videos: list[VideoInfo]
-) -> dict[str, int]:
-    """Every rank checks for existing outputs, then rank zero clears them; every video starts at frame 0."""
-    if callback.resume:
-        raise ValueError(
-            f"VideoWriterCallback(resume=True) works on one device only, not with world_size "
-            f"{trainer.world_size}: rerun with resume=False and overwrite=True (or resume with devices=1)"
-        )
-    total = sum(info.num_frames for info in videos)
-    if total < trainer.world_size:
-        raise ValueError(
-            f"VideoWriterCallback: the predict videos hold {total} frame(s) in all, fewer than the "
-            f"{trainer.world_size} ranks (Lightning needs one per rank): run with devices <= {max(total, 1)}"
-        )
-    if callback.output_format.audio and len(videos) < trainer.world_size:
-        raise ValueError(
-            f"VideoWriterCallback(audio=True) needs whole videos per rank: {len(videos)} video(s) for "
-            f"world_size {trainer.world_size} are split across ranks; use audio=False or fewer devices"
-        )
-    leftovers = [path for info in videos for path in _leftovers(callback, info.name)]
-    _refuse_existing(callback, leftovers)  # on every rank, before any rank removes anything
-    trainer.strategy.barrier("VideoWriterCallback: outputs checked")
-    if trainer.is_global_zero:
-        _remove(leftovers)
-    trainer.strategy.barrier("VideoWriterCallback: outputs cleared")
-    return {info.name: 0 for info in videos}
-
-
-def _prepare_single(
-    callback: VideoWriterCallback,
-    pl_module: L.LightningModule,
-    datamodule: PredictVideoSource,
-    videos: list[VideoInfo],
-) -> dict[str, int]:
-    """Per video: resume where a matching manifest says, else refuse or clear leftovers; write its manifest."""
-    starts = {}
-    for info in videos:
-        paths = list(callback.output_format.paths(callback.output_dir, info.name, callback.outputs).values())
-        inputs = {f"data.{key}": value for key, value in datamodule.predict_inputs(info.name).items()}
-        fingerprint = resume.fingerprint(info, callback.output_format, callback.outputs, pl_module, inputs)
-        manifest = resume.manifest_path(callback.output_dir, info.name)
-        if callback.resume and manifest.is_file():
-            previous = resume.read_manifest(manifest)
-            resume.check_same_run(info.name, previous.get("fingerprint", {}), fingerprint)
-            starts[info.name] = resume.resume_point(
-                callback.output_format, info, paths, bool(previous.get("complete"))
-            )
-        else:
-            _remove(_refuse_existing(callback, _leftovers(callback, info.name)))
-            starts[info.name] = 0
-        if starts[info.name] < info.num_frames or not manifest.is_file():
-            resume.write_json(manifest, {"fingerprint": fingerprint, "complete": False})
-    resumed = {name: start for name, start in starts.items() if start}
-    if resumed:
-        rank_zero_info(f"VideoWriterCallback: resuming at frames {resumed}")
-    return starts
