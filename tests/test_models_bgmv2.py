@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import load_recipe
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from lightning_matting.models import VARIANTS, MattingBase, MattingRefine, build_model, load_model
@@ -292,7 +294,9 @@ def test_refiner_kernel_size_1_checkpoint_loads_only_with_that_option():
 def test_unreadable_or_foreign_files_raise_clear_errors(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="is not a state dict, Lightning checkpoint or TorchScript file"):
+    with pytest.raises(
+        ValueError, match=r"garbage.pth cannot be read: expected a state dict .* damaged, truncated"
+    ):
         load_model("mattingbase-resnet50", garbage)
     counters = tmp_path / "counters.pth"
     torch.save({"epoch": 3}, counters)
@@ -375,3 +379,25 @@ def test_bad_inputs_are_refused(src_shape, bgr_shape, message):
 def test_base_refuses_mismatched_background():
     with pytest.raises(ValueError, match="bgr must have the same"):
         load_model("mattingbase-mobilenetv2")(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 16, 16))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_and_truncated_files_always_give_the_clear_error(tmp_path, data):
+    """Random bytes, text, and valid checkpoints cut at a random byte: one ValueError naming the path."""
+    valid = tmp_path / "valid.pth"
+    if not valid.exists():
+        torch.save({"w": torch.ones(64, 64)}, valid)
+    content = data.draw(
+        st.one_of(
+            st.binary(max_size=4096),
+            st.text(max_size=200).map(str.encode),
+            st.integers(0, valid.stat().st_size - 1).map(lambda cut: valid.read_bytes()[:cut]),
+            st.just(b"PK\x03\x04" + bytes(64)),  # a zip header and nothing else
+        )
+    )
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"bad.pth") as error:
+        load_model("mattingbase-mobilenetv2", path)
+    assert "weights_only=False" not in str(error.value)

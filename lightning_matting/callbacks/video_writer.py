@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.loggers import Previews, browser_codec, hand_to_loggers, warn_unplayable_once
@@ -226,6 +227,20 @@ class VideoWriterCallback(BasePredictionWriter):
             video = run.video or f"predict_{dataloader_idx}"
             self._predict.add(video, self._frames(run.frames), run.first_index)
 
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        _stop_on_sigterm(
+            trainer, "predict", "rerun the same command with --resume=true (resume=True) to continue"
+        )
+
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predict.close_all()
         for video, paths in self._predict.paths.items():
@@ -321,6 +336,7 @@ class VideoWriterCallback(BasePredictionWriter):
             validation.files.add(video, frames)
             for name, tensor in frames.items():
                 validation.previews.add(f"{video}/{name}", tensor)
+        _stop_on_sigterm(trainer, "validation", "continue from the last checkpoint (ckpt_path=)")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         validation, self._validation = self._validation, None
@@ -332,6 +348,17 @@ class VideoWriterCallback(BasePredictionWriter):
                 preview = validation.previews.frames.get(f"{video}/{output}", [])
                 folder = f"val/{validation.folder}/{video}"
                 hand_to_loggers(trainer, f"val/{video}/{output}", folder, path, preview, float(self.fps))
+
+
+def _stop_on_sigterm(trainer: L.Trainer, stage: str, how: str) -> None:
+    """After a batch, stop a run that received SIGTERM (preemption, `kill`, `docker stop`): Lightning's
+    predict loop never looks, and its evaluation loop exits with status 0. Every file is finalized in
+    `on_exception`; the exit status is 1 and the message says how to continue."""
+    if trainer.received_sigterm:
+        raise SIGTERMException(
+            f"VideoWriterCallback: {stage} stopped by SIGTERM; every output written so far is finalized and "
+            f"playable: {how}"
+        )
 
 
 class _Validation:

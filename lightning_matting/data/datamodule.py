@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -224,6 +225,8 @@ class VideoMattingDataModule(LightningDataModule):
         else:
             if self._temporary_dir is None:
                 self._temporary_dir = Path(tempfile.mkdtemp(prefix="lightning_matting_synthetic_"))
+                # removed at teardown, and also when the datamodule is dropped without one (or at exit)
+                weakref.finalize(self, shutil.rmtree, self._temporary_dir, ignore_errors=True)
             folder = self._temporary_dir
         width, height = self.synthetic_size
         pairs = []

@@ -9,7 +9,6 @@ keys come from building it on the meta device.
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -213,19 +212,21 @@ def _read_checkpoint(checkpoint: Checkpoint) -> _Loaded:
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if _is_torchscript(path):
-        with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; official exports use it
-            warnings.simplefilter("ignore", DeprecationWarning)
-            script = torch.jit.load(str(path), map_location="cpu")
-        return _Loaded(
-            _strip_prefix(dict(script.state_dict()), "model."), None, script, f"TorchScript {path}"
-        )
     try:
+        if _is_torchscript(path):
+            with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; official exports use it
+                warnings.simplefilter("ignore", DeprecationWarning)
+                script = torch.jit.load(str(path), map_location="cpu")
+            return _Loaded(
+                _strip_prefix(dict(script.state_dict()), "model."), None, script, f"TorchScript {path}"
+            )
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+    except Exception as error:  # noqa: BLE001 - any decoder failure means the same thing to the user
+        # torch's own message suggests weights_only=False, which would run arbitrary code from a bad file
         raise ValueError(
-            f"checkpoint {path} is not a state dict, Lightning checkpoint or TorchScript file "
-            f"readable with weights_only=True: {error}"
+            f"checkpoint {path} cannot be read: expected a state dict (.pth/.pt), a Lightning checkpoint "
+            f"(.ckpt) or a TorchScript export; the file is damaged, truncated or of another kind "
+            f"({type(error).__name__})"
         ) from error
     return _from_mapping(content, f"checkpoint {path}")
 
