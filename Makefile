@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	for b in writers formats predict models demo_model rvm_seams; do $(PY) bench/$$b.py || exit 1; done
+	for b in writers formats predict models demo_model rvm_seams durability; do $(PY) bench/$$b.py || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

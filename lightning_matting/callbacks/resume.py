@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.writers.durable import replace_durably
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import finalized_segments, parts_folder
 
@@ -35,7 +35,7 @@ def write_json(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".writing-{path.name}")
     temporary.write_text(json.dumps(content, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    replace_durably(temporary, path)
 
 
 def read_manifest(path: Path) -> dict:

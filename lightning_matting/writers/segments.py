@@ -9,7 +9,6 @@ name, renamed when complete), and a rerun can continue after the last one.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import warnings
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import cv2
 import torch
 
 from .base import FrameWriter
+from .durable import replace_durably
 from .threaded import BackgroundWorkers
 
 SegmentFactory = Callable[[Path], FrameWriter]
@@ -120,7 +120,7 @@ class SegmentedWriter:
     def _finalize(self, item: tuple[FrameWriter, int]) -> None:
         writer, index = item
         writer.close()
-        os.replace(writer.path, segment_path(self.parts, index, self.extension))
+        replace_durably(writer.path, segment_path(self.parts, index, self.extension))
 
     def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
         """Queue a batch [B,C,H,W] (see the backend's contract, also for `hand_over`), cut at segment boundaries."""
@@ -235,7 +235,7 @@ def join_segments(
         _reencode(segments, temporary, frame_rate, fourcc)
     else:
         _stream_copy(segments, temporary, frame_rate)
-    os.replace(temporary, output)
+    replace_durably(temporary, output)
 
 
 def _stream_copy(segments: list[Path], output: Path, frame_rate: Fraction) -> None:
