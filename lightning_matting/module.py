@@ -144,6 +144,16 @@ class MattingModule(L.LightningModule):
         """The outputs `predict_step` computes."""
         return self.outputs or self._requested or DEFAULT_OUTPUTS
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The Lightning checkpoint holds the weights: loading it must not re-read the original `.pth`."""
+        key = self.CHECKPOINT_HYPER_PARAMS_KEY
+        if key in checkpoint:  # a copy: Lightning may store the module's own hparams object
+            checkpoint[key] = {**checkpoint[key], "checkpoint": None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Weights restored from a Lightning checkpoint (`ckpt_path=`, `load_from_checkpoint`) are trained ones."""
+        self.has_weights = True
+
     def on_predict_start(self) -> None:
         if not self.has_weights:
             warnings.warn(

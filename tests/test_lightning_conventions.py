@@ -1,0 +1,93 @@
+"""Lightning conventions: checkpoints, package imports, version and typing marker."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from test_predict import ROOT, MeanMatte, plate, write_counter_clip
+
+import lightning_matting
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.module import MattingModule
+
+DEMO_WEIGHTS = ROOT / "lightning_matting" / "assets" / "demo_mattingbase_mobilenetv2.pth"
+
+
+def test_a_lightning_checkpoint_loads_without_the_original_pth_and_counts_as_trained(tmp_path):
+    weights = tmp_path / "weights.pth"
+    shutil.copy(DEMO_WEIGHTS, weights)
+    module = MattingModule("mattingbase-mobilenetv2", checkpoint=str(weights))
+    saver = ModelCheckpoint(tmp_path / "ckpt", save_last=True)
+    data = VideoMattingDataModule(synthetic_size=(64, 48), synthetic_frames=2, train_clips=1, val_clips=1)
+    L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        callbacks=[saver],
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    ).fit(module, datamodule=data)
+    assert module.hparams.checkpoint == str(weights)  # the live module keeps its settings
+    weights.unlink()  # moved away
+
+    loaded = MattingModule.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), module.state_dict().values(), strict=True)
+    )
+
+    source = write_counter_clip(tmp_path / "clip.mkv", 2)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[VideoWriterCallback(tmp_path / "out", outputs=["pha"])],
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*untrained weights")
+        trainer.predict(
+            MattingModule("mattingbase-mobilenetv2"),
+            VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)]),
+            ckpt_path=tmp_path / "ckpt" / "last.ckpt",
+            return_predictions=False,
+        )
+
+
+def test_writers_and_metadata_import_without_lightning():
+    code = (
+        "import sys, lightning_matting.writers, lightning_matting.metadata, lightning_matting.data.readers; "
+        "print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_version_and_typing_marker():
+    assert lightning_matting.__version__.count(".") >= 2
+    assert (Path(lightning_matting.__file__).parent / "py.typed").is_file()
+    assert lightning_matting.MattingModule is MattingModule and "VideoWriterCallback" in dir(
+        lightning_matting
+    )
+
+
+def test_no_transfer_hook_warning_from_a_script(tmp_path):
+    source = write_counter_clip(tmp_path / "clip.mkv", 2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="You have overridden `.*batch_transfer")
+        warnings.filterwarnings("error", message="You have overridden `transfer_batch_to_device`")
+        trainer.predict(
+            MattingModule(MeanMatte()),
+            VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)]),
+            return_predictions=False,
+        )
