@@ -20,9 +20,11 @@ from lightning_matting.writers import VideoWriter
 
 ROOT = Path(__file__).parents[1]
 SIZE = (256, 192)
+# VmHWM is this process's own peak: getrusage's ru_maxrss keeps the parent's RSS across fork and exec, so
+# it reported the pytest process's size (677 MB late in a run) for every child.
 PEAK_RSS = (
-    "import resource, sys; from lightning_matting.cli import main; main(sys.argv[1:]); "
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    "import re, sys; from pathlib import Path; from lightning_matting.cli import main; main(sys.argv[1:]); "
+    "print('PEAK_RSS_KB', re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1))"
 )
 
 

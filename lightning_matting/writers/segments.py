@@ -104,7 +104,10 @@ class SegmentedWriter:
         self._closed = False
         self._opened_one = False
         self.parts.mkdir(parents=True, exist_ok=True)
-        self._finalizer = BackgroundWorkers(self._finalize, name=f"SegmentedWriter({self.path})")
+        # one segment finalizes while the next fills: each waiting segment holds its encoder queue of batches
+        self._finalizer = BackgroundWorkers(
+            self._finalize, name=f"SegmentedWriter({self.path})", max_queued=1
+        )
         self._open_next()  # the backend's errors (codec, size, folder) surface here, before any frame
 
     def _writing_path(self, index: int) -> Path:
