@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lightning_matting.callbacks import (
@@ -46,8 +44,6 @@ class MattingCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `lightning-matting` console script."""
-    # VideoBatchSampler yields every frame (tested); Lightning cannot know that of a custom sampler.
-    warnings.filterwarnings("ignore", message="You are using a custom batch sampler `VideoBatchSampler`")
     MattingCLI(
         MattingModule,
         VideoMattingDataModule,

@@ -8,7 +8,7 @@ from itertools import accumulate
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler, default_collate
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler, default_collate
 
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
 FRAME_KEYS = ("src", "bgr", "tgt")  # image keys of a batch: uint8 0-255 (as decoded) or float in [0, 1]
@@ -48,7 +48,7 @@ def frame_ranges(
     return ranges
 
 
-class VideoBatchSampler(Sampler[list[int]]):
+class VideoBatchSampler(BatchSampler):
     """Lists of dataset indices: consecutive frames of one video, in order, never two videos in one batch.
 
     The dataset holds videos of `lengths` frames end to end (like `MultiVideoDataset`); each video's frames
@@ -63,6 +63,12 @@ class VideoBatchSampler(Sampler[list[int]]):
         warmup: Recurrent models: a range that starts mid-video is preceded by up to `warmup` frames before
             it, in batches of their own, to build the state; `first_frames` gives the first frame of each
             video to write (earlier frames are warm-up, see `collate_frames`).
+        sampler: Set by Lightning when it rebuilds the loader (made in a `*_dataloader` hook, it is a
+            `BatchSampler` whose arguments Lightning keeps). Under `strategy="ddp"` it is a
+            `DistributedSampler`: without `ranges`, this process then takes its share of the videos
+            (`frame_ranges` for its rank and the number of processes), so validation is split across
+            ranks like Lightning's own loaders; with `ranges` (predict plans its shares) it is ignored.
+        drop_last: Must be False: no frame is ever dropped (Lightning passes False when predicting).
 
     Raises:
         ValueError: A bad length, batch size, range or warm-up, naming it.
@@ -79,13 +85,19 @@ class VideoBatchSampler(Sampler[list[int]]):
         batch_size: int,
         ranges: Sequence[range] | None = None,
         warmup: int = 0,
+        sampler: Sampler | None = None,
+        drop_last: bool = False,
     ) -> None:
+        if drop_last:
+            raise ValueError("drop_last must be False: VideoBatchSampler gives every frame of its ranges")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in lengths):
             raise ValueError(
                 f"lengths must be non-negative integers (frames per video), got {list(lengths)!r}"
             )
+        if ranges is None and isinstance(sampler, DistributedSampler):
+            ranges = frame_ranges(list(lengths), sampler.num_replicas)[sampler.rank]
         ranges = [range(n) for n in lengths] if ranges is None else list(ranges)
         if len(ranges) != len(lengths) or any(
             not isinstance(r, range) or r.step != 1 or not 0 <= r.start <= r.stop <= n
