@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -15,12 +15,14 @@ from torchmetrics import MetricCollection
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import make_adapter
+from lightning_matting.models.loading import VariantName
 from lightning_matting.outputs import (
     DEFAULT_TARGET_COLOR,
     check_output_names,
     named_outputs,
     network_outputs_for,
 )
+from lightning_matting.protocols import MattingNetwork
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
 DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and the README
@@ -29,25 +31,38 @@ DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and th
 class MattingModule(L.LightningModule):
     """Runs a matting network in `trainer.predict`, `trainer.fit` and `trainer.validate`.
 
-    `model`: a variant name (`mattingrefine-resnet50`, `rvm-mobilenetv3`, ...; see
-    `lightning_matting.models.VARIANTS`), a TorchScript file, or an `nn.Module` mapping (src, bgr) to
-    the BackgroundMattingV2 tuple. `checkpoint`: official weights, loaded strictly. The reference's
-    options (backbone_scale, refine_*) and RVM's `downsample_ratio` (None: automatic) are arguments,
-    so a YAML config can set them; options left None keep the network's defaults.
-
     `predict_step` returns {name: [B,C,H,W] on the device for each output, "video": str, "index":
-    LongTensor [B]}. `outputs` fixes which outputs are computed; None computes what the writer
-    callbacks request (`request_outputs`), or pha and fgr without one. `com` composites fgr over the
-    batch's "tgt" when the data gives one, else over `target_color` (RGB in [0,1]).
-    Recurrent models carry their state across batches of a video and restart it at frame 0; a share of a
-    video that starts mid-video (a distributed rank's range, a resumed run) is preceded by `warmup_frames`
-    frames that build the state and are not returned ("warmup" in the batch, see `collate_frames`).
-    Batch frames ("src", "bgr", "tgt") may be uint8 (0-255, as decoded: converted on the device) or floats.
+    LongTensor [B]}; `com` composites fgr over the batch's "tgt" when the data gives one, else over
+    `target_color`. Recurrent models carry their state across batches of a video and restart it at frame 0;
+    a share of a video that starts mid-video (a distributed rank's range, a resumed run) is preceded by
+    `warmup_frames` frames that build the state and are not returned ("warmup" in the batch). Batch frames
+    ("src", "bgr", "tgt") may be uint8 (0-255, as decoded: converted on the device) or floats in [0,1].
+    Training uses the family's reference losses (BGMv2 base/refine, RVM) with Adam; validation logs SAD,
+    MSE, Grad, Conn and dtSSD of the alpha (`lightning_matting.metrics` scales) under "val/" and returns
+    the outputs so that a VideoWriterCallback can write them. It implements `PredictVideoModule`.
 
-    Training uses the family's reference losses (BGMv2 base/refine, RVM) with Adam at
-    `learning_rate`, the backbone at `backbone_learning_rate`; validation logs SAD, MSE, Grad, Conn
-    and dtSSD of the alpha (`lightning_matting.metrics` scales) under "val/", and returns the
-    outputs so that a VideoWriterCallback can write them.
+    Args:
+        model: A variant (mattingbase-*, mattingrefine-* with resnet50, resnet101 or mobilenetv2;
+            rvm-mobilenetv3, rvm-resnet50), a TorchScript file, or a network called as net(src, bgr)
+            returning the BackgroundMattingV2 tuple.
+        checkpoint: Weights for a variant: an official state dict (.pth), a Lightning checkpoint of this
+            module or a TorchScript export, loaded strictly. None: untrained (a warning at predict).
+        outputs: The outputs to compute (com, pha, fgr, err, ref, seg); None: what the writer callbacks
+            request, or pha and fgr without one.
+        target_color: The composite's background, RGB in [0, 1], when the data gives no target.
+        backbone_scale: BGMv2: the scale the backbone runs at (reference: 0.25 for HD, 0.125 for 4K).
+        refine_mode: BGMv2 refine: full, sampling or thresholding.
+        refine_sample_pixels: BGMv2 refine "sampling": pixels refined per frame (80,000 HD; 320,000 4K).
+        refine_threshold: BGMv2 refine "thresholding": error above which a patch is refined.
+        refine_kernel_size: BGMv2 refiner kernel size (1 or 3).
+        refine_prevent_oversampling: BGMv2: never refine more pixels than the frame has.
+        downsample_ratio: RVM: the scale its encoder runs at; None: automatic (longest side to 512 px).
+        warmup_frames: Recurrent models: frames predicted, unwritten, before a share that starts mid-video.
+        learning_rate: Adam's learning rate of the decoder and refiner.
+        backbone_learning_rate: Adam's learning rate of the backbone.
+
+    Raises:
+        ValueError: A setting out of its allowed values, or options given with an nn.Module.
 
     Example:
         >>> module = MattingModule("mattingrefine-resnet50", checkpoint="pytorch_resnet50.pth")
@@ -56,12 +71,12 @@ class MattingModule(L.LightningModule):
 
     def __init__(
         self,
-        model: str | nn.Module = "mattingrefine-resnet50",
+        model: VariantName | str | MattingNetwork = "mattingrefine-resnet50",
         checkpoint: str | None = None,
         outputs: Sequence[str] | None = None,
         target_color: Sequence[float] = DEFAULT_TARGET_COLOR,
         backbone_scale: float | None = None,
-        refine_mode: str | None = None,
+        refine_mode: Literal["full", "sampling", "thresholding"] | None = None,
         refine_sample_pixels: int | None = None,
         refine_threshold: float | None = None,
         refine_kernel_size: int | None = None,
@@ -124,7 +139,9 @@ class MattingModule(L.LightningModule):
 
     def request_outputs(self, names: Sequence[str]) -> None:
         """Ask for outputs (a writer callback does this at setup); refused when `outputs` excludes them."""
-        names = check_output_names(names)
+        names = check_output_names(
+            names, argument="the outputs a writer callback requests from MattingModule"
+        )
         if self.outputs is not None:
             missing = [name for name in names if name not in self.outputs]
             if missing:

@@ -11,7 +11,7 @@ missing; nothing is probed silently.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from lightning_matting.metadata import VideoInfo
 
@@ -61,4 +61,15 @@ class PredictVideoModule(Protocol):
 
     def request_outputs(self, names: Sequence[str]) -> None:
         """Compute these outputs (com, pha, fgr, err, ref, seg) in `predict_step` and `validation_step`."""
+        ...
+
+
+@runtime_checkable
+class MattingNetwork(Protocol):
+    """A matting network as `MattingModule` calls it: `net(src, bgr)` with src and bgr [B,3,H,W] float in [0,1],
+    returning the BackgroundMattingV2 tuple (pha [B,1,H,W], fgr [B,3,H,W], ...); any `nn.Module` with that
+    call fits."""
+
+    def forward(self, src: Any, bgr: Any) -> Any:
+        """The network's outputs for a batch of frames and their plates."""
         ...

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_predict import ROOT, MeanMatte, plate, write_counter_clip
+from test_predict import ROOT, MeanMatte, plate, run_cli, write_counter_clip
 
 import lightning_matting
 from lightning_matting.callbacks import VideoWriterCallback
@@ -91,3 +91,33 @@ def test_no_transfer_hook_warning_from_a_script(tmp_path):
             VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)]),
             return_predictions=False,
         )
+
+
+def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_lines():
+    help_text = run_cli("predict", "--help").stdout
+    assert "Literal['mattingbase-resnet50'" in help_text and "'rvm-mobilenetv3'" in help_text
+    model_help = help_text[
+        help_text.index("--model.model MODEL") : help_text.index("--model.checkpoint CHECKPOINT")
+    ]
+    assert "known subclasses" not in model_help  # the network is a protocol, not every nn.Module
+    assert "BGMv2 refine: full, sampling or thresholding" in help_text  # descriptions from Args:
+    callback_help = run_cli("predict", "--trainer.callbacks.help", "VideoWriterCallback").stdout
+    assert "'prores4444'" in callback_help and "{outputs,compare}" in callback_help
+    error = run_cli("predict", "--model.refine_mode=fast").stderr
+    assert "Given value: fast" in error and "'full', 'sampling', 'thresholding'" in error
+
+
+def test_an_output_name_the_module_cannot_make_is_one_line_naming_the_choices(tmp_path):
+    result = run_cli(
+        "predict",
+        "--config=configs/demo.yaml",
+        f"--data.synthetic_dir={tmp_path / 'in'}",
+        "--data.synthetic_frames=2",
+        f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
+        "--trainer.callbacks.init_args.outputs=[com, foo]",
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ValueError: the outputs a writer callback requests from MattingModule must be a non-empty list of "
+        "com, pha, fgr, err, ref, seg; got ['com', 'foo']"
+    )

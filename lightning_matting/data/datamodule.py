@@ -53,20 +53,35 @@ def _check_count(label: str, value: object, minimum: int) -> int:
 class VideoMattingDataModule(LightningDataModule):
     """Frames for matting: predict over (source, background) pairs and/or synthetic clips; fit on synthetic.
 
-    Predict: `sources` are video files or image folders; `backgrounds`, when given, pairs one plate (image,
-    video, image folder, or None) with each source. `target`, `resize`, `align` and `fps` (image-folder
-    sources) apply to every source, as in `MattingVideoDataset`. With `synthetic` > 0 that many clips are
-    rendered (`synthetic_size` (width, height), `synthetic_frames`, `synthetic_fps`), written as
-    src.mp4 + bgr.png into `synthetic_dir` (default: a temporary folder removed at teardown) and read back
-    like user files. After `setup("predict")`, `videos` lists each video's `VideoInfo` (size after resize);
-    batches come from `VideoBatchSampler`: consecutive frames of one video, in order; `plan_predict` makes
-    predict start videos at given frames (VideoWriterCallback(resume=True) calls it). Under a distributed
-    trainer (strategy="ddp") each rank gets its own share of the frames (`frame_ranges`), nothing repeated.
+    After `setup("predict")`, `videos` lists each video's `VideoInfo` (size after resize); predict batches
+    are consecutive frames of one video, in order (`VideoBatchSampler`), and under a distributed trainer
+    each rank gets its own share (`plan_predict`, which `VideoWriterCallback` calls: it implements
+    `PredictVideoSource`). Fit/validate use synthetic clips with ground truth ("pha", "fgr"); validation
+    batches are consecutive frames of one clip, so video metrics (dtSSD) apply. Frames travel as uint8.
 
-    Fit/validate: `train_clips` and `val_clips` synthetic clips of the same size, rendered on demand with
-    ground truth ("pha", "fgr"); train, validation and predict clips get different seeds derived from `seed`.
-    Training frames are augmented (`augment`: shift, zoom, colour jitter, misaligned plate); validation
-    batches are consecutive frames of one clip, like predict batches, so video metrics (dtSSD) apply.
+    Args:
+        sources: Video files or image folders to predict.
+        backgrounds: One plate per source (an image, a video, an image folder, or null), or None.
+        target: The composite's background for every source: '#RRGGBB', (r, g, b) in [0, 1], or an image
+            or video path (looped when shorter, cut when longer).
+        resize: (width, height) in pixels of every output; None: each source's size.
+        align: Warp each plate onto its frame (ORB + MAGSAC++), falling back to the plate as is.
+        fps: Frame rate of image-folder sources (videos carry their own): a number or "30000/1001".
+        batch_size: Frames per batch.
+        num_workers: DataLoader worker processes that decode (0: in the main process).
+        synthetic: Synthetic clips to render and predict besides `sources` (0: none).
+        synthetic_size: (width, height) in pixels of synthetic clips (predict, fit and validate).
+        synthetic_frames: Frames per synthetic clip.
+        synthetic_fps: Frame rate of synthetic clips.
+        synthetic_dir: Where rendered predict clips are written (src.mp4 + bgr.png); None: a temporary
+            folder removed at teardown.
+        train_clips: Synthetic training clips.
+        val_clips: Synthetic validation clips.
+        augment: Augment training frames (shift, zoom, colour jitter, misaligned plate).
+        seed: Seed of the synthetic clips (train, validation and predict clips differ).
+
+    Raises:
+        ValueError: A setting out of its allowed values, naming it.
 
     Example (YAML for LightningCLI)::
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +56,16 @@ BGMV2_REFINE_OPTIONS = (
 
 RVM_OPTIONS = ("refiner",)
 
+VariantName = Literal[
+    "mattingbase-resnet50",
+    "mattingbase-resnet101",
+    "mattingbase-mobilenetv2",
+    "mattingrefine-resnet50",
+    "mattingrefine-resnet101",
+    "mattingrefine-mobilenetv2",
+    "rvm-mobilenetv3",
+    "rvm-resnet50",
+]
 VARIANTS: Mapping[str, Variant] = MappingProxyType(
     {
         "mattingbase-resnet50": Variant(partial(MattingBase, "resnet50")),
