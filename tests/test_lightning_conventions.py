@@ -97,7 +97,7 @@ def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_li
     help_text = run_cli("predict", "--help").stdout
     assert "Literal['mattingbase-resnet50'" in help_text and "'rvm-mobilenetv3'" in help_text
     model_help = help_text[
-        help_text.index("--model.model MODEL") : help_text.index("--model.checkpoint CHECKPOINT")
+        help_text.rindex("--model.model MODEL") : help_text.rindex("--model.checkpoint CHECKPOINT")
     ]
     assert "known subclasses" not in model_help  # the network is a protocol, not every nn.Module
     assert "BGMv2 refine: full, sampling or thresholding" in help_text  # descriptions from Args:
