@@ -121,3 +121,19 @@ def test_an_output_name_the_module_cannot_make_is_one_line_naming_the_choices(tm
         "ValueError: the outputs a writer callback requests from MattingModule must be a non-empty list of "
         "com, pha, fgr, err, ref, seg; got ['com', 'foo']"
     )
+
+
+def test_progress_bar_shows_the_video_and_frames_per_second_and_files_are_listed_after_it(tmp_path):
+    result = run_cli(
+        "predict",
+        "--config=configs/demo.yaml",
+        f"--data.synthetic_dir={tmp_path / 'in'}",
+        "--data.synthetic_frames=8",
+        f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).replace("\r", "\n").splitlines()
+    bar = [k for k, line in enumerate(lines) if "Predicting DataLoader 0" in line]
+    assert bar and "synthetic_000, " in lines[bar[-1]] and " frames/s]" in lines[bar[-1]]
+    listed = [k for k, line in enumerate(lines) if line.startswith("com: ") and line.endswith("(8 frames)")]
+    assert listed and listed[0] > bar[-1]

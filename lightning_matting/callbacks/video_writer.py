@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 
 from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.loggers import Previews, browser_codec, hand_to_loggers, warn_unplayable_once
@@ -29,6 +32,7 @@ from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
 from lightning_matting.writers.output_format import Codec, Format, OutputFormat
 
 Layout = Literal["outputs", "compare"]
+_console = logging.getLogger("lightning.pytorch")  # Lightning's console messages, shown at INFO
 
 
 class VideoWriterCallback(BasePredictionWriter):
@@ -135,6 +139,8 @@ class VideoWriterCallback(BasePredictionWriter):
         self._predict: VideoFiles | None = None
         self._validation: _Validation | None = None
         self._val_run: Path | None = None
+        self._report: list[str] = []  # "output: path (N frames)" lines of this process, shown at teardown
+        self._started, self._frames_written = 0.0, 0
 
     @property
     def written(self) -> dict[str, dict[str, Path]]:
@@ -212,6 +218,8 @@ class VideoWriterCallback(BasePredictionWriter):
         for info in plan.videos if plan else ():  # every frame written before (killed while joining)
             if trainer.world_size == 1 and plan.starts[info.name] >= info.num_frames:
                 self._predict.finish(info)
+        self._report = []
+        self._started, self._frames_written = time.perf_counter(), 0
 
     def write_on_batch_end(
         self,
@@ -226,6 +234,9 @@ class VideoWriterCallback(BasePredictionWriter):
         for run in step_runs(prediction, batch, self._step_names(), self.select):
             video = run.video or f"predict_{dataloader_idx}"
             self._predict.add(video, self._frames(run.frames), run.first_index)
+            self._frames_written += len(next(iter(run.frames.values())))
+            rate = self._frames_written / max(time.perf_counter() - self._started, 1e-9)
+            _show_in_progress_bar(trainer, f"{video}, {rate:.1f} frames/s")
 
     def on_predict_batch_end(
         self,
@@ -251,14 +262,23 @@ class VideoWriterCallback(BasePredictionWriter):
                     f"{frames.start} to {frames.stop - 1}",
                     stacklevel=1,
                 )
+            piece = " (this process's piece)" if self._predict.pieces else ""
             for output, path in paths.items():
-                rank_zero_info(f"{output}: {path} ({done - frames.start} frames)")
+                self._report.append(f"{output}: {path} ({done - frames.start} frames{piece})")
         for info in self._plan.videos if self._plan else ():
             resume.remove_if_complete(self.output_dir, info.name)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Distributed predict of videos shared by ranks: once every rank is done, rank zero joins the pieces."""
-        if stage != "predict" or self._plan is None or not self._plan.piece_starts:
+        """After the progress bar: report every process's own files; once every rank is done, rank zero joins
+        the pieces of videos shared by ranks."""
+        if stage != "predict":
+            return
+        for line in self._report:  # every rank its own files, after the bar has closed
+            _console.info(
+                rank_prefixed_message(line, trainer.global_rank) if trainer.world_size > 1 else line
+            )
+        self._report = []
+        if self._plan is None or not self._plan.piece_starts:
             return
         trainer.strategy.barrier("VideoWriterCallback: every piece written")
         if not trainer.is_global_zero or self.output_format.format != "video":
@@ -348,6 +368,13 @@ class VideoWriterCallback(BasePredictionWriter):
                 preview = validation.previews.frames.get(f"{video}/{output}", [])
                 folder = f"val/{validation.folder}/{video}"
                 hand_to_loggers(trainer, f"val/{video}/{output}", folder, path, preview, float(self.fps))
+
+
+def _show_in_progress_bar(trainer: L.Trainer, text: str) -> None:
+    """The video being written and the frames/s so far, beside Lightning's (tqdm) predict bar."""
+    bar = trainer.progress_bar_callback
+    if isinstance(bar, TQDMProgressBar) and bar.is_enabled and trainer.is_global_zero:
+        bar.predict_progress_bar.set_postfix_str(text, refresh=False)
 
 
 def _stop_on_sigterm(trainer: L.Trainer, stage: str, how: str) -> None:
