@@ -194,14 +194,14 @@ class MattingModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""
         out = self._matte(batch, tuple(dict.fromkeys((*self.predict_outputs, "pha"))))
-        self.val_metrics.update(out["pha"].float(), batch["pha"].float())
+        self.val_metrics.update(out["pha"].float(), self._as_float(batch["pha"]).float())
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(batch["src"]))
         return out
 
     def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
-        terms = self.adapter.training_losses(
-            self._as_float(batch["src"]), self._as_float(batch.get("bgr")), batch["pha"], batch["fgr"]
-        )
+        """The family's reference losses on a batch of frames [B,C,H,W] or clips [B,T,C,H,W] (uint8 or float)."""
+        src, bgr, pha, fgr = (self._as_float(batch.get(key)) for key in ("src", "bgr", "pha", "fgr"))
+        terms = self.adapter.training_losses(src, bgr, pha, fgr)
         self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=len(batch["src"]))
         return terms["loss"]
 

@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_matting.data.datasets import (
     MattingVideoDataset,
@@ -26,6 +26,7 @@ from lightning_matting.data.datasets import (
     parse_colour,
     unique_names,
 )
+from lightning_matting.data.matting_sets import EvaluationClips, ImageMattingDataset, VideoMatteDataset
 from lightning_matting.data.sampling import (
     HOST_KEYS,
     VideoBatchSampler,
@@ -78,6 +79,15 @@ class VideoMattingDataModule(LightningDataModule):
         train_clips: Synthetic training clips.
         val_clips: Synthetic validation clips.
         augment: Augment training frames (shift, zoom, colour jitter, misaligned plate).
+        train_data: What `fit` trains on: "synthetic" clips, "videomatte" (fgr/ + pha/ clips, the
+            VideoMatte240K layout) or "images" (fgr/ + pha/ images made into moving clips), see
+            `lightning_matting.data.matting_sets`.
+        train_root: The dataset folder of "videomatte" or "images".
+        backgrounds_root: The backgrounds folder (images, videos, folders of frames) composited behind them.
+        val_root: Evaluation clips with ground truth (src/ + pha/, optional bgr/ and fgr/) for validation;
+            None: synthetic validation clips.
+        clip_length: Frames per training item: 1 for BackgroundMattingV2, a time run for RVM.
+        train_size: (width, height) in pixels of training items from real datasets.
         seed: Seed of the synthetic clips (train, validation and predict clips differ).
 
     Raises:
@@ -111,6 +121,12 @@ class VideoMattingDataModule(LightningDataModule):
         val_clips: int = 2,
         augment: bool = True,
         seed: int = 0,
+        train_data: Literal["synthetic", "videomatte", "images"] = "synthetic",
+        train_root: str | None = None,
+        backgrounds_root: str | None = None,
+        val_root: str | None = None,
+        clip_length: int = 1,
+        train_size: tuple[int, int] = (512, 288),
     ) -> None:
         super().__init__()
         for label, paths in (("sources", sources), ("backgrounds", backgrounds)):
@@ -139,6 +155,19 @@ class VideoMattingDataModule(LightningDataModule):
         self.train_clips = _check_count("train_clips", train_clips, 0)
         self.val_clips = _check_count("val_clips", val_clips, 0)
         self.augment = augment
+        if train_data not in ("synthetic", "videomatte", "images"):
+            raise ValueError(f"train_data must be 'synthetic', 'videomatte' or 'images', got {train_data!r}")
+        if train_data != "synthetic" and (train_root is None or backgrounds_root is None):
+            raise ValueError(
+                f"train_data={train_data!r} needs train_root (the dataset folder with fgr/ and pha/) and "
+                f"backgrounds_root (a folder of background images or videos); got {train_root!r}, {backgrounds_root!r}"
+            )
+        self.train_data = train_data
+        self.train_root = train_root
+        self.backgrounds_root = backgrounds_root
+        self.val_root = val_root
+        self.clip_length = _check_count("clip_length", clip_length, 1)
+        self.train_size = check_resize(train_size, "train_size")
         self.seed = _check_count("seed", seed, 0)
         self.videos: list[VideoInfo] = []
         self._predict_ranges: list[range] | None = None  # this rank's frames of each video (plan_predict)
@@ -155,9 +184,24 @@ class VideoMattingDataModule(LightningDataModule):
             self.videos = self.predict_dataset.videos
             self._predict_ranges = None
         if stage == "fit":
-            self.train_dataset = self._synthetic_dataset("train", self.train_clips)
+            self.train_dataset = self._train_dataset()
         if stage in ("fit", "validate"):
-            self.val_dataset = self._synthetic_dataset("val", self.val_clips)
+            self.val_dataset = (
+                EvaluationClips(self.val_root, fps=self.fps)
+                if self.val_root is not None
+                else self._synthetic_dataset("val", self.val_clips)
+            )
+
+    def _train_dataset(self) -> Dataset:
+        if self.train_data == "videomatte":
+            return VideoMatteDataset(
+                self.train_root, self.backgrounds_root, self.clip_length, self.train_size, self.augment
+            )
+        if self.train_data == "images":
+            return ImageMattingDataset(
+                self.train_root, self.backgrounds_root, self.clip_length, self.train_size, self.augment
+            )
+        return self._synthetic_dataset("train", self.train_clips)
 
     def plan_predict(
         self, start_frames: Mapping[str, int], rank: int = 0, world_size: int = 1

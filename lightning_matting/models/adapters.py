@@ -108,7 +108,10 @@ class BGMv2Adapter(Adapter):
     def training_losses(
         self, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
     ) -> RawOutputs:
-        """BackgroundMattingV2's losses: MattingBase's, or MattingRefine's with its coarse outputs."""
+        """BackgroundMattingV2's losses: MattingBase's, or MattingRefine's with its coarse outputs; clips
+        [B,T,C,H,W] count as B*T frames."""
+        if src.dim() == 5:
+            src, bgr, true_pha, true_fgr = (x.flatten(0, 1) for x in (src, bgr, true_pha, true_fgr))
         if isinstance(self.net, MattingRefine):
             pha, fgr, pha_sm, fgr_sm, err_sm, _ = self.net(src, bgr)
             return matting_refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
@@ -158,11 +161,14 @@ class RVMAdapter(Adapter):
     def training_losses(
         self, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
     ) -> RawOutputs:
-        """RobustVideoMatting's matting loss on the batch as one clip [1,B,C,H,W] from a fresh state."""
+        """RobustVideoMatting's matting loss from a fresh state: on clips [B,T,C,H,W], or on a batch of
+        consecutive frames [B,C,H,W] as one clip [1,B,C,H,W]."""
         if not isinstance(self.net, RobustVideoMatting):
             return super().training_losses(src, bgr, true_pha, true_fgr)
-        fgr, pha, *_ = self.net(src.unsqueeze(0), downsample_ratio=self._ratio(src))
-        return rvm_loss(pha, fgr, true_pha.unsqueeze(0), true_fgr.unsqueeze(0))
+        if src.dim() == 4:
+            src, true_pha, true_fgr = src.unsqueeze(0), true_pha.unsqueeze(0), true_fgr.unsqueeze(0)
+        fgr, pha, *_ = self.net(src, downsample_ratio=self._ratio(src))
+        return rvm_loss(pha, fgr, true_pha, true_fgr)
 
 
 def _script_argument_names(net: torch.jit.ScriptModule) -> list[str]:

@@ -1,0 +1,256 @@
+"""Real dataset layouts (VideoMatte240K, image mattes, evaluation clips) made by the tests from make_clip."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import read_video
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule, make_clip
+from lightning_matting.data.matting_sets import (
+    EvaluationClips,
+    ImageMattingDataset,
+    VideoMatteDataset,
+    alpha_uint8,
+)
+from lightning_matting.module import MattingModule
+from lightning_matting.writers import VideoWriter
+
+SIZE = (64, 48)
+DEMO_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "lightning_matting" / "assets" / "demo_mattingbase_mobilenetv2.pth"
+)
+
+
+def uint8(frames: torch.Tensor) -> np.ndarray:
+    """[T,C,H,W] float in [0,1] -> uint8 [T,H,W,C] RGB."""
+    return frames.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def write_frames(folder: Path, frames: torch.Tensor) -> None:
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(uint8(frames)):
+        cv2.imwrite(
+            str(folder / f"{i:05d}.png"),
+            cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if frame.shape[-1] == 3 else frame,
+        )
+
+
+def write_video(path: Path, frames: torch.Tensor) -> None:
+    with VideoWriter(path, 30, SIZE[0], SIZE[1], fourcc="FFV1") as writer:
+        writer.add_batch(frames)
+
+
+def videomatte(root: Path, frames: int = 6) -> Path:
+    """fgr/pha as frame folders (clip a) and as lossless videos (clip b)."""
+    for k, name in enumerate("ab"):
+        clip = make_clip(*SIZE, frames, seed=k)
+        if name == "a":
+            write_frames(root / "fgr" / name, clip.fgr)
+            write_frames(root / "pha" / name, clip.pha)
+        else:
+            (root / "fgr").mkdir(exist_ok=True)
+            write_video(root / "fgr" / f"{name}.mkv", clip.fgr)
+            write_video(root / "pha" / f"{name}.mkv", clip.pha.expand(-1, 3, -1, -1))
+    return root
+
+
+def backgrounds(root: Path) -> Path:
+    root.mkdir(parents=True)
+    for k in range(2):
+        cv2.imwrite(str(root / f"still{k}.png"), np.full((SIZE[1], SIZE[0], 3), 40 + 100 * k, np.uint8))
+    write_video(root / "moving.mkv", make_clip(*SIZE, 6, seed=9).src)
+    return root
+
+
+def evaluation(root: Path, frames: int = 4) -> Path:
+    for k in range(2):
+        clip = make_clip(*SIZE, frames, seed=20 + k, camera_shake=False, lighting_change=False)
+        (root / "src").mkdir(parents=True, exist_ok=True)
+        write_video(root / "src" / f"clip{k}.mkv", clip.src)
+        write_frames(root / "pha" / f"clip{k}", clip.pha)
+        (root / "bgr").mkdir(exist_ok=True)
+        cv2.imwrite(
+            str(root / "bgr" / f"clip{k}.png"), cv2.cvtColor(uint8(clip.bgr[None])[0], cv2.COLOR_RGB2BGR)
+        )
+    return root
+
+
+@pytest.fixture
+def data(tmp_path) -> tuple[Path, Path]:
+    return videomatte(tmp_path / "videomatte"), backgrounds(tmp_path / "backgrounds")
+
+
+def test_videomatte_items_have_the_keys_shapes_and_an_exact_composite(data):
+    root, bgr = data
+    dataset = VideoMatteDataset(root, bgr, clip_length=3, augment=False)
+    assert len(dataset) == 4 and dataset.windows == [("a", 0), ("a", 3), ("b", 0), ("b", 3)]
+    for index in range(len(dataset)):
+        item = dataset[index]
+        assert {k: tuple(item[k].shape) for k in ("src", "bgr", "fgr", "pha")} == {
+            "src": (3, 3, 48, 64),
+            "bgr": (3, 3, 48, 64),
+            "fgr": (3, 3, 48, 64),
+            "pha": (3, 1, 48, 64),
+        }
+        assert all(item[k].dtype == torch.uint8 for k in ("src", "bgr", "fgr", "pha"))
+        f, p, b = (item[k].float() / 255 for k in ("fgr", "pha", "bgr"))
+        # composited in float before rounding: within one level of the rounded layers' composite
+        assert (item["src"].float() - (f * p + b * (1 - p)) * 255).abs().max() <= 1.5
+    frames = VideoMatteDataset(root, bgr, clip_length=1, augment=False)[0]
+    assert frames["src"].shape == (3, 48, 64) and frames["video"] == "a" and frames["index"] == 0
+
+
+def test_augmentation_is_one_transform_for_every_frame_of_a_window(data):
+    root, bgr = data
+    torch.manual_seed(0)
+    dataset = VideoMatteDataset(root, bgr, clip_length=3, augment=True)
+    for index in range(8):
+        item = dataset[index % len(dataset)]
+        plate = item["bgr"].float()
+        if (plate[1:] - plate[:1]).abs().max() == 0:  # a still background: its frames stay one image
+            return
+    pytest.fail("no window drew a still background in 8 tries")
+
+
+def test_loader_batches_and_an_rgb_alpha_is_read_as_grey(data):
+    root, bgr = data
+    batch = next(iter(DataLoader(VideoMatteDataset(root, bgr, clip_length=2), batch_size=2, num_workers=1)))
+    assert batch["src"].shape == (2, 2, 3, 48, 64) and batch["pha"].shape == (2, 2, 1, 48, 64)
+    rgb = torch.tensor([[[[10]], [[200]], [[30]]]], dtype=torch.uint8)
+    assert alpha_uint8(rgb).item() == round(0.299 * 10 + 0.587 * 200 + 0.114 * 30)
+
+
+def test_image_mattes_become_smoothly_moving_clips(tmp_path):
+    root = tmp_path / "images"
+    clip = make_clip(*SIZE, 1, seed=3)
+    write_frames(root / "fgr", clip.fgr)
+    write_frames(root / "pha", clip.pha)
+    dataset = ImageMattingDataset(root, backgrounds(tmp_path / "bg"), clip_length=5, size=SIZE, augment=False)
+    item = dataset[0]
+    assert item["pha"].shape == (5, 1, 48, 64) and item["video"] == "00000"
+    centres = [(p.float() * torch.arange(64)).sum() / p.float().sum() for p in item["pha"][:, 0]]
+    steps = torch.tensor([b - a for a, b in zip(centres, centres[1:], strict=False)])
+    assert (steps - steps.mean()).abs().max() < 0.5  # a straight path: equal steps
+
+
+def test_evaluation_clips_give_consecutive_frames_with_ground_truth(tmp_path):
+    dataset = EvaluationClips(evaluation(tmp_path / "eval"))
+    assert [(v.name, v.num_frames) for v in dataset.videos] == [("clip0", 4), ("clip1", 4)]
+    item = dataset[5]
+    assert (item["video"], item["index"]) == ("clip1", 1)
+    assert (
+        item["src"].shape == (3, 48, 64)
+        and item["pha"].shape == (1, 48, 64)
+        and item["bgr"].shape == (3, 48, 64)
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda root, bg: shutil.rmtree(root / "pha" / "a"), r"clip 'a' has fgr .* but no pha"),
+        (
+            lambda root, bg: (root / "pha" / "a" / "00005.png").unlink(),
+            r"clip 'a' has different frame counts: \{'fgr': 6, 'pha': 5\}",
+        ),
+        (
+            lambda root, bg: cv2.imwrite(str(root / "pha" / "a" / "00005.png"), np.zeros((10, 10), np.uint8)),
+            r"image .*pha/a/00005.png is 10x10 but the sequence is 64x48",
+        ),
+        (lambda root, bg: [p.unlink() for p in bg.iterdir()], r"backgrounds folder .* holds no images"),
+        (
+            lambda root, bg: (root / "fgr" / "a" / "00002.png").write_bytes(b"broken"),
+            r"cannot decode image file .*fgr/a/00002.png",
+        ),
+    ],
+    ids=["fgr-without-pha", "frame-counts", "sizes", "empty-backgrounds", "unreadable-frame"],
+)
+def test_bad_datasets_are_named(data, damage, match):
+    root, bgr = data
+    damage(root, bgr)
+    with pytest.raises(ValueError, match=match):
+        dataset = VideoMatteDataset(root, bgr, clip_length=3, augment=False)
+        [dataset[i] for i in range(len(dataset))]
+
+
+def test_fine_tuning_from_a_checkpoint_lowers_the_validation_loss_and_logs_the_clips(data, tmp_path):
+    root, bgr = data
+    torch.manual_seed(0)
+    dm = VideoMattingDataModule(
+        train_data="videomatte",
+        train_root=str(root),
+        backgrounds_root=str(bgr),
+        val_root=str(evaluation(tmp_path / "eval")),
+        train_size=SIZE,
+        batch_size=4,
+        augment=False,
+    )
+    module = MattingModule("mattingbase-mobilenetv2", checkpoint=str(DEMO_WEIGHTS), learning_rate=1e-3)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=CSVLogger(tmp_path / "logs"),
+        callbacks=[VideoWriterCallback(tmp_path / "out", outputs=["pha"], val_videos=2)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=-1,  # the loss before any step, on the same clips
+    )
+    dm_val = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/MSE"]
+    trainer.fit(module, datamodule=dm)
+    rows = [
+        row
+        for row in csv.DictReader(open(next((tmp_path / "logs").rglob("metrics.csv"))))
+        if row.get("val/MSE")
+    ]
+    assert float(rows[-1]["val/MSE"]) < dm_val
+    for clip in ("clip0", "clip1"):
+        assert len(read_video(next((tmp_path / "out" / "val").rglob(f"epoch=1/{clip}/pha.mp4")))[0]) == 4
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides"),
+    [
+        ("configs/finetune_bgmv2.yaml", [f"--model.checkpoint={DEMO_WEIGHTS}"]),
+        # no RVM checkpoint here: untrained weights; its loss's pyramid needs 64 px
+        ("configs/finetune_rvm.yaml", ["--data.clip_length=3", "--data.train_size=[64, 64]"]),
+    ],
+)
+def test_finetune_configs_run_with_only_the_roots_given(data, tmp_path, config, overrides):
+    from test_predict import run_cli
+
+    root, bgr = data
+    result = run_cli(
+        "fit",
+        f"--config={config}",
+        f"--data.train_root={root}",
+        f"--data.backgrounds_root={bgr}",
+        f"--data.val_root={evaluation(tmp_path / 'eval')}",
+        "--data.train_size=[64, 48]",
+        "--data.num_workers=0",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=1",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+        f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
+        *overrides,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "out" / "val").rglob("compare.mp4"))
+
+
+def test_a_real_dataset_needs_its_roots(tmp_path):
+    with pytest.raises(ValueError, match=r"train_data='videomatte' needs train_root .* and backgrounds_root"):
+        VideoMattingDataModule(train_data="videomatte")
