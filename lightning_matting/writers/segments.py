@@ -23,6 +23,8 @@ from .durable import replace_durably
 from .threaded import BackgroundWorkers
 
 SegmentFactory = Callable[[Path], FrameWriter]
+# Matroska statistics tags that describe one segment, not the joined file
+_PER_SEGMENT_TAGS = ("DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "_STATISTICS")
 
 
 def parts_folder(path: str | Path) -> Path:
@@ -266,6 +268,16 @@ def _stream_copy(segments: list[Path], output: Path, frame_rate: Fraction) -> No
                     stream = out.add_stream_from_template(video)
                     stream.time_base = video.time_base
                     stream.codec_context.framerate = frame_rate
+                    # what the template leaves out: stream tags, and Matroska's AlphaMode (without it browsers
+                    # show VP9 alpha as opaque black). The MP4/MOV codec tag (hvc1, ap4h) is not restored yet:
+                    # setting it on a template stream corrupts PyAV 18's heap (seen with HEVC).
+                    for key, value in video.metadata.items():
+                        if not key.upper().startswith(_PER_SEGMENT_TAGS) and key != "alpha_mode":
+                            stream.metadata[key] = value
+                    if video.metadata.get("alpha_mode") == "1" and stream.codec_context.pix_fmt == "yuv420p":
+                        # VP9 alpha travels beside the yuv420p picture; the Matroska muxer writes its
+                        # AlphaMode flag for an alpha pixel format only
+                        stream.codec_context.pix_fmt = "yuva420p"
                 packets = (p for p in source.demux(video) if p.pts is not None)
                 for j, packet in enumerate(packets):
                     packet.pts = round((offset + round(packet.pts / ticks) - first) * ticks)
