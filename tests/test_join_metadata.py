@@ -33,12 +33,12 @@ def stream_facts(path) -> tuple[str, str | None, str]:
 def test_joined_file_keeps_tag_alpha_flag_and_pixel_format(tmp_path, codec, extension, channels):
     if codec not in available_codecs():
         pytest.skip(f"this PyAV build has no {codec} encoder")
-    frames = torch.rand(6, channels, 32, 48, generator=torch.Generator().manual_seed(0))
+    frames = torch.rand(6, channels, 64, 64, generator=torch.Generator().manual_seed(0))
     whole = tmp_path / f"whole.{extension}"
-    with AVWriter(whole, 10, 48, 32, codec=codec) as writer:
+    with AVWriter(whole, 10, 64, 64, codec=codec) as writer:
         writer.add_batch(frames)
     joined = tmp_path / f"joined.{extension}"
-    segmented = SegmentedWriter(joined, lambda path: AVWriter(path, 10, 48, 32, codec=codec), 2, Fraction(10))
+    segmented = SegmentedWriter(joined, lambda path: AVWriter(path, 10, 64, 64, codec=codec), 2, Fraction(10))
     segmented.add_batch(frames)
     segmented.close()
     segmented.join()
