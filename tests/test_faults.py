@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import cv2
 import numpy as np
 import pytest
 from conftest import read_video
-from test_predict import ROOT, MeanMatte, counter_level, levels, plate, predict, write_counter_clip
-from test_resume import BATCH, DRIVER, FPS, FRAMES, SEGMENT_SECONDS, SlowMatte, run_in_process
+from test_predict import MeanMatte, counter_level, levels, plate, predict, write_counter_clip
+from test_resume import BATCH, FRAMES, SlowMatte, run_in_process, start_slow_predict
 
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.module import MattingModule
-from lightning_matting.writers.segments import finalized_segments
 
 
 def test_sigterm_stops_predict_at_a_batch_finalizes_and_resumes(tmp_path):
-    source = write_counter_clip(tmp_path / "clip.mkv", FRAMES, fps=FPS)
-    background = plate(tmp_path)
-    out, progress = tmp_path / "out", tmp_path / "progress.txt"
-    driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(DRIVER.format(batch=BATCH, seconds=SEGMENT_SECONDS)))
-    process = subprocess.Popen(
-        [sys.executable, str(driver), str(source), background, str(out), str(progress)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    parts = out / "clip" / "pha.mkv.parts"
-    deadline = time.monotonic() + 120
-    while len(finalized_segments(parts, "mkv")) < 1:
-        assert process.poll() is None, process.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no segment was written"
-        time.sleep(0.05)
+    process, source, background, out, progress = start_slow_predict(tmp_path, 1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)  # stops at the next batch, long before the run's end
     predicted = sum(int(n) for n in progress.read_text().split())

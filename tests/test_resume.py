@@ -149,26 +149,33 @@ def run_in_process(source, background, out, model, **kwargs):
     trainer.predict(MattingModule(model), datamodule=dm, return_predictions=False)
 
 
-def test_sigkill_loses_at_most_a_segment_and_resume_matches_an_uninterrupted_run(tmp_path):
+def start_slow_predict(tmp_path: Path, segments: int) -> tuple[subprocess.Popen, Path, str, Path, Path]:
+    """The driver predicting a counter clip in a subprocess, returned once `segments` pha segments are final:
+    (process, source, background, out folder, progress file)."""
     source = write_counter_clip(tmp_path / "clip.mkv", FRAMES, fps=FPS)
     background = plate(tmp_path)
     out, progress = tmp_path / "out", tmp_path / "progress.txt"
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(DRIVER.format(batch=BATCH, seconds=SEGMENT_SECONDS)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, str(driver), str(source), background, str(out), str(progress)],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     parts = out / "clip" / "pha.mkv.parts"
     deadline = time.monotonic() + 120
-    while len(finalized_segments(parts, "mkv")) < 3:
+    while len(finalized_segments(parts, "mkv")) < segments:
         assert process.poll() is None, process.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no segment was written"
         time.sleep(0.05)
+    return process, source, background, out, progress
+
+
+def test_sigkill_loses_at_most_a_segment_and_resume_matches_an_uninterrupted_run(tmp_path):
+    process, source, background, out, progress = start_slow_predict(tmp_path, 3)
+    parts = out / "clip" / "pha.mkv.parts"
     predicted = sum(int(n) for n in progress.read_text().split())
     process.send_signal(signal.SIGKILL)
     process.wait()
