@@ -18,6 +18,7 @@ from lightning_matting.models.adapters import make_adapter
 from lightning_matting.models.loading import VariantName
 from lightning_matting.outputs import (
     DEFAULT_TARGET_COLOR,
+    OutputName,
     check_output_names,
     named_outputs,
     network_outputs_for,
@@ -73,7 +74,7 @@ class MattingModule(L.LightningModule):
         self,
         model: VariantName | str | MattingNetwork = "mattingrefine-resnet50",
         checkpoint: str | None = None,
-        outputs: Sequence[str] | None = None,
+        outputs: Sequence[OutputName] | None = None,
         target_color: Sequence[float] = DEFAULT_TARGET_COLOR,
         backbone_scale: float | None = None,
         refine_mode: Literal["full", "sampling", "thresholding"] | None = None,

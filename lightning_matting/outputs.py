@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 
 OUTPUTS = ("com", "pha", "fgr", "err", "ref", "seg")
+OutputName = Literal["com", "pha", "fgr", "err", "ref", "seg"]
 DEFAULT_TARGET_COLOR = (120 / 255, 255 / 255, 155 / 255)  # the reference's green screen
 
 # What the network must provide for each named output.

@@ -108,6 +108,19 @@ def load_model(
     Lightning checkpoint's hyper_parameters or from the state dict's keys, and returns a TorchScript
     file as the loaded ScriptModule (called the same way, options set as its attributes). Given a
     variant, a TorchScript file's weights are loaded into our own network instead.
+
+    Args:
+        variant_or_path: A variant name (`VARIANTS`), or a checkpoint or TorchScript file to read it from.
+        checkpoint: A state dict (.pth) or its path, a Lightning checkpoint or a TorchScript export.
+        **options: The variant's options (backbone_scale, refine_mode, ...).
+
+    Returns:
+        The network, in eval mode.
+
+    Raises:
+        ValueError: An unknown variant or option, or a checkpoint that does not fit (missing, unexpected or
+            mis-shaped keys listed, the variant it looks like named) or cannot be read (its path named).
+        FileNotFoundError: The checkpoint file does not exist.
     """
     if isinstance(variant_or_path, str) and variant_or_path in VARIANTS:
         variant: str | None = variant_or_path

@@ -21,6 +21,18 @@ class ImageSequenceWriter(FrameWriter):
     `width`/`height` default to the first batch's size; later batches must match it.
     Frames: [B,C,H,W], C=1 (grey), 3 (RGB) or 4 (RGBA, straight alpha; png/tif/webp only), float in
     [0,1] or uint8. A file appears complete or not at all (written under a hidden name, then renamed). At most `queue_size` batches wait while `threads` batches are being encoded.
+
+    Args:
+        path: The folder of the images; created when missing.
+        extension: The image type: png, jpg, jpeg, bmp, tif, tiff or webp.
+        width: Frame width in pixels; None: the first batch's.
+        height: Frame height in pixels; None: the first batch's.
+        start_index: The number of the first image.
+        threads: Images encoded at once.
+        queue_size: Batches that may wait before `add_batch` blocks.
+
+    Raises:
+        ValueError: A bad extension or start_index.
     """
 
     channels = (1, 3, 4)

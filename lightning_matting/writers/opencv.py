@@ -30,6 +30,18 @@ class VideoWriter(FrameWriter):
     OpenCV's encoders crop odd sizes (65x47 is stored as 64x46); `odd_size="pad"` (default) pads by
     repeating the last column/row and warns, `odd_size="error"` refuses. `encoded_size` is what the
     file holds.
+
+    Args:
+        path: The video file; missing folders are created.
+        frame_rate: Frames per second: a number (29.97 -> 30000/1001), a Fraction or "30000/1001".
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        fourcc: OpenCV's 4-character codec: mp4v (.mp4), MJPG (.avi), FFV1 (.mkv, lossless).
+        odd_size: "pad" or "error" for an odd width or height.
+        queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
+
+    Raises:
+        ValueError: A bad rate, size, fourcc or odd_size, or a writer OpenCV cannot open (naming the path).
     """
 
     def __init__(

@@ -214,6 +214,21 @@ class AVWriter(FrameWriter):
     cannot hold it) up to the last frame written, aligned with its first video frame; a file without audio
     warns, and the video is silent.
 
+    Args:
+        path: The video file; its extension picks the container.
+        frame_rate: Frames per second: a number, a Fraction or "30000/1001", stored exactly.
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        codec: h264, hevc, prores4444, vp9 or ffv1; None: chosen by the extension.
+        options: FFmpeg encoder options over the preset's.
+        audio_from: A file whose first audio stream is copied, cut to the video's length.
+        odd_size: "pad" or "error" for odd sizes with h264/hevc.
+        queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
+
+    Raises:
+        ValueError: A bad codec, option, rate or size, or an encoder this PyAV build lacks.
+        ImportError: PyAV is not installed (the `[av]` extra).
+
     Example::
 
         with AVWriter("com.webm", Fraction(30000, 1001), 1920, 1080, audio_from="input.mp4") as writer:
