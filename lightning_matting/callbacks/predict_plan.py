@@ -132,7 +132,9 @@ def _prepare_single(
     for info in videos:
         paths = list(callback.output_format.paths(callback.output_dir, info.name, callback.outputs).values())
         inputs = {f"data.{key}": value for key, value in datamodule.predict_inputs(info.name).items()}
-        fingerprint = resume.fingerprint(info, callback.output_format, callback.outputs, pl_module, inputs)
+        fingerprint = resume.fingerprint(
+            info, callback.output_format, callback.outputs, pl_module, pl_module.hparams, inputs
+        )
         manifest = resume.manifest_path(callback.output_dir, info.name)
         if callback.resume and manifest.is_file():
             previous = resume.read_manifest(manifest)

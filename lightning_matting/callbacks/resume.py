@@ -82,6 +82,7 @@ def fingerprint(
     output_format: OutputFormat,
     outputs: Sequence[str],
     module: nn.Module,
+    hparams: Mapping[str, Any],
     inputs: Mapping[str, Any],
 ) -> dict[str, str]:
     """What a resumed run must share with the interrupted one, as {name: text}.
@@ -90,11 +91,12 @@ def fingerprint(
         info: The video.
         output_format: How its outputs are stored.
         outputs: The output names.
-        module: The model (its class, hyperparameters, checkpoint file and weights).
+        module: The model (its class and its parts' classes, and its weights).
+        hparams: Its hyperparameters (a "checkpoint" among them is identified as a file).
         inputs: Further settings that change the pixels ({"data.target": ...}); paths of files among them
             are identified by path, size and modification time.
     """
-    hparams = dict(getattr(module, "hparams", {}))
+    hparams = dict(hparams)
     settings = {
         "video": (info.name, str(info.fps), info.width, info.height, info.num_frames),
         "source": file_identity(info.source) or info.source,
