@@ -97,7 +97,16 @@ class _ImageError(_MeanError):
     """Per-image error of pred against target over a region, averaged over images."""
 
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
-        """Add a batch: pred, target float [B,1,H,W] in [0, 1]; mask bool [B,1,H,W] (True = evaluated) or None."""
+        """Add a batch of mattes.
+
+        Args:
+            pred: Predicted alpha, float [B,1,H,W] in [0, 1].
+            target: Ground-truth alpha, float [B,1,H,W] in [0, 1].
+            mask: The evaluated pixels, bool [B,1,H,W] (a trimap's unknown region); None: every pixel.
+
+        Raises:
+            ValueError: A shape, dtype or range other than the above, naming the argument.
+        """
         _check_mattes(pred, target, forms=_IMAGES, ranks=(4,))
         if mask is None:
             mask = torch.ones_like(pred, dtype=torch.bool)
@@ -180,7 +189,15 @@ class DtSSD(_MeanError):
     """
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add clips: pred, target float in [0, 1], clips [B,T,1,H,W] or one clip of consecutive frames [T,1,H,W]."""
+        """Add clips.
+
+        Args:
+            pred: Predicted alpha, float in [0, 1]: clips [B,T,1,H,W] or one clip of consecutive frames [T,1,H,W].
+            target: Ground-truth alpha of the same shape.
+
+        Raises:
+            ValueError: A shape, dtype or range other than the above, naming the argument.
+        """
         _check_mattes(pred, target, forms=_CLIPS, ranks=(4, 5))
         if pred.ndim == 4:
             pred, target = pred[None], target[None]

@@ -111,6 +111,14 @@ class VideoReader(_Frames):
     little ahead decodes forward, anything else seeks. The OpenCV capture opens lazily, so a reader can be
     pickled into DataLoader workers.
 
+    Args:
+        path: The video file.
+        name: The video's name; None: the file's stem.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is empty, has no decodable frame or no frame rate (naming it).
+
     Example::
 
         reader = VideoReader("clip.mp4")

@@ -143,7 +143,23 @@ def make_clip(
     camera_shake: bool = True,
     lighting_change: bool = True,
 ) -> SyntheticClip:
-    """Render `num_frames` frames of the scene with this seed; the same arguments give the same tensors."""
+    """Render `num_frames` frames of the scene with this seed; the same arguments give the same tensors.
+
+    Args:
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        num_frames: Frames to render.
+        fps: Frame rate (camera shake and lighting change follow time, not frames).
+        seed: The scene's seed.
+        camera_shake: Move the camera slightly from frame to frame.
+        lighting_change: Change the lighting over the clip.
+
+    Returns:
+        The clip: src, fgr, scene_bgr [T,3,H,W], pha [T,1,H,W], bgr (the clean plate) [3,H,W], float32 in [0,1].
+
+    Raises:
+        ValueError: A bad size, frame count or fps.
+    """
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
     scene = SyntheticScene(
