@@ -76,13 +76,13 @@ def unique_names(names: Sequence[str]) -> list[str]:
 
 
 def resize_frame(frame: Tensor, width: int, height: int) -> Tensor:
-    """[C,H,W] float in [0,1] resized to (width, height): bilinear, antialiased when shrinking."""
+    """A frame [C,H,W] or frames [N,C,H,W], float in [0,1], resized to (width, height): bilinear,
+    antialiased when shrinking."""
     if frame.shape[-2:] == (height, width):
         return frame
-    resized = F.interpolate(
-        frame[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False
-    )
-    return resized[0].clamp_(0, 1)
+    batch = frame if frame.dim() == 4 else frame[None]
+    resized = F.interpolate(batch, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return (resized if frame.dim() == 4 else resized[0]).clamp_(0, 1)
 
 
 def _is_image_file(path: Path) -> bool:

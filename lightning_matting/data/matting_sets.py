@@ -13,6 +13,7 @@ Layouts (a clip is a folder of numbered frames or a video file, matched by name 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
@@ -24,7 +25,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lightning_matting.data.augmentation import augment_sample
-from lightning_matting.data.readers import IMAGE_EXTENSIONS, FrameReader, open_reader, read_image_uint8
+from lightning_matting.data.datasets import resize_frame
+from lightning_matting.data.readers import (
+    IMAGE_EXTENSIONS,
+    FrameReader,
+    frame_to_float,
+    frame_to_uint8,
+    open_reader,
+    read_image_uint8,
+)
 from lightning_matting.metadata import VideoInfo
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
@@ -83,20 +92,6 @@ def alpha_uint8(frames: Tensor) -> Tensor:
     return (frames.float() * weights).sum(-3, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
-def _resize(frames: Tensor, size: tuple[int, int] | None) -> Tensor:
-    """Float frames [T,C,H,W] to `size` (width, height): bilinear, antialiased when shrinking."""
-    if size is None or frames.shape[-2:] == (size[1], size[0]):
-        return frames
-    resized = F.interpolate(
-        frames, size=(size[1], size[0]), mode="bilinear", antialias=True, align_corners=False
-    )
-    return resized.clamp(0, 1)
-
-
-def _to_uint8(frames: Tensor) -> Tensor:
-    return frames.clamp(0, 1).mul(255).round().to(torch.uint8)
-
-
 class Backgrounds:
     """Backgrounds from a folder: image files are stills, video files and folders of images are clips.
 
@@ -127,13 +122,13 @@ class Backgrounds:
         `size` (width, height); a still image repeats."""
         path = self.paths[choice]
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            still = _resize(read_image_uint8(path)[None].float().div(255), size)
+            still = resize_frame(frame_to_float(read_image_uint8(path)[None]), *size)
             return still.expand(count, -1, -1, -1)
         if choice not in self._readers:
             self._readers[choice] = open_reader(path)
         reader = self._readers[choice]
         frames = [reader.read_uint8((start + t) % len(reader)) for t in range(count)]
-        return _resize(torch.stack(frames).float().div(255), size)
+        return resize_frame(frame_to_float(torch.stack(frames)), *size)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_readers": {}}
@@ -179,28 +174,21 @@ class VideoMatteDataset(Dataset[dict[str, Any]]):
         self.augment = augment
         self.clips = _pairs(self.root, ("fgr", "pha"))
         self.windows: list[tuple[str, int]] = []
-        lengths = {}
+        sizes = set()
         for name, paths in self.clips.items():
             readers = {layer: open_reader(path) for layer, path in paths.items()}
             _check_same(name, readers)
-            lengths[name] = len(readers["fgr"])
-            if lengths[name] < clip_length:
-                raise ValueError(
-                    f"clip {name!r} has {lengths[name]} frames, fewer than clip_length={clip_length}"
-                )
-            self.windows += [
-                (name, start) for start in range(0, lengths[name] - clip_length + 1, clip_length)
-            ]
+            length = len(readers["fgr"])
+            if length < clip_length:
+                raise ValueError(f"clip {name!r} has {length} frames, fewer than clip_length={clip_length}")
+            self.windows += [(name, start) for start in range(0, length - clip_length + 1, clip_length)]
+            sizes.add((readers["fgr"].info.width, readers["fgr"].info.height))
         if size is None:
-            sizes = {
-                (r.info.width, r.info.height) for r in (open_reader(p["fgr"]) for p in self.clips.values())
-            }
             if len(sizes) > 1:
                 raise ValueError(
                     f"clips of sizes {sorted(sizes)}: give size=(width, height) to bring them to one"
                 )
             self.size = sizes.pop()
-        self.lengths = lengths
         self._readers: dict[tuple[str, str], FrameReader] = {}
 
     def __len__(self) -> int:
@@ -214,8 +202,8 @@ class VideoMatteDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name, start = self.windows[index]
-        fgr = _resize(self._layer(name, "fgr", start).float().div(255), self.size)
-        pha = _resize(alpha_uint8(self._layer(name, "pha", start)).float().div(255), self.size)
+        fgr = resize_frame(frame_to_float(self._layer(name, "fgr", start)), *self.size)
+        pha = resize_frame(frame_to_float(alpha_uint8(self._layer(name, "pha", start))), *self.size)
         return compose(self, fgr, pha, name, start, index)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -275,8 +263,8 @@ class ImageMattingDataset(Dataset[dict[str, Any]]):
                 f"image {name!r}: fgr {self.clips[name]['fgr']} is {fgr.shape[2]}x{fgr.shape[1]} but pha "
                 f"{self.clips[name]['pha']} is {pha.shape[2]}x{pha.shape[1]}"
             )
-        layers = torch.cat([fgr, alpha_uint8(pha)]).float().div(255)[None]
-        layers = _resize(layers, self.size).expand(self.clip_length, -1, -1, -1)
+        layers = frame_to_float(torch.cat([fgr, alpha_uint8(pha)])[None])
+        layers = resize_frame(layers, *self.size).expand(self.clip_length, -1, -1, -1)
         moved = _smooth_motion(layers, self.motion, _generator(self.augment, index))
         return compose(self, moved[:, :3], moved[:, 3:], name, 0, index)
 
@@ -316,7 +304,7 @@ def compose(dataset: Any, fgr: Tensor, pha: Tensor, name: str, start: int, index
         sample = augment_sample(sample | {"scene_bgr": background}, generator)
         if count > 1 and bool(torch.rand((), generator=generator) < 0.5):  # time reversal (RVM)
             sample = {key: value.flip(0) for key, value in sample.items()}
-    item = {key: _to_uint8(sample[key]) for key in ("src", "bgr", "fgr", "pha")}
+    item = {key: frame_to_uint8(sample[key]) for key in ("src", "bgr", "fgr", "pha")}
     if dataset.clip_length == 1:
         item = {key: value[0] for key, value in item.items()}
     return item | {"video": name, "index": start}
@@ -357,7 +345,7 @@ class EvaluationClips(Dataset[dict[str, Any]]):
         return self._offsets[-1]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        clip = next(k for k in range(len(self.videos)) if index < self._offsets[k + 1])
+        clip = bisect_right(self._offsets, index) - 1
         name, frame = self.videos[clip].name, index - self._offsets[clip]
         item = {}
         for layer, path in self.clips[name].items():
