@@ -9,8 +9,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import read_video
 from test_predict import ROOT
+
+from lightning_matting.data.sampling import VideoBatchSampler
 
 # Lightning's "ddp" launches this file again for rank 1, so it is a script with a __main__ guard.
 DRIVER = """
@@ -88,3 +91,8 @@ def test_fit_under_ddp_splits_training_and_validation_and_writes_videos_on_rank_
     assert len(read_video(videos[0])[0]) == 4
     metrics = list(csv.DictReader(open(next((tmp_path / "out" / "logs").rglob("metrics.csv")))))
     assert [row for row in metrics if row.get("val/MSE")]
+
+
+def test_video_batch_sampler_never_drops_frames():
+    with pytest.raises(ValueError, match=r"drop_last must be False: VideoBatchSampler gives every frame"):
+        VideoBatchSampler([5], batch_size=2, drop_last=True)

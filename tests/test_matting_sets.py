@@ -254,3 +254,53 @@ def test_finetune_configs_run_with_only_the_roots_given(data, tmp_path, config, 
 def test_a_real_dataset_needs_its_roots(tmp_path):
     with pytest.raises(ValueError, match=r"train_data='videomatte' needs train_root .* and backgrounds_root"):
         VideoMattingDataModule(train_data="videomatte")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda root, bg: VideoMatteDataset(root, bg, clip_length=7),
+            r"clip 'a' has 6 frames, fewer than clip_length=7",
+        ),
+        (
+            lambda root, bg: VideoMatteDataset(root, bg, clip_length=0),
+            r"clip_length must be an int >= 1 \(frames per item\), got 0",
+        ),
+        (
+            lambda root, bg: VideoMattingDataModule(train_data="photos"),
+            r"train_data must be 'synthetic', 'videomatte' or 'images', got 'photos'",
+        ),
+    ],
+    ids=["clip-too-short", "clip-length-0", "train-data"],
+)
+def test_bad_dataset_settings_are_named(data, make, match):
+    with pytest.raises(ValueError, match=match):
+        make(*data)
+
+
+def test_a_pha_clip_without_fgr_and_clips_of_two_sizes_are_named(data, tmp_path):
+    root, bgr = data
+    shutil.copytree(root / "pha" / "a", root / "pha" / "c")
+    with pytest.raises(ValueError, match=r"clips \['c'\] have no fgr in .*fgr"):
+        VideoMatteDataset(root, bgr)
+    shutil.rmtree(root / "pha" / "c")
+    clip = make_clip(32, 24, 6, seed=5)
+    write_frames(root / "fgr" / "small", clip.fgr)
+    write_frames(root / "pha" / "small", clip.pha)
+    with pytest.raises(
+        ValueError, match=r"clips of sizes \[\(32, 24\), \(64, 48\)\]: give size=\(width, height\)"
+    ):
+        VideoMatteDataset(root, bgr)
+    assert VideoMatteDataset(root, bgr, size=SIZE, augment=False)[0]["src"].shape == (3, 48, 64)
+
+
+def test_an_image_matte_whose_alpha_differs_in_size_is_named(tmp_path):
+    root = tmp_path / "images"
+    write_frames(root / "fgr", make_clip(*SIZE, 1, seed=3).fgr)
+    write_frames(root / "pha", make_clip(32, 24, 1, seed=3).pha)
+    dataset = ImageMattingDataset(root, backgrounds(tmp_path / "bg"), clip_length=2, size=SIZE)
+    with pytest.raises(
+        ValueError, match=r"image '00000': fgr .*00000.png is 64x48 but pha .*00000.png is 32x24"
+    ):
+        dataset[0]
