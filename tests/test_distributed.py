@@ -199,11 +199,6 @@ def fake_ddp_trainer(datamodule) -> SimpleNamespace:
     [
         ({"resume": True}, 1, r"resume=True\) works on one device only.*resume=False and overwrite=True"),
         (
-            {"audio": True, "codec": "ffv1"},
-            1,
-            r"audio=True\) needs whole videos per rank: 1 video\(s\) for world_size 2",
-        ),
-        (
             {},
             0,
             r"distributed predict needs a datamodule implementing lightning_matting.PredictVideoSource .* got a DataLoader",

@@ -107,11 +107,6 @@ def _prepare_distributed(callback: Settings, trainer: L.Trainer, videos: list[Vi
             f"VideoWriterCallback: the predict videos hold {total} frame(s) in all, fewer than the "
             f"{trainer.world_size} ranks (Lightning needs one per rank): run with devices <= {max(total, 1)}"
         )
-    if callback.output_format.audio and len(videos) < trainer.world_size:
-        raise ValueError(
-            f"VideoWriterCallback(audio=True) needs whole videos per rank: {len(videos)} video(s) for "
-            f"world_size {trainer.world_size} are split across ranks; use audio=False or fewer devices"
-        )
     leftovers = [path for info in videos for path in _leftovers(callback, info.name)]
     _refuse_existing(callback, leftovers)  # on every rank, before any rank removes anything
     trainer.strategy.barrier("VideoWriterCallback: outputs checked")

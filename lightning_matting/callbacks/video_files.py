@@ -159,9 +159,9 @@ class VideoFiles:
     def finish(self, info: VideoInfo) -> None:
         """Join the segments of a video whose every frame is written, and mark its manifest complete."""
         self.paths[info.name] = paths = self.format.paths(self.root, info.name, self.outputs)
-        for path in paths.values():
+        for output, path in paths.items():
             if parts_folder(path).is_dir() and not path.exists():
-                self.format.join(path, info)
+                self.format.join(path, info, output)
             shutil.rmtree(parts_folder(path), ignore_errors=True)
         mark_complete(self.root, info.name)
 

@@ -285,7 +285,7 @@ class VideoWriterCallback(BasePredictionWriter):
             return
         for info in self._plan.videos:
             for output, path in self.output_format.paths(self.output_dir, info.name, self.outputs).items():
-                self.output_format.join_pieces(path, self._plan.piece_starts[info.name], info)
+                self.output_format.join_pieces(path, self._plan.piece_starts[info.name], info, output)
                 rank_zero_info(f"{output}: {path} ({info.num_frames} frames from {trainer.world_size} ranks)")
 
     def on_exception(

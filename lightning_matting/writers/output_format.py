@@ -144,8 +144,8 @@ class OutputFormat:
         return {output: self.path(root, video, output) for output in outputs}
 
     def segment_frames(self, info: VideoInfo) -> int:
-        """Frames per segment of `info`'s video files; 0: unsegmented (images, audio, or 0 seconds)."""
-        if self.format != "video" or self.audio or not self.segment_seconds:
+        """Frames per segment of `info`'s video files; 0: unsegmented (images, or 0 seconds)."""
+        if self.format != "video" or not self.segment_seconds:
             return 0
         return segment_frames_for(info.fps, self.segment_seconds)
 
@@ -176,8 +176,11 @@ class OutputFormat:
         file = piece_path(path, start) if piece and self.format == "video" else path
         file.parent.mkdir(parents=True, exist_ok=True)
         segment = self.segment_frames(info) if segmented else 0
+        whole_file = not (segment or piece)  # segments and pieces get their audio when joined
         if not segment:
-            return self._open_file(file, info, output, start)
+            return self._open_file(
+                file, info, output, start, self.audio_from(info, output) if whole_file else None
+            )
         return SegmentedWriter(
             file,
             lambda part: self._open_file(part, info, output),
@@ -185,9 +188,16 @@ class OutputFormat:
             info.fps,
             fourcc=self.join_fourcc,
             start_segment=0 if piece else start // segment,
+            audio_from=None if piece else self.audio_from(info, output),
         )
 
-    def _open_file(self, file: Path, info: VideoInfo, output: str, start: int = 0) -> FrameWriter:
+    def audio_from(self, info: VideoInfo, output: str) -> Path | None:
+        """The file whose audio `output` of `info`'s video carries: the source with `audio` for com and fgr."""
+        return Path(info.source) if self.audio and output in AUDIO_OUTPUTS and info.source else None
+
+    def _open_file(
+        self, file: Path, info: VideoInfo, output: str, start: int = 0, audio_from: Path | None = None
+    ) -> FrameWriter:
         if self.format == "image_sequence":
             return ImageSequenceWriter(
                 file,
@@ -198,7 +208,6 @@ class OutputFormat:
                 queue_size=self.queue_size,
             )
         if self.codec is not None:
-            audio_from = info.source if self.audio and output in AUDIO_OUTPUTS else None
             return AVWriter(
                 file,
                 info.fps,
@@ -213,10 +222,11 @@ class OutputFormat:
             file, info.fps, info.width, info.height, fourcc=self.fourcc, queue_size=self.queue_size
         )
 
-    def join(self, path: Path, info: VideoInfo) -> None:
-        """Join the finalized segments of `path` (`<path>.parts/`) into `path` and remove them."""
-        join_parts(path, info.fps, self.join_fourcc)
+    def join(self, path: Path, info: VideoInfo, output: str) -> None:
+        """Join the finalized segments of `path` (`<path>.parts/`), with `output`'s audio, and remove them."""
+        join_parts(path, info.fps, self.join_fourcc, self.audio_from(info, output))
 
-    def join_pieces(self, path: Path, first_frames: list[int], info: VideoInfo) -> None:
-        """Join the pieces of `path` that processes wrote from `first_frames` on, in frame order."""
-        join_pieces(path, first_frames, info.fps, self.join_fourcc)
+    def join_pieces(self, path: Path, first_frames: list[int], info: VideoInfo, output: str) -> None:
+        """Join the pieces of `path` that processes wrote from `first_frames` on, in frame order, with `output`'s
+        audio."""
+        join_pieces(path, first_frames, info.fps, self.join_fourcc, self.audio_from(info, output))

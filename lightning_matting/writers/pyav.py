@@ -199,6 +199,36 @@ class AudioCopy:
         self._source.close()
 
 
+def open_audio_source(audio_from: Path, written: Path) -> InputContainer | None:
+    """Open `audio_from` for its first audio stream; None (with a warning naming `written`) when it has none.
+
+    Args:
+        audio_from: A video or audio file.
+        written: The output that would carry the audio (named in the warning).
+
+    Returns:
+        The open PyAV container (the caller closes it), or None for a file without audio.
+
+    Raises:
+        FileNotFoundError: `audio_from` is not a file.
+        ValueError: PyAV cannot read it.
+    """
+    av = _import_av()
+    if not audio_from.is_file():
+        raise FileNotFoundError(f"audio_from {audio_from} is not a file (expected a video or audio file)")
+    try:
+        source = av.open(str(audio_from))
+    except av.FFmpegError as error:
+        raise ValueError(f"audio_from {audio_from} cannot be read by PyAV: {error}") from error
+    if source.streams.audio:
+        return source
+    source.close()
+    warnings.warn(
+        f"audio_from {audio_from} has no audio stream: {written} is written without audio", stacklevel=6
+    )
+    return None
+
+
 class AVWriter(FrameWriter):
     """Video file through PyAV (FFmpeg): VideoWriter's contract, plus codecs with alpha, and audio.
 
@@ -278,7 +308,7 @@ class AVWriter(FrameWriter):
         self._pad = self._padding()
         self.encoded_size = (self.width + self._pad[0], self.height + self._pad[1])
         self._check_encoder_opens(av)
-        source = self._open_audio_source(av)
+        source = None if self.audio_from is None else open_audio_source(self.audio_from, self.path)
         try:
             make_parent(self.path)
             try:  # PyAV opens the file only at the first packet: try it here, where the caller sees the error
@@ -339,26 +369,6 @@ class AVWriter(FrameWriter):
                 f"options {sorted(context.options)} are not options of the {self.preset.encoder} encoder "
                 f"(see `ffmpeg -h encoder={self.preset.encoder}`)"
             )
-
-    def _open_audio_source(self, av: Any) -> InputContainer | None:
-        if self.audio_from is None:
-            return None
-        if not self.audio_from.is_file():
-            raise FileNotFoundError(
-                f"audio_from {self.audio_from} is not a file (expected a video or audio file)"
-            )
-        try:
-            source = av.open(str(self.audio_from))
-        except av.FFmpegError as error:
-            raise ValueError(f"audio_from {self.audio_from} cannot be read by PyAV: {error}") from error
-        if source.streams.audio:
-            return source
-        source.close()
-        warnings.warn(
-            f"audio_from {self.audio_from} has no audio stream: {self.path} is written without audio",
-            stacklevel=5,
-        )
-        return None
 
     def _add_video_stream(self) -> Any:
         stream = self._container.add_stream(

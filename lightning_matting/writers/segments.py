@@ -14,13 +14,19 @@ import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import torch
 
 from .base import FrameWriter
 from .durable import replace_durably
+from .pyav import AudioCopy, open_audio_source
 from .threaded import BackgroundWorkers
+
+if TYPE_CHECKING:
+    from av.container import OutputContainer
+    from av.video.stream import VideoStream
 
 SegmentFactory = Callable[[Path], FrameWriter]
 # Matroska statistics tags that describe one segment, not the joined file
@@ -65,8 +71,8 @@ class SegmentedWriter:
     `open_segment(file)` makes the backend writer of one segment (VideoWriter, AVWriter, ...). Frames go to
     `<path>.parts/<k:05d>.<ext>`, `segment_frames` per file; a full segment is finalized on a background
     thread while the next one is filled. `close()` finalizes the last segment; `join()` then stream-copies
-    the segments into `path` (`join_segments`, at `frame_rate`; `fourcc` re-encodes without PyAV) and removes
-    the parts folder; `abort()` instead leaves a playable `path` and the full segments. `start_segment` > 0 continues
+    the segments into `path` (`join_segments`, at `frame_rate`; `fourcc` re-encodes without PyAV; the audio of
+    `audio_from` is added there, so segments hold video only) and removes the parts folder; `abort()` instead leaves a playable `path` and the full segments. `start_segment` > 0 continues
     a previous run after its first `start_segment` finalized segments (frame `start_segment * segment_frames`).
 
     Example::
@@ -86,6 +92,7 @@ class SegmentedWriter:
         *,
         fourcc: str | None = None,
         start_segment: int = 0,
+        audio_from: Path | None = None,
     ):
         for name, value, minimum in (
             ("segment_frames", segment_frames, 1),
@@ -99,6 +106,9 @@ class SegmentedWriter:
         self.segment_frames = segment_frames
         self.frame_rate = frame_rate
         self.fourcc = fourcc
+        self.audio_from = audio_from
+        if audio_from is not None:  # its errors and warning surface here, before any frame
+            self.audio_from = check_audio_source(audio_from, self.path)
         self.frames_added = start_segment * segment_frames
         self._open_segment = open_segment
         self._segment: FrameWriter | None = None
@@ -165,7 +175,7 @@ class SegmentedWriter:
 
     def join(self) -> Path:
         """Join the finalized segments into `path` and remove the parts folder (after `close`)."""
-        return join_parts(self.path, self.frame_rate, self.fourcc)
+        return join_parts(self.path, self.frame_rate, self.fourcc, self.audio_from)
 
     def abort(self) -> None:
         """Interrupted: `path` gets every frame added (the short last segment too) for viewing, while the
@@ -183,7 +193,7 @@ class SegmentedWriter:
         if partial is not None and partial.frames_added > 0:
             segments.append(partial.path)
         if segments:
-            join_segments(segments, self.path, self.frame_rate, self.fourcc)
+            join_segments(segments, self.path, self.frame_rate, self.fourcc, self.audio_from)
         if partial is not None:
             partial.path.unlink(missing_ok=True)
 
@@ -194,16 +204,23 @@ class SegmentedWriter:
         self.close()
 
 
-def join_parts(path: str | Path, frame_rate: Fraction, fourcc: str | None = None) -> Path:
+def join_parts(
+    path: str | Path, frame_rate: Fraction, fourcc: str | None = None, audio_from: Path | None = None
+) -> Path:
     """Join the finalized segments of `<path>.parts/` into `path` (see `join_segments`), remove the folder."""
     path = Path(path)
-    join_segments(finalized_segments(parts_folder(path), path.suffix.lstrip(".")), path, frame_rate, fourcc)
+    segments = finalized_segments(parts_folder(path), path.suffix.lstrip("."))
+    join_segments(segments, path, frame_rate, fourcc, audio_from)
     shutil.rmtree(parts_folder(path))
     return path
 
 
 def join_pieces(
-    path: str | Path, first_frames: list[int], frame_rate: Fraction, fourcc: str | None = None
+    path: str | Path,
+    first_frames: list[int],
+    frame_rate: Fraction,
+    fourcc: str | None = None,
+    audio_from: Path | None = None,
 ) -> Path:
     """Join the pieces of `path` starting at `first_frames` (`piece_path`; each a file, or finalized segments in
     its own parts folder), in frame order, into `path` (see `join_segments`), and remove `<path>.parts/`."""
@@ -218,17 +235,22 @@ def join_pieces(
             segments.append(piece)
         else:
             raise FileNotFoundError(f"the piece of {path.name} from frame {first} is missing: {piece}")
-    join_segments(segments, path, frame_rate, fourcc)
+    join_segments(segments, path, frame_rate, fourcc, audio_from)
     shutil.rmtree(parts_folder(path))
     return path
 
 
 def join_segments(
-    segments: list[Path], output: Path, frame_rate: Fraction, fourcc: str | None = None
+    segments: list[Path],
+    output: Path,
+    frame_rate: Fraction,
+    fourcc: str | None = None,
+    audio_from: Path | None = None,
 ) -> None:
     """Concatenate video segments (same codec and settings) into `output`, atomically (temp + rename).
 
-    With PyAV, packets are copied (no re-encoding) with continuous timestamps at `frame_rate`. Without it,
+    With PyAV, packets are copied (no re-encoding) with continuous timestamps at `frame_rate`, and the first
+    audio stream of `audio_from` is copied beside them up to the last frame (see `AudioCopy`). Without PyAV,
     OpenCV decodes and re-encodes with `fourcc`: exact for lossless FFV1, a generation loss otherwise (warns).
     """
     if not segments:
@@ -237,55 +259,85 @@ def join_segments(
     try:
         import av  # noqa: F401 - the optional [av] extra
     except ImportError:
+        if audio_from is not None:
+            raise ValueError(f"joining {output.name} with the audio of {audio_from} needs PyAV") from None
         _reencode(segments, temporary, frame_rate, fourcc)
     else:
-        _stream_copy(segments, temporary, frame_rate)
+        _stream_copy(segments, temporary, frame_rate, audio_from)
     replace_durably(temporary, output)
 
 
-def _stream_copy(segments: list[Path], output: Path, frame_rate: Fraction) -> None:
-    """Copy the packets of each segment, timestamps renumbered: pts frame offset + index, dts in order."""
+def _stream_copy(segments: list[Path], output: Path, frame_rate: Fraction, audio_from: Path | None) -> None:
+    """Copy the packets of each segment, timestamps renumbered: pts frame offset + index, dts in order; the
+    audio of `audio_from` follows segment by segment."""
     import av
 
-    with av.open(str(output), "w") as out:
-        stream = None
-        offset = 0  # frames of the segments already copied
-        lead = 0  # frames decoded before they are shown (B-frames): dts runs `lead` frames behind pts
-        last_dts = None
-        for segment in segments:
-            with av.open(str(segment)) as source:
-                video = source.streams.video[0]
-                ticks = 1 / (frame_rate * video.time_base)  # time-base ticks per frame
-                order = [round(p.pts / ticks) for p in source.demux(video) if p.pts is not None]
-            if not order:
-                continue
-            first = min(order)
-            # The encoder's delay is the same in every segment (a short last one may show less of it).
-            lead = max(lead, *(j - (index - first) for j, index in enumerate(order)))
-            with av.open(str(segment)) as source:
-                video = source.streams.video[0]
-                if stream is None:
-                    stream = out.add_stream_from_template(video)
-                    stream.time_base = video.time_base
-                    stream.codec_context.framerate = frame_rate
-                    # what the template leaves out: stream tags, and Matroska's AlphaMode (without it browsers
-                    # show VP9 alpha as opaque black). The MP4/MOV codec tag (hvc1, ap4h) is not restored yet:
-                    # setting it on a template stream corrupts PyAV 18's heap (seen with HEVC).
-                    for key, value in video.metadata.items():
-                        if not key.upper().startswith(_PER_SEGMENT_TAGS) and key != "alpha_mode":
-                            stream.metadata[key] = value
-                    if video.metadata.get("alpha_mode") == "1" and stream.codec_context.pix_fmt == "yuv420p":
-                        # VP9 alpha travels beside the yuv420p picture; the Matroska muxer writes its
-                        # AlphaMode flag for an alpha pixel format only
-                        stream.codec_context.pix_fmt = "yuva420p"
-                packets = (p for p in source.demux(video) if p.pts is not None)
-                for j, packet in enumerate(packets):
-                    packet.pts = round((offset + round(packet.pts / ticks) - first) * ticks)
-                    dts = round((offset + j - lead) * ticks)
-                    packet.dts = last_dts = dts if last_dts is None else max(dts, last_dts + 1)
-                    packet.stream = stream
-                    out.mux(packet)
-            offset += len(order)
+    audio_source = None if audio_from is None else open_audio_source(audio_from, output)
+    audio = None
+    try:
+        with av.open(str(output), "w") as out:
+            stream = None
+            offset = 0  # frames of the segments already copied
+            lead = 0  # frames decoded before they are shown (B-frames): dts runs `lead` frames behind pts
+            last_dts = None
+            for segment in segments:
+                with av.open(str(segment)) as source:
+                    video = source.streams.video[0]
+                    ticks = 1 / (frame_rate * video.time_base)  # time-base ticks per frame
+                    order = [round(p.pts / ticks) for p in source.demux(video) if p.pts is not None]
+                if not order:
+                    continue
+                first = min(order)
+                # The encoder's delay is the same in every segment (a short last one may show less of it).
+                lead = max(lead, *(j - (index - first) for j, index in enumerate(order)))
+                with av.open(str(segment)) as source:
+                    video = source.streams.video[0]
+                    if stream is None:
+                        stream = _joined_video_stream(out, video, frame_rate)
+                        if audio_source is not None:
+                            audio = AudioCopy(audio_source, out)
+                    packets = (p for p in source.demux(video) if p.pts is not None)
+                    for j, packet in enumerate(packets):
+                        packet.pts = round((offset + round(packet.pts / ticks) - first) * ticks)
+                        dts = round((offset + j - lead) * ticks)
+                        packet.dts = last_dts = dts if last_dts is None else max(dts, last_dts + 1)
+                        packet.stream = stream
+                        out.mux(packet)
+                offset += len(order)
+                if audio is not None:
+                    audio.copy_until(offset / frame_rate)
+            if audio is not None:
+                audio.finish(offset / frame_rate)
+    finally:
+        if audio_source is not None:
+            audio_source.close()
+
+
+def _joined_video_stream(out: OutputContainer, video: VideoStream, frame_rate: Fraction) -> VideoStream:
+    """The joined file's video stream, made from a segment's `video`, plus what the template leaves out: stream
+    tags, and Matroska's AlphaMode (without it browsers show VP9 alpha as opaque black). The MP4/MOV codec tag
+    (hvc1, ap4h) is not restored yet: setting it on a template stream corrupts PyAV 18's heap (seen with HEVC).
+    """
+    stream = out.add_stream_from_template(video)
+    stream.time_base = video.time_base
+    stream.codec_context.framerate = frame_rate
+    for key, value in video.metadata.items():
+        if not key.upper().startswith(_PER_SEGMENT_TAGS) and key != "alpha_mode":
+            stream.metadata[key] = value
+    if video.metadata.get("alpha_mode") == "1" and stream.codec_context.pix_fmt == "yuv420p":
+        # VP9 alpha travels beside the yuv420p picture; the Matroska muxer writes its AlphaMode flag for an
+        # alpha pixel format only
+        stream.codec_context.pix_fmt = "yuva420p"
+    return stream
+
+
+def check_audio_source(audio_from: Path, output: Path) -> Path | None:
+    """`audio_from` if it has an audio stream for `output`, None (warned) if not; errors as `open_audio_source`."""
+    source = open_audio_source(audio_from, output)
+    if source is None:
+        return None
+    source.close()
+    return audio_from
 
 
 def _reencode(segments: list[Path], output: Path, frame_rate: Fraction, fourcc: str | None) -> None:
