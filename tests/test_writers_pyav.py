@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from conftest import psnr, smooth_clip
 
 av = pytest.importorskip("av", reason="AVWriter needs PyAV (pip install 'lightning-matting[av]')")
 
-from lightning_matting.writers import EncoderError  # noqa: E402
 from lightning_matting.writers import pyav as pyav_module  # noqa: E402
+from lightning_matting.writers.durable import StorageError  # noqa: E402
 from lightning_matting.writers.pyav import AVWriter, Preset, available_codecs  # noqa: E402
 
 LOSSY = {"h264": "mp4", "hevc": "mp4", "prores4444": "mov", "vp9": "webm"}
@@ -270,13 +271,16 @@ def test_close_is_idempotent_and_an_empty_file_is_valid(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_encoder_error_reaches_the_caller(tmp_path):
+def test_a_full_disk_reaches_the_caller_naming_the_file(tmp_path):
     (tmp_path / "v.mkv").symlink_to("/dev/full")  # every write fails: no space left on device
     noise = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
-    with pytest.raises(EncoderError, match=r"AVWriter\(.*v\.mkv\): encoding failed"):
+    with pytest.raises(
+        StorageError, match=r"writing .*v\.mkv failed: its disk is full \(.* free\)"
+    ) as caught:
         with AVWriter(tmp_path / "v.mkv", 30, 64, 64) as writer:
             for _ in range(20):
                 writer.add_batch(noise)
+    assert caught.value.errno == errno.ENOSPC
     writer.close()  # the error is raised once; closing again is quiet
 
 

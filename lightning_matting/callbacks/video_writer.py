@@ -29,6 +29,7 @@ from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
+from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import Codec, Format, OutputFormat
 
 Layout = Literal["outputs", "compare"]
@@ -174,6 +175,11 @@ class VideoWriterCallback(BasePredictionWriter):
         datamodule = trainer.datamodule
         if isinstance(datamodule, PredictVideoSource):
             self._plan = PredictPlan.make(self, trainer, pl_module, datamodule)
+            if trainer.world_size == 1:  # here: a run with every frame written predicts no batch
+                files = VideoFiles(self.output_format, self.output_dir, self.outputs)
+                for info in self._plan.videos:  # written before, not joined (killed while joining, disk full)
+                    if self._plan.starts[info.name] >= info.num_frames:
+                        files.finish(info)
             return
         self._plan = None
         needs = "resume=True" if self.resume else "distributed predict" if trainer.world_size > 1 else None
@@ -215,9 +221,6 @@ class VideoWriterCallback(BasePredictionWriter):
             pieces=bool(plan and plan.piece_starts),
             overwrite=self.overwrite,
         )
-        for info in plan.videos if plan else ():  # every frame written before (killed while joining)
-            if trainer.world_size == 1 and plan.starts[info.name] >= info.num_frames:
-                self._predict.finish(info)
         self._report = []
         self._started, self._frames_written = time.perf_counter(), 0
 
@@ -296,6 +299,11 @@ class VideoWriterCallback(BasePredictionWriter):
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)
+        if _storage_failure(exception) is not None and self._predict is not None:
+            _console.error(
+                f"VideoWriterCallback: {_storage_failure(exception)}. Every finished segment is kept: free space "
+                "(or raise the file size limit) and rerun with --resume=true (resume=True) to continue after them"
+            )
         for info in self._plan.videos if self._plan else ():
             if self._plan.starts[info.name] == 0 and (
                 self._predict is None or info.name not in self._predict.paths
@@ -386,6 +394,13 @@ def _stop_on_sigterm(trainer: L.Trainer, stage: str, how: str) -> None:
             f"VideoWriterCallback: {stage} stopped by SIGTERM; every output written so far is finalized and "
             f"playable: {how}"
         )
+
+
+def _storage_failure(exception: BaseException | None) -> StorageError | None:
+    """The StorageError (full disk, quota, file size limit) behind `exception`, if any."""
+    while exception is not None and not isinstance(exception, StorageError):
+        exception = exception.__cause__
+    return exception
 
 
 class _Validation:

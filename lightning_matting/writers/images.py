@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .base import FrameWriter
+from .durable import check_storage
 
 EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp")
 ALPHA_EXTENSIONS = ("png", "tif", "tiff", "webp")
@@ -93,6 +94,8 @@ class ImageSequenceWriter(FrameWriter):
                 temporary.write_bytes(encoded.tobytes())
                 os.replace(temporary, path)
             except OSError as error:
+                temporary.unlink(missing_ok=True)
+                check_storage(path, error)
                 raise OSError(f"OpenCV could not write {path}") from error
 
     def _finalize(self) -> None:

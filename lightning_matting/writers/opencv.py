@@ -13,6 +13,7 @@ import numpy as np
 from lightning_matting.metadata import to_fraction
 
 from .base import FrameWriter
+from .durable import check_storage
 
 
 def make_parent(path: Path) -> None:
@@ -101,6 +102,8 @@ class VideoWriter(FrameWriter):
             if pad_w or pad_h:
                 frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
             self._writer.write(frame)
+        check_storage(self.path)  # OpenCV drops frames it cannot write without a word
 
     def _finalize(self) -> None:
         self._writer.release()
+        check_storage(self.path)

@@ -19,6 +19,7 @@ import torch
 from lightning_matting.metadata import to_fraction
 
 from .base import FrameWriter
+from .durable import check_storage
 from .frames import check_frames
 from .opencv import make_parent
 
@@ -405,6 +406,10 @@ class AVWriter(FrameWriter):
                 self._encode(first_index + offset, frame)
             if self._audio is not None:
                 self._audio.copy_until(self._frames_encoded / self.frame_rate)
+        except OSError as error:
+            self._failed = True
+            check_storage(self.path, error)
+            raise
         except BaseException:
             self._failed = True
             raise
@@ -432,7 +437,8 @@ class AVWriter(FrameWriter):
     def _finalize(self) -> None:
         """Flush the encoder, copy the audio up to the last frame encoded, and write the trailer.
 
-        After an encoder error (which `close()` raises as EncoderError) the file is only closed, quietly.
+        After an encoder error (which `close()` raises as EncoderError) the file is only closed, quietly. A full
+        disk or the file size limit raises StorageError.
         """
         failed = self._failed
         try:
@@ -441,11 +447,17 @@ class AVWriter(FrameWriter):
                 self._container.start_encoding()  # the header, for a file with no frame
                 if self._audio is not None:
                     self._audio.finish(self._frames_encoded / self.frame_rate)
+        except OSError as error:
+            failed = True
+            check_storage(self.path, error)
+            raise
         finally:
             if self._audio is not None:
                 self._audio.close()
             try:
                 self._container.close()
-            except self._av.FFmpegError:
+            except self._av.FFmpegError as error:
                 if not failed:
+                    if isinstance(error, OSError):
+                        check_storage(self.path, error)
                     raise

@@ -20,7 +20,7 @@ import cv2
 import torch
 
 from .base import FrameWriter
-from .durable import replace_durably
+from .durable import StorageError, check_storage, replace_durably, storage_error
 from .pyav import AudioCopy, open_audio_source
 from .threaded import BackgroundWorkers
 
@@ -134,7 +134,11 @@ class SegmentedWriter:
 
     def _finalize(self, item: tuple[FrameWriter, int]) -> None:
         writer, index = item
-        writer.close()
+        try:
+            writer.close()
+        except BaseException:
+            writer.path.unlink(missing_ok=True)  # never counts as finished; its space is given back
+            raise
         replace_durably(writer.path, segment_path(self.parts, index, self.extension))
 
     def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
@@ -188,7 +192,11 @@ class SegmentedWriter:
             self._finalizer.close()
         finally:
             if partial is not None:
-                partial.close()
+                try:
+                    partial.close()
+                except BaseException:
+                    partial.path.unlink(missing_ok=True)
+                    raise
         segments = finalized_segments(self.parts, self.extension)
         if partial is not None and partial.frames_added > 0:
             segments.append(partial.path)
@@ -259,11 +267,25 @@ def join_segments(
     try:
         import av  # noqa: F401 - the optional [av] extra
     except ImportError:
+        have_av = False
         if audio_from is not None:
             raise ValueError(f"joining {output.name} with the audio of {audio_from} needs PyAV") from None
-        _reencode(segments, temporary, frame_rate, fourcc)
     else:
-        _stream_copy(segments, temporary, frame_rate, audio_from)
+        have_av = True
+    try:
+        if have_av:
+            _stream_copy(segments, temporary, frame_rate, audio_from)
+        else:
+            _reencode(segments, temporary, frame_rate, fourcc)
+        check_storage(temporary)
+    except BaseException as error:
+        failure = None  # a full disk or the size limit, named (measured before the file goes)
+        if isinstance(error, OSError) and not isinstance(error, StorageError):
+            failure = storage_error(temporary, error)
+        temporary.unlink(missing_ok=True)
+        if failure is not None:
+            raise failure from error
+        raise
     replace_durably(temporary, output)
 
 

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .durable import StorageError
+
 _STOP = object()
 
 
@@ -18,8 +20,8 @@ class BackgroundWorkers:
     """Run `work(item)` for every queued item on `threads` daemon threads.
 
     `put` blocks while `max_queued` items wait (back-pressure keeps memory flat). With one thread,
-    items are processed in order. The first error in a worker is re-raised, as `EncoderError`, by the
-    next `put` or by `close`; items queued after it are dropped.
+    items are processed in order. The first error in a worker is re-raised, as `EncoderError` (a
+    `StorageError` as itself), by the next `put` or by `close`; items queued after it are dropped.
     """
 
     def __init__(self, work: Callable[[Any], None], name: str, threads: int = 1, max_queued: int = 4):
@@ -52,6 +54,8 @@ class BackgroundWorkers:
         """Raise the first worker error once (later calls stay silent)."""
         if self._error is not None and not self._error_raised:
             self._error_raised = True
+            if isinstance(self._error, StorageError):  # names the file and the space: clear as it is
+                raise self._error
             raise EncoderError(f"{self._name}: encoding failed: {self._error!r}") from self._error
 
     def put(self, item: Any) -> None:
