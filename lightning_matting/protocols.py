@@ -29,18 +29,21 @@ class PredictVideoSource(Protocol):
         """Every predict video, in loader order, once `setup("predict")` ran."""
         ...
 
-    def plan_predict(self, start_frames: Mapping[str, int], rank: int, world_size: int) -> list[list[range]]:
+    def plan_predict(
+        self, todo_frames: Mapping[str, Sequence[range]], rank: int, world_size: int
+    ) -> list[list[list[range]]]:
         """Fix the frames the predict loader gives, before it is made.
 
         Args:
-            start_frames: {video name: first frame to predict} (a resumed run); other videos start at 0.
+            todo_frames: {video name: sorted disjoint ranges of frames to predict} (a resumed run: the frames
+                not written yet); other videos: every frame.
             rank: This process's rank.
             world_size: The number of processes.
 
         Returns:
-            `ranges[rank][video]`: the frames each process of the trainer predicts and writes (every frame
-            from its start once). The loader made afterwards gives this process its ranges, each preceded
-            by the module's warm-up frames where it starts mid-video.
+            `ranges[rank][video]`: the ranges of frames each process of the trainer predicts and writes (every
+            frame to do once). The loader made afterwards gives this process its ranges, each preceded by the
+            module's warm-up frames where it starts mid-video.
         """
         ...
 

@@ -10,17 +10,19 @@ from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 from conftest import read_video
 from hypothesis import given
 from hypothesis import strategies as st
 from test_predict import ROOT, MeanMatte, counter_level, levels, plate, write_counter_clip
+from torch import nn
 
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.data.sampling import VideoBatchSampler, frame_ranges
 from lightning_matting.module import MattingModule
-from lightning_matting.writers.segments import finalized_segments, join_segments
+from lightning_matting.writers.segments import finished_chunks, join_segments
 
 FPS, SEGMENT_SECONDS = 10, 0.2  # 2 frames per segment
 
@@ -56,7 +58,11 @@ class CounterMatte(nn.Module):
 if __name__ == "__main__":
     dm = VideoMattingDataModule(sources=config["sources"], backgrounds=config["backgrounds"], batch_size=2)
     callback = VideoWriterCallback(
-        config["out"], outputs=["pha", "com"], fourcc="FFV1", segment_seconds=config["segment_seconds"]
+        config["out"],
+        outputs=["pha", "com"],
+        fourcc="FFV1",
+        segment_seconds=config["segment_seconds"],
+        resume=config["resume"],
     )
     trainer = L.Trainer(
         accelerator="cpu",
@@ -72,12 +78,13 @@ if __name__ == "__main__":
 
 
 def run_ddp(
-    tmp_path: Path, sources: list[Path], fail_at: int = -1, wait_for=()
+    tmp_path: Path, sources: list[Path], fail_at: int = -1, wait_for=(), resume: bool = False
 ) -> tuple[subprocess.CompletedProcess, dict]:
     """Run the driver on 2 processes; the result and {rank: frames seen, in order}."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     log = tmp_path / "frames.jsonl"
+    log.unlink(missing_ok=True)
     config = {
         "sources": [str(source) for source in sources],
         "backgrounds": [plate(tmp_path)] * len(sources),
@@ -86,6 +93,7 @@ def run_ddp(
         "log": str(log),
         "fail_at": fail_at,
         "wait_for": [str(path) for path in wait_for],
+        "resume": resume,
     }
     result = subprocess.run(
         [sys.executable, str(driver), json.dumps(config)],
@@ -137,26 +145,72 @@ def test_one_video_contiguous_ranges_joined_by_rank_zero(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "long").iterdir()) == ["com.mkv", "pha.mkv"]
 
 
-def test_failure_on_one_rank_is_reported_and_finished_segments_stay_readable(tmp_path):
+class CounterMatte(nn.Module):
+    """The driver's network as seen by the resume fingerprint (same name, no weights), failing at a call."""
+
+    def __init__(self, fail_at_call: int | None = None):
+        super().__init__()
+        self.calls, self.fail_at_call = 0, fail_at_call
+
+    def forward(self, src, bgr):
+        self.calls += 1
+        if self.calls == self.fail_at_call:
+            raise RuntimeError("boom")
+        return src.mean(1, keepdim=True), src
+
+
+def predict_here(tmp_path: Path, source: Path, net: nn.Module, resume: bool = False) -> None:
+    """The driver's run in this process, on one device."""
+    dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)], batch_size=2)
+    callback = VideoWriterCallback(
+        tmp_path / "out",
+        outputs=["pha", "com"],
+        fourcc="FFV1",
+        segment_seconds=SEGMENT_SECONDS,
+        resume=resume,
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False)
+    trainer.predict(MattingModule(net), datamodule=dm, return_predictions=False)
+
+
+def test_a_run_failed_on_one_rank_keeps_its_chunks_and_resumes_on_one_device(tmp_path):
     source = write_counter_clip(tmp_path / "in" / "long.mkv", 13, fps=FPS)
-    parts = tmp_path / "out" / "long" / "pha.mkv.parts"
-    rank0 = parts / "from-00000000.mkv.parts"  # frames 0-5: 3 segments of 2 frames
+    video = tmp_path / "out" / "long"
     wait_for = [
-        rank0 / "00002.mkv",
-        tmp_path / "out" / "long" / "com.mkv.parts" / "from-00000000.mkv.parts" / "00002.mkv",
-    ]
+        video / f"{output}.mkv.parts" / "00000004-00000006.mkv" for output in ("pha", "com")
+    ]  # rank 0 done
     result, seen = run_ddp(tmp_path, [source], fail_at=10, wait_for=wait_for)
     assert result.returncode != 0
     assert "boom at frame 10" in result.stderr
-    assert not (tmp_path / "out" / "long" / "pha.mkv").exists()
+    assert not (video / "pha.mkv").exists()
+    chunks = finished_chunks(video / "pha.mkv.parts", "mkv")
+    # rank 0: frames 0-5; rank 1 failed at its batch [10, 11]: frames 6-9
+    assert [frames for frames, _ in chunks] == [
+        range(0, 2),
+        range(2, 4),
+        range(4, 6),
+        range(6, 8),
+        range(8, 10),
+    ]
+    join_segments([file for _, file in chunks], tmp_path / "kept.mkv", Fraction(FPS))
+    assert levels(read_video(tmp_path / "kept.mkv")[0]) == counters(10)
 
-    segments = finalized_segments(rank0, "mkv")
-    assert len(segments) == 3
-    join_segments(segments, tmp_path / "rank0.mkv", Fraction(FPS))
-    assert levels(read_video(tmp_path / "rank0.mkv")[0]) == counters(6)
-    # Rank 1 failed at its batch [10, 11]: its piece holds frames 6-9, playable, and its full segments stay.
-    assert levels(read_video(parts / "from-00000006.mkv")[0]) == counters(4, first=6)
-    assert len(finalized_segments(parts / "from-00000006.mkv.parts", "mkv")) == 2
+    predict_here(tmp_path, source, CounterMatte(), resume=True)  # one device: frames 10-12 only
+    assert levels(read_video(video / "pha.mkv")[0]) == counters(13)
+    assert len(read_video(video / "com.mkv")[0]) == 13
+    assert sorted(p.name for p in video.iterdir()) == ["com.mkv", "pha.mkv"]
+
+
+def test_a_run_interrupted_on_one_device_resumes_on_two(tmp_path):
+    source = write_counter_clip(tmp_path / "in" / "long.mkv", 13, fps=FPS)
+    with pytest.raises(RuntimeError, match="boom"):
+        predict_here(tmp_path, source, CounterMatte(fail_at_call=3))  # frames 0-3 written
+    result, seen = run_ddp(tmp_path, [source], resume=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert seen == {0: list(range(4, 8)), 1: list(range(8, 13))}  # the frames left, split in two
+    assert levels(read_video(tmp_path / "out" / "long" / "pha.mkv")[0]) == counters(13)
+    assert len(read_video(tmp_path / "out" / "long" / "com.mkv")[0]) == 13
+    assert sorted(p.name for p in (tmp_path / "out" / "long").iterdir()) == ["com.mkv", "pha.mkv"]
 
 
 @given(
@@ -164,21 +218,31 @@ def test_failure_on_one_rank_is_reported_and_finished_segments_stay_readable(tmp
     world_size=st.integers(1, 5),
     data=st.data(),
 )
-def test_frame_ranges_cover_every_frame_once(lengths, world_size, data):
-    starts = [data.draw(st.integers(0, n)) for n in lengths]
-    ranks = frame_ranges(lengths, world_size, starts)
-    for video, (length, start) in enumerate(zip(lengths, starts, strict=True)):
-        covered = [i for share in ranks for i in share[video]]
-        assert covered == list(range(start, length))  # in rank order: contiguous, nothing twice
+def test_frame_ranges_cover_every_frame_to_do_once(lengths, world_size, data):
+    todo = []  # per video: sorted disjoint ranges, as a resumed run leaves them
+    for n in lengths:
+        cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=6)))
+        todo.append([range(a, b) for a, b in zip(cuts[::2], cuts[1::2], strict=False) if a < b])
+    ranks = frame_ranges(lengths, world_size, todo)
+    for video in range(len(lengths)):
+        covered = [i for share in ranks for frames in share[video] for i in frames]
+        assert covered == [i for frames in todo[video] for i in frames]  # in rank order, nothing twice
     if len(lengths) >= world_size:  # whole videos: each on one rank only
         for video in range(len(lengths)):
-            assert sum(1 for share in ranks if len(share[video])) <= 1
+            assert sum(1 for share in ranks if share[video]) <= 1
+    else:  # shares of near-equal size
+        counts = [sum(len(f) for video in share for f in video) for share in ranks]
+        assert max(counts) - min(counts) <= len(lengths)
 
 
 def test_whole_videos_are_balanced_by_frames_and_batches_stay_in_one_video():
     assert frame_ranges([10, 3, 4, 5], 2) == [
-        [range(0, 10), range(0, 0), range(0, 0), range(0, 0)],
-        [range(0, 0), range(0, 3), range(0, 4), range(0, 5)],
+        [[range(0, 10)], [], [], []],
+        [[], [range(0, 3)], [range(0, 4)], [range(0, 5)]],
+    ]
+    assert frame_ranges([10], 2, [[range(0, 2), range(6, 10)]]) == [
+        [[range(0, 2), range(6, 7)]],
+        [[range(7, 10)]],
     ]
     rank1 = VideoBatchSampler([5, 4], batch_size=3, ranges=frame_ranges([5, 4], 3)[1])  # 3 ranks: split
     assert list(rank1) == [[1, 2], [6]] and len(rank1) == 2  # frames 1-2 of 0-4, frame 1 of 0-3
@@ -197,17 +261,16 @@ def fake_ddp_trainer(datamodule) -> SimpleNamespace:
 @pytest.mark.parametrize(
     ("kwargs", "videos", "match"),
     [
-        ({"resume": True}, 1, r"resume=True\) works on one device only.*resume=False and overwrite=True"),
         (
             {},
             0,
             r"distributed predict needs a datamodule implementing lightning_matting.PredictVideoSource .* got a DataLoader",
         ),
-        ({}, 1, r"hold 1 frame\(s\) in all, fewer than the 2 ranks .*devices <= 1"),
+        ({}, 1, r"leave 1 frame\(s\) to predict, fewer than the 2 ranks .*devices <= 1"),
     ],
 )
 def test_distributed_settings_it_cannot_honour_are_refused(tmp_path, kwargs, videos, match):
-    source = write_counter_clip(tmp_path / "clip.mkv", 3 if kwargs else 1)
+    source = write_counter_clip(tmp_path / "clip.mkv", 1)
     dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)])
     dm.setup("predict")
     callback = VideoWriterCallback(tmp_path / "out", outputs=["pha"], **kwargs)

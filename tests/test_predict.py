@@ -53,8 +53,10 @@ class MeanMatte(nn.Module):
 
 
 def plate(tmp_path: Path, size=(64, 48)) -> str:
+    """A black plate of `size`, written once (a resumed run must see the same file)."""
     path = tmp_path / f"plate{size[0]}x{size[1]}.png"
-    cv2.imwrite(str(path), np.zeros((size[1], size[0], 3), np.uint8))
+    if not path.is_file():
+        cv2.imwrite(str(path), np.zeros((size[1], size[0], 3), np.uint8))
     return str(path)
 
 

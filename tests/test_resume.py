@@ -32,7 +32,13 @@ from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.data.sampling import VideoBatchSampler
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter
-from lightning_matting.writers.segments import SegmentedWriter, finalized_segments, join_segments
+from lightning_matting.writers.segments import (
+    SegmentedWriter,
+    finished_chunks,
+    join_parts,
+    join_segments,
+    parts_folder,
+)
 
 FRAMES, FPS, SEGMENT_SECONDS, BATCH = 22, 10, 0.4, 2  # 4 frames per segment
 SEGMENT = 4
@@ -44,25 +50,32 @@ def counter_batch(first: int, count: int) -> torch.Tensor:
     )
 
 
-def test_sampler_starts_each_video_at_its_offset():
-    sampler = VideoBatchSampler([5, 4, 3], batch_size=2, ranges=[range(3, 5), range(4), range(3, 3)])
+def test_sampler_gives_each_video_its_ranges():
+    sampler = VideoBatchSampler([5, 4, 3], batch_size=2, ranges=[[range(3, 5)], [range(4)], []])
     assert list(sampler) == [[3, 4], [5, 6], [7, 8]]
     assert len(sampler) == 3
-    with pytest.raises(
-        ValueError, match=r"ranges must give one range of frames within \[0, frames\] per video"
-    ):
-        VideoBatchSampler([5, 4], batch_size=2, ranges=[range(6), range(4)])
+    gaps = VideoBatchSampler([9], batch_size=2, ranges=[[range(1, 4), range(6, 9)]])
+    assert list(gaps) == [[1, 2], [3], [6, 7], [8]]  # each range in batches of its own
+    for bad in ([[range(6)], [range(4)]], [[range(4, 6), range(0, 2)], []], [range(5), range(4)]):
+        with pytest.raises(
+            ValueError, match=r"ranges must give, per video, sorted disjoint ranges of frames"
+        ):
+            VideoBatchSampler([5, 4], batch_size=2, ranges=bad)
 
 
-def segmented(path: Path, fourcc: str, fps=FPS, start_segment=0) -> SegmentedWriter:
+def segmented(path: Path, fourcc: str, fps=FPS, first_frame=0) -> SegmentedWriter:
     return SegmentedWriter(
         path,
         lambda file: VideoWriter(file, fps, 64, 48, fourcc=fourcc),
         SEGMENT,
         Fraction(fps),
         fourcc=fourcc,
-        start_segment=start_segment,
+        first_frame=first_frame,
     )
+
+
+def chunk_names(path: Path) -> list[str]:
+    return [file.name for _, file in finished_chunks(parts_folder(path), path.suffix[1:])]
 
 
 def test_segments_rotate_and_join_exactly_with_the_fps(tmp_path, ntsc):
@@ -76,10 +89,13 @@ def test_segments_rotate_and_join_exactly_with_the_fps(tmp_path, ntsc):
     for first in range(0, 10, 3):
         writer.add_batch(counter_batch(first, min(3, 10 - first)))
     writer.close()
-    parts = finalized_segments(tmp_path / "pha.mkv.parts", "mkv")
-    assert [p.name for p in parts] == ["00000.mkv", "00001.mkv", "00002.mkv"]
-    assert [len(read_video(p)[0]) for p in parts] == [4, 4, 2]
-    writer.join()
+    assert chunk_names(tmp_path / "pha.mkv") == [
+        "00000000-00000004.mkv",
+        "00000004-00000008.mkv",
+        "00000008-00000010.mkv",
+    ]
+    assert [len(read_video(f)[0]) for _, f in finished_chunks(tmp_path / "pha.mkv.parts", "mkv")] == [4, 4, 2]
+    writer.join(10)
     frames, fps, _, _ = read_video(tmp_path / "pha.mkv")
     assert levels(frames) == [counter_level(i) for i in range(10)]
     assert fps == pytest.approx(float(ntsc), abs=1e-4)
@@ -95,17 +111,40 @@ def test_mp4v_segments_keep_count_and_order(tmp_path):
     assert [round((level - counter_level(0)) / 10) for level in levels(frames)] == list(range(11))
 
 
-def test_abort_leaves_a_playable_file_and_only_full_segments(tmp_path):
+def test_abort_keeps_every_frame_added_as_chunks_and_a_resume_fills_the_rest(tmp_path):
     writer = segmented(tmp_path / "pha.mkv", "FFV1")
     writer.add_batch(counter_batch(0, 6))
-    writer.abort()
-    assert levels(read_video(tmp_path / "pha.mkv")[0]) == [counter_level(i) for i in range(6)]
-    assert sorted(p.name for p in (tmp_path / "pha.mkv.parts").iterdir()) == ["00000.mkv"]
-    writer = segmented(tmp_path / "pha.mkv", "FFV1", start_segment=1)  # continue at frame 4
-    writer.add_batch(counter_batch(4, 5))
+    writer.abort()  # the short chunk is finalized too: nothing added is lost
+    assert chunk_names(tmp_path / "pha.mkv") == ["00000000-00000004.mkv", "00000004-00000006.mkv"]
+    assert not list((tmp_path / "pha.mkv.parts").glob(".writing-*"))
+    writer = segmented(tmp_path / "pha.mkv", "FFV1", first_frame=6)
+    writer.add_batch(counter_batch(6, 3))
     writer.close()
-    writer.join()
+    writer.join(9)
     assert levels(read_video(tmp_path / "pha.mkv")[0]) == [counter_level(i) for i in range(9)]
+
+
+def test_join_names_the_frames_no_chunk_holds_or_two_chunks_hold(tmp_path):
+    for first, count in ((0, 4), (6, 2)):
+        with segmented(tmp_path / "pha.mkv", "FFV1", first_frame=first) as writer:
+            writer.add_batch(counter_batch(first, count))
+    with pytest.raises(
+        ValueError, match=r"cannot join .*pha\.mkv: frames 4 to 5 are missing in .*pha\.mkv\.parts"
+    ):
+        join_parts(tmp_path / "pha.mkv", Fraction(FPS), "FFV1", num_frames=8)
+    with segmented(tmp_path / "pha.mkv", "FFV1", first_frame=3) as writer:
+        writer.add_batch(counter_batch(3, 3))
+    with pytest.raises(ValueError, match=r"frames 3 to 3 are held twice"):
+        join_parts(tmp_path / "pha.mkv", Fraction(FPS), "FFV1", num_frames=8)
+    (tmp_path / "pha.mkv.parts" / "00000003-00000006.mkv").unlink()
+    with segmented(tmp_path / "pha.mkv", "FFV1", first_frame=4) as writer:
+        writer.add_batch(counter_batch(4, 2))
+    with pytest.raises(
+        ValueError, match=r"its 9 frames need chunks up to frame 8, the chunks in .* end at frame 7"
+    ):
+        join_parts(tmp_path / "pha.mkv", Fraction(FPS), "FFV1", num_frames=9)
+    join_parts(tmp_path / "pha.mkv", Fraction(FPS), "FFV1", num_frames=8)
+    assert levels(read_video(tmp_path / "pha.mkv")[0]) == [counter_level(i) for i in range(8)]
 
 
 DRIVER = """
@@ -166,7 +205,7 @@ def start_slow_predict(tmp_path: Path, segments: int) -> tuple[subprocess.Popen,
     )
     parts = out / "clip" / "pha.mkv.parts"
     deadline = time.monotonic() + 120
-    while len(finalized_segments(parts, "mkv")) < segments:
+    while len(finished_chunks(parts, "mkv")) < segments:
         assert process.poll() is None, process.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no segment was written"
         time.sleep(0.05)
@@ -183,7 +222,7 @@ def test_sigkill_loses_at_most_a_segment_and_resume_matches_an_uninterrupted_run
     predicted = max(predicted, sum(int(n) for n in progress.read_text().split()))
     assert predicted < FRAMES, "the run ended before the kill"
 
-    segments = finalized_segments(parts, "mkv")  # what survived: readable, in order, all but a segment
+    segments = [file for _, file in finished_chunks(parts, "mkv")]  # what survived: readable, in order
     join_segments(segments, tmp_path / "survived.mkv", Fraction(FPS))
     survived = levels(read_video(tmp_path / "survived.mkv")[0])
     assert survived == [counter_level(i) for i in range(len(survived))]

@@ -24,7 +24,7 @@ from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter, durable
-from lightning_matting.writers.segments import finalized_segments, parts_folder
+from lightning_matting.writers.segments import finished_chunks, parts_folder
 
 FPS, FRAMES = 10, 30  # segments of 1 s: 10 frames
 DRIVER = """
@@ -75,16 +75,16 @@ def predict_under_file_size_limit(tmp_path, background: str, limit: int) -> subp
 
 
 @pytest.mark.parametrize(
-    ("flat_frames", "limit", "failing", "kept"),
+    ("flat_frames", "limit", "failing", "kept", "lost"),
     [
         # the second segment (10 noise frames) outgrows the limit: the first is kept
-        (10, 60_000, r"fgr\.mkv\.parts/\.writing-00001\.mkv", 1),
+        (10, 60_000, r"fgr\.mkv\.parts/\.writing-00000010\.mkv", [range(0, 10)], range(10, 20)),
         # every segment fits, their join does not
-        (0, 150_000, r"\.joining-fgr\.mkv", 3),
+        (0, 150_000, r"\.joining-fgr\.mkv", [range(0, 10), range(10, 20), range(20, 30)], None),
     ],
 )
 def test_file_size_limit_stops_the_run_naming_the_output_and_keeps_finished_segments(
-    tmp_path, flat_frames, limit, failing, kept
+    tmp_path, flat_frames, limit, failing, kept, lost
 ):
     source = noise_clip(tmp_path / "clip.mkv", flat_frames)
     background = plate(tmp_path)
@@ -96,8 +96,9 @@ def test_file_size_limit_stops_the_run_naming_the_output_and_keeps_finished_segm
     )
     assert "rerun with --resume=true" in result.stderr
     parts = parts_folder(tmp_path / "out" / "clip" / "fgr.mkv")
-    assert [p.name for p in finalized_segments(parts, "mkv")] == [f"{k:05d}.mkv" for k in range(kept)]
-    assert sorted(p.name for p in parts.iterdir()) == [f"{k:05d}.mkv" for k in range(kept)]  # no partial file
+    chunks = [frames for frames, _ in finished_chunks(parts, "mkv")]
+    assert all(frames in chunks for frames in kept) and lost not in chunks
+    assert not list(parts.glob(".writing-*"))  # the failed chunk's file is gone
     assert not (tmp_path / "out" / "clip" / ".joining-fgr.mkv").exists()
 
     # space given back (no limit here): the resume continues after the kept segments, lossless

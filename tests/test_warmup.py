@@ -24,24 +24,36 @@ SEGMENT_SECONDS = 0.4  # 4 frames per segment
 
 
 def test_a_share_that_starts_mid_video_is_preceded_by_its_warmup_batches():
-    sampler = VideoBatchSampler([10, 6], batch_size=4, ranges=[range(7, 10), range(6)], warmup=5)
+    sampler = VideoBatchSampler([10, 6], batch_size=4, ranges=[[range(7, 10)], [range(6)]], warmup=5)
     # video 0 from frame 7: warm-up frames 2-6 in batches of their own, then 7-9; video 1 (offset 10) whole
     assert list(sampler) == [[2, 3, 4, 5], [6], [7, 8, 9], [10, 11, 12, 13], [14, 15]]
-    assert len(sampler) == 5 and sampler.first_frames == [7, 0]
+    assert len(sampler) == 5 and sampler.written == [[range(7, 10)], [range(6)]]
     ranks = [VideoBatchSampler([9], batch_size=2, ranges=frame_ranges([9], 2)[r], warmup=20) for r in (0, 1)]
     assert list(ranks[0]) == [[0, 1], [2, 3]]  # no warm-up before frame 0
     assert list(ranks[1]) == [[0, 1], [2, 3], [4, 5], [6, 7], [8]]  # clipped at frame 0: warm-up 0-3
-    assert [r.first_frames for r in ranks] == [[0], [4]]
+    assert [r.written for r in ranks] == [[[range(0, 4)]], [[range(4, 9)]]]
     with pytest.raises(
         ValueError, match=r"warmup must be an int >= 0 \(frames before a range's start\), got -1"
     ):
         VideoBatchSampler([9], batch_size=2, warmup=-1)
 
 
-def test_collate_marks_the_frames_before_a_videos_first_written_frame():
+def test_a_later_range_of_a_video_warms_up_from_the_end_of_the_earlier_one_when_nearer():
+    near = VideoBatchSampler([20], batch_size=4, ranges=[[range(0, 4), range(7, 9)]], warmup=5)
+    assert list(near) == [[0, 1, 2, 3], [4, 5, 6], [7, 8]]  # the state carries on through frames 4-6
+    far = VideoBatchSampler([20], batch_size=4, ranges=[[range(0, 2), range(15, 17)]], warmup=3)
+    assert list(far) == [[0, 1], [12, 13, 14], [15, 16]]  # a fresh warm-up of 3 frames
+
+
+def test_collate_marks_the_frames_outside_the_ranges_written():
     items = [{"src": torch.zeros(3, 2, 2), "index": i, "video": "a"} for i in (3, 4, 5)]
-    assert collate_frames(items, first_frames={"a": 5})["warmup"].tolist() == [True, True, False]
-    assert "warmup" not in collate_frames(items, first_frames={"a": 3})
+    assert collate_frames(items, written={"a": [range(5, 9)]})["warmup"].tolist() == [True, True, False]
+    assert collate_frames(items, written={"a": [range(0, 4), range(5, 6)]})["warmup"].tolist() == [
+        False,
+        True,
+        False,
+    ]
+    assert "warmup" not in collate_frames(items, written={"a": [range(3, 9)]})
     assert "warmup" not in collate_frames(items)
 
 
@@ -134,19 +146,19 @@ def test_a_resumed_recurrent_run_warms_up_before_the_first_missing_frame(tmp_pat
     source = tmp_path / "clip.mkv"
     with VideoWriter(source, FPS, *SIZE, fourcc="FFV1") as writer:
         writer.add_batch(clip.src)
-    with pytest.raises(RuntimeError, match="stopped on purpose"):  # after 9 frames: segments 0-3, 4-7 kept
+    with pytest.raises(RuntimeError, match="stopped on purpose"):  # after 9 frames: chunks 0-3, 4-7, 8 kept
         predict(source, tmp_path / "out", warmup=5, stop_at=10)
 
     spy = predict(source, tmp_path / "out", warmup=5, resume=True)
-    assert spy.seen == [([3, 4, 5], [True] * 3), ([6, 7], [True] * 2)] + [
+    assert spy.seen == [([4, 5, 6], [True] * 3), ([7, 8], [True] * 2)] + [
         (list(range(first, min(first + 3, FRAMES))), [False] * min(3, FRAMES - first))
-        for first in range(8, FRAMES, 3)
+        for first in range(9, FRAMES, 3)
     ]
     written, fps, _, _ = read_video(tmp_path / "out" / "clip" / "pha.mkv")
     assert len(written) == FRAMES and fps == Fraction(FPS)
     src = torch.from_numpy(read_video(source)[0]).permute(0, 3, 1, 2).float().div(255)
     model = reference_rvm()
     single = loop_alpha(model, src, 0)
-    np.testing.assert_array_equal(written[:8, ..., 0], single[:8])  # written before the interruption
-    np.testing.assert_array_equal(written[8:, ..., 0], loop_alpha(model, src, 3)[5:])  # warm-up from frame 3
-    assert np.abs(written[8:, ..., 0].astype(int) - single[8:]).mean() < 2  # close to the uninterrupted run
+    np.testing.assert_array_equal(written[:9, ..., 0], single[:9])  # written before the interruption
+    np.testing.assert_array_equal(written[9:, ..., 0], loop_alpha(model, src, 4)[5:])  # warm-up from frame 4
+    assert np.abs(written[9:, ..., 0].astype(int) - single[9:]).mean() < 2  # close to the uninterrupted run

@@ -1,7 +1,7 @@
-"""What a predict run over a `PredictVideoSource` writes: its videos, where each starts, this process's frames.
+"""What a predict run over a `PredictVideoSource` writes: its videos, the frames to do, this process's frames.
 
 Existing outputs are refused (or replaced with `overwrite`) before any model work; with `resume`, each video
-continues where its manifest and finished segments say.
+continues in the frames that its finished chunks (or images) do not hold, on any number of processes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_matting.callbacks import resume
+from lightning_matting.data.sampling import splits_videos
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.protocols import PredictVideoSource
 from lightning_matting.writers.output_format import OutputFormat
@@ -31,19 +32,19 @@ class Settings(Protocol):
 
 
 class PredictPlan:
-    """What a `PredictVideoSource` predict run writes: its videos, where each starts, this process's frames."""
+    """What a `PredictVideoSource` predict run writes: its videos, the frames to do, this process's frames."""
 
     def __init__(
         self,
         videos: list[VideoInfo],
-        starts: dict[str, int],
-        ranges: dict[str, range],
-        piece_starts: dict[str, list[int]],
+        todo: dict[str, list[range]],
+        ranges: dict[str, list[range]],
+        shared: bool,
     ):
         self.videos = videos
-        self.starts = starts
-        self.ranges = ranges
-        self.piece_starts = piece_starts  # videos shared by ranks: each piece's first frame
+        self.todo = todo  # every video: the frames not written yet (all of them unless resumed)
+        self.ranges = ranges  # this process's frames of every video
+        self.shared = shared  # processes share videos (fewer videos than processes): rank zero joins them
 
     @classmethod
     def make(
@@ -53,23 +54,21 @@ class PredictPlan:
         pl_module: L.LightningModule,
         datamodule: PredictVideoSource,
     ) -> PredictPlan:
-        """Refuse or clear existing outputs, or (resume) find where each video continues; then tell the data
-        and keep the frames this process writes."""
+        """Refuse or clear existing outputs, or (resume) find the frames each video still needs; then tell the
+        data and keep the frames this process writes."""
         videos = list(datamodule.videos)
-        if trainer.world_size > 1:
-            starts = _prepare_distributed(callback, trainer, videos)
-        else:
-            starts = _prepare_single(callback, pl_module, datamodule, videos)
-        resumed = {name: start for name, start in starts.items() if start}
-        ranks = datamodule.plan_predict(resumed, trainer.global_rank, trainer.world_size)
+        todo = _prepare(callback, trainer, pl_module, datamodule, videos)
+        left = sum(len(frames) for ranges in todo.values() for frames in ranges)
+        if 0 < left < trainer.world_size:
+            raise ValueError(
+                f"VideoWriterCallback: the predict videos leave {left} frame(s) to predict, fewer than the "
+                f"{trainer.world_size} ranks (Lightning needs one per rank): run with devices <= {left}"
+            )
+        ranks = datamodule.plan_predict(todo, trainer.global_rank, trainer.world_size)
         ranges = {info.name: ranks[trainer.global_rank][v] for v, info in enumerate(videos)}
-        pieces = {}
-        if len(videos) < trainer.world_size:
-            pieces = {
-                info.name: [share[v].start for share in ranks if len(share[v])]
-                for v, info in enumerate(videos)
-            }
-        return cls(videos, starts, ranges, pieces)
+        return cls(
+            videos, todo, ranges, trainer.world_size > 1 and splits_videos(len(videos), trainer.world_size)
+        )
 
 
 def _leftovers(callback: Settings, video: str) -> list[Path]:
@@ -94,36 +93,20 @@ def _remove(paths: list[Path]) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _prepare_distributed(callback: Settings, trainer: L.Trainer, videos: list[VideoInfo]) -> dict[str, int]:
-    """Every rank checks for existing outputs, then rank zero clears them; every video starts at frame 0."""
-    if callback.resume:
-        raise ValueError(
-            f"VideoWriterCallback(resume=True) works on one device only, not with world_size "
-            f"{trainer.world_size}: rerun with resume=False and overwrite=True (or resume with devices=1)"
-        )
-    total = sum(info.num_frames for info in videos)
-    if total < trainer.world_size:
-        raise ValueError(
-            f"VideoWriterCallback: the predict videos hold {total} frame(s) in all, fewer than the "
-            f"{trainer.world_size} ranks (Lightning needs one per rank): run with devices <= {max(total, 1)}"
-        )
-    leftovers = [path for info in videos for path in _leftovers(callback, info.name)]
-    _refuse_existing(callback, leftovers)  # on every rank, before any rank removes anything
-    trainer.strategy.barrier("VideoWriterCallback: outputs checked")
-    if trainer.is_global_zero:
-        _remove(leftovers)
-    trainer.strategy.barrier("VideoWriterCallback: outputs cleared")
-    return {info.name: 0 for info in videos}
-
-
-def _prepare_single(
+def _prepare(
     callback: Settings,
+    trainer: L.Trainer,
     pl_module: L.LightningModule,
     datamodule: PredictVideoSource,
     videos: list[VideoInfo],
-) -> dict[str, int]:
-    """Per video: resume where a matching manifest says, else refuse or clear leftovers; write its manifest."""
-    starts = {}
+) -> dict[str, list[range]]:
+    """Per video, the frames to write: every frame, or with `resume` and a matching manifest those that no
+    finished chunk or image holds. Every rank reads the same files and raises the same errors; then rank zero
+    alone refuses-or-clears leftovers, removes what will be written again and writes the manifests."""
+    todo: dict[str, list[range]] = {}
+    leftovers: list[Path] = []
+    resumed: list[tuple[list[Path], list[range], bool]] = []
+    manifests: dict[Path, dict] = {}
     for info in videos:
         paths = list(callback.output_format.paths(callback.output_dir, info.name, callback.outputs).values())
         inputs = {f"data.{key}": value for key, value in datamodule.predict_inputs(info.name).items()}
@@ -134,15 +117,25 @@ def _prepare_single(
         if callback.resume and manifest.is_file():
             previous = resume.read_manifest(manifest)
             resume.check_same_run(info.name, previous.get("fingerprint", {}), fingerprint)
-            starts[info.name] = resume.resume_point(
-                callback.output_format, info, paths, bool(previous.get("complete"))
-            )
+            complete = bool(previous.get("complete"))
+            done = resume.written_frames(callback.output_format, info, paths, complete)
+            resumed.append((paths, done, complete))
+            todo[info.name] = resume.missing(done, info.num_frames)
         else:
-            _remove(_refuse_existing(callback, _leftovers(callback, info.name)))
-            starts[info.name] = 0
-        if starts[info.name] < info.num_frames or not manifest.is_file():
-            resume.write_json(manifest, {"fingerprint": fingerprint, "complete": False})
-    resumed = {name: start for name, start in starts.items() if start}
-    if resumed:
-        rank_zero_info(f"VideoWriterCallback: resuming at frames {resumed}")
-    return starts
+            leftovers += _leftovers(callback, info.name)
+            todo[info.name] = [range(info.num_frames)]
+        if todo[info.name] or not manifest.is_file():
+            manifests[manifest] = {"fingerprint": fingerprint, "complete": False}
+    leftovers = _refuse_existing(callback, leftovers)  # on every rank, before any rank removes anything
+    trainer.strategy.barrier("VideoWriterCallback: outputs checked")
+    if trainer.is_global_zero:
+        _remove(leftovers)
+        for paths, done, complete in resumed:
+            resume.clear_unwritten(callback.output_format, paths, done, complete)
+        for manifest, content in manifests.items():
+            resume.write_json(manifest, content)
+    trainer.strategy.barrier("VideoWriterCallback: outputs cleared")
+    left = {name: sum(map(len, ranges)) for name, ranges in todo.items() if callback.resume}
+    if any(left[info.name] < info.num_frames for info in videos if info.name in left):
+        rank_zero_info(f"VideoWriterCallback: resuming; frames left to predict per video: {left}")
+    return todo

@@ -20,7 +20,7 @@ from torch import nn
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.writers.durable import replace_durably
 from lightning_matting.writers.output_format import OutputFormat
-from lightning_matting.writers.segments import finalized_segments, parts_folder
+from lightning_matting.writers.segments import covered_frames, finished_chunks, parts_folder
 
 MANIFEST = ".matting-run.json"
 
@@ -112,7 +112,6 @@ def fingerprint(
             output_format.audio,
         ),
         "codec": (output_format.fourcc, output_format.codec, output_format.codec_options),
-        "segment_frames": output_format.segment_frames(info),
     }
     for key, value in inputs.items():
         settings[key] = _identify_files(value)
@@ -138,16 +137,60 @@ def check_same_run(video: str, previous: Mapping[str, str], current: Mapping[str
         )
 
 
-def contiguous_images(folder: Path, extension: str) -> int:
-    """How many images 00000, 00001, ... exist in `folder` before the first missing one."""
-    count = 0
-    while (folder / f"{count:05d}.{extension}").is_file():
-        count += 1
-    return count
+def _image_frames(folder: Path, extension: str) -> list[range]:
+    """The frames an image-sequence folder holds (files `<index:05d>.<extension>`), as sorted ranges."""
+    indices = (
+        sorted(
+            int(file.stem) for file in folder.glob(f"*.{extension}") if file.stem.isdigit() and file.is_file()
+        )
+        if folder.is_dir()
+        else []
+    )
+    return ranges_of(indices)
 
 
-def resume_point(output_format: OutputFormat, info: VideoInfo, paths: Sequence[Path], complete: bool) -> int:
-    """The first frame of `info`'s video not safely written in every output; later partial files are removed.
+def ranges_of(indices: Sequence[int]) -> list[range]:
+    """Sorted distinct frame indices as the fewest sorted disjoint ranges."""
+    merged: list[range] = []
+    for index in indices:
+        if merged and index == merged[-1].stop:
+            merged[-1] = range(merged[-1].start, index + 1)
+        elif not merged or index > merged[-1].stop:
+            merged.append(range(index, index + 1))
+    return merged
+
+
+def intersect(a: Sequence[range], b: Sequence[range]) -> list[range]:
+    """The frames in both sorted disjoint range lists, as one."""
+    both = []
+    for x in a:
+        for y in b:
+            start, stop = max(x.start, y.start), min(x.stop, y.stop)
+            if start < stop:
+                both.append(range(start, stop))
+    return both
+
+
+def missing(done: Sequence[range], num_frames: int) -> list[range]:
+    """The frames of [0, num_frames) outside the sorted disjoint ranges `done`."""
+    gaps, position = [], 0
+    for frames in done:
+        if frames.start > position:
+            gaps.append(range(position, frames.start))
+        position = max(position, frames.stop)
+    if position < num_frames:
+        gaps.append(range(position, num_frames))
+    return gaps
+
+
+def _inside(frames: range, done: Sequence[range]) -> bool:
+    return any(frames.start >= d.start and frames.stop <= d.stop for d in done)
+
+
+def written_frames(
+    output_format: OutputFormat, info: VideoInfo, paths: Sequence[Path], complete: bool
+) -> list[range]:
+    """The frames of `info`'s video that every output holds safely, as sorted disjoint ranges (reads only).
 
     Args:
         output_format: How the outputs are stored.
@@ -156,32 +199,60 @@ def resume_point(output_format: OutputFormat, info: VideoInfo, paths: Sequence[P
         complete: The manifest says every frame was written and joined.
 
     Returns:
-        A frame index in [0, num_frames]: num_frames when the video is done.
+        [range(num_frames)] for a finished video; otherwise the frames held by finished chunks (video) or
+        image files in every output. A chunk that reaches outside those frames does not count (its frames will
+        be written again, and chunks must not overlap), nor does an unsegmented file (finalized only at the end).
     """
     if complete and all(path.exists() for path in paths):
-        for path in paths:
-            shutil.rmtree(parts_folder(path), ignore_errors=True)
-        return info.num_frames
-    segment = output_format.segment_frames(info)
+        return [range(info.num_frames)]
     extension = output_format.resolved_extension
-    done = []
+    if output_format.format == "image_sequence":
+        done = [range(info.num_frames)]
+        for path in paths:
+            done = intersect(done, _image_frames(path, extension))
+        return done
+    chunks = [frames for path in paths for frames, _ in finished_chunks(parts_folder(path), extension)]
+    done = [range(info.num_frames)]
     for path in paths:
+        done = intersect(done, covered_frames(parts_folder(path), extension))
+    while True:  # drop the frames of chunks that reach outside `done`, until none does
+        outside = [frames for frames in chunks if not _inside(frames, done)]
+        if not outside:
+            return done
+        for frames in outside:
+            done = intersect(done, missing([frames], info.num_frames))
+        chunks = [frames for frames in chunks if frames not in outside]
+
+
+def clear_unwritten(
+    output_format: OutputFormat, paths: Sequence[Path], done: Sequence[range], complete: bool
+) -> None:
+    """Remove what a resumed run will write again: files outside `done`, partial files, an unfinished join.
+
+    Args:
+        output_format: How the outputs are stored.
+        paths: The video's output paths.
+        done: The frames kept (`written_frames`).
+        complete: The video is finished: only its leftover parts folders go.
+    """
+    extension = output_format.resolved_extension
+    for path in paths:
+        if complete:
+            shutil.rmtree(parts_folder(path), ignore_errors=True)
+            continue
         if output_format.format == "image_sequence":
-            done.append(contiguous_images(path, extension))
-        elif segment:
-            done.append(
-                min(len(finalized_segments(parts_folder(path), extension)) * segment, info.num_frames)
-            )
-        else:
-            done.append(0)  # an unsegmented file is finalized only at the end
-    start = min(done)
-    for path in paths:
-        if output_format.format == "video":
-            path.unlink(missing_ok=True)  # a join that did not finish
-        if segment and parts_folder(path).is_dir():
-            for file in parts_folder(path).iterdir():
-                if not file.name[0].isdigit() or int(file.name.split(".")[0]) * segment >= start:
+            for file in path.iterdir() if path.is_dir() else ():
+                if not (
+                    file.stem.isdigit()
+                    and file.suffix == f".{extension}"
+                    and _inside(range(int(file.stem), int(file.stem) + 1), done)
+                ):
                     file.unlink()
-    if segment and start < info.num_frames:
-        start -= start % segment  # a short last segment exists only at the very end
-    return start
+            continue
+        path.unlink(missing_ok=True)  # an interrupted run's preview, or a join that did not finish
+        kept = {
+            file for frames, file in finished_chunks(parts_folder(path), extension) if _inside(frames, done)
+        }
+        for file in parts_folder(path).iterdir() if parts_folder(path).is_dir() else ():
+            if file not in kept:
+                shutil.rmtree(file) if file.is_dir() else file.unlink()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from lightning_matting.writers.segments import SegmentedWriter, parts_folder
 class VideoFiles:
     """Writes the named outputs of a run's videos under `root`: `<root>/<video>/<output>.<ext>`.
 
-    A video's writers open at its first frames and close after its last: the last frame of its range when
+    A video's writers open at its first frames and close after its last: the last frame of its ranges when
     its metadata is known, else when the next video begins or at `close_all`. Frames of a video must arrive
     in order and together (a video seen again after another began is an error); a known video's frames carry
-    their index, which is checked. An unknown video takes its frame size from its first frames and `fps`.
+    their index, which is checked, and may jump to the start of its next range (a resumed run fills the gaps
+    between finished chunks; writers for the next range open there). An unknown video takes its frame size
+    from its first frames and `fps`.
 
     Args:
         output_format: How the files are stored.
@@ -31,9 +34,10 @@ class VideoFiles:
         outputs: The output names: every `add` gives each of them.
         fps: The frame rate of videos without metadata (frames/s).
         videos: Metadata of known videos, by name.
-        ranges: The frames of each known video that this run writes (default: all of them).
-        segmented: Write finalized segments and join them when a video is done.
-        pieces: This process writes a range of videos shared by processes: leave the pieces for `join_pieces`.
+        ranges: The frames of each known video that this run writes, as sorted disjoint ranges (default: all).
+        segmented: Resumable video: finalized chunks (`segment_seconds`), joined when a video is done.
+        shared: Processes share the videos: each writes its ranges as chunks, joined later by one of them
+            (`join`).
         overwrite: Replace existing outputs of unknown videos (known ones are checked before the run).
     """
 
@@ -44,9 +48,9 @@ class VideoFiles:
         outputs: Sequence[str],
         fps: Fraction = Fraction(30),
         videos: Mapping[str, VideoInfo] | None = None,
-        ranges: Mapping[str, range] | None = None,
+        ranges: Mapping[str, Sequence[range]] | None = None,
         segmented: bool = False,
-        pieces: bool = False,
+        shared: bool = False,
         overwrite: bool = False,
     ):
         self.format = output_format
@@ -55,22 +59,22 @@ class VideoFiles:
         self.fps = fps
         self.known = dict(videos or {})
         self.videos = dict(self.known)  # known, and unknown ones once begun
-        self.ranges = dict(ranges or {})
+        self.ranges = {video: [r for r in ranges if len(r)] for video, ranges in (ranges or {}).items()}
         self.segmented = segmented
-        self.pieces = pieces
+        self.shared = shared
         self.overwrite = overwrite
         self.paths: dict[str, dict[str, Path]] = {}  # every video begun: {output: path}
         self.next_index: dict[str, int] = {}  # every video begun: its next frame
+        self.written: dict[str, int] = {}  # every video begun: frames written by this run
         self._open: dict[str, dict[str, Any]] = {}
+        self._chunked: set[str] = set()  # videos written as chunks
         self._done: set[str] = set()
 
-    def frames_range(self, video: str) -> range:
-        """The frames of `video` this run writes (known videos), else range(0, frames written)."""
+    def frames_to_write(self, video: str) -> list[range]:
+        """The frames of a known `video` this run writes (every frame unless `ranges` says otherwise)."""
         if video in self.ranges:
             return self.ranges[video]
-        if video in self.known:
-            return range(self.known[video].num_frames)
-        return range(self.next_index.get(video, 0))
+        return [range(self.known[video].num_frames)] if self.known[video].num_frames else []
 
     def add(self, video: str, frames: Mapping[str, Tensor], first_index: int | None = None) -> None:
         """Write consecutive frames {output: [N,C,H,W]} of `video`.
@@ -82,7 +86,7 @@ class VideoFiles:
 
         Raises:
             ValueError: An output is missing, the frame size changed, or the video was seen before another.
-            RuntimeError: Frames out of order or past this run's range of a known video.
+            RuntimeError: Frames out of order or outside this run's ranges of a known video.
         """
         count = len(next(iter(frames.values())))
         if count == 0:
@@ -95,15 +99,9 @@ class VideoFiles:
         if video not in self._open:  # a video begins: one of unknown length still open ends here
             for name in [name for name in self._open if name not in self.known]:
                 self._close_video(name)
-        expected = self.next_index.get(video, self.frames_range(video).start)
-        first = expected if first_index is None else first_index
-        stop = self.frames_range(video).stop if video in self.known else None
-        if first != expected or (stop is not None and first + count > stop):
-            raise RuntimeError(
-                f"VideoWriterCallback: {video} got frames {first} to {first + count - 1} where frame {expected} "
-                f"comes next (this run writes frames up to {'its end' if stop is None else stop - 1}); batches "
-                "must be consecutive frames in order (VideoBatchSampler, no shuffle; distributed: each rank's share)"
-            )
+        first = self._check_order(video, count, first_index)
+        if video in self._open and first != self.next_index[video]:  # the next range: its own chunks
+            _close_every(self._open.pop(video).values())
         if video not in self._open:
             self._open[video] = self._open_writers(video, frames, first)
         info = self.videos[video]
@@ -116,8 +114,34 @@ class VideoFiles:
                 )
             writer.add_batch(frames[output], hand_over=True)  # each step's frames are its own tensors
         self.next_index[video] = first + count
-        if stop is not None and first + count >= stop:
+        self.written[video] = self.written.get(video, 0) + count
+        if video in self.known and first + count >= self.frames_to_write(video)[-1].stop:
             self._close_video(video)
+
+    def _check_order(self, video: str, count: int, first_index: int | None) -> int:
+        """The first frame of a batch of `count` frames: the next one, or (known videos) a range's start."""
+        if video not in self.known:
+            expected = self.next_index.get(video, 0)
+            first = expected if first_index is None else first_index
+            if first != expected:
+                raise RuntimeError(
+                    f"VideoWriterCallback: {video} got frames {first} to {first + count - 1} where frame {expected} "
+                    "comes next; batches must be consecutive frames in order (VideoBatchSampler, no shuffle)"
+                )
+            return first
+        ranges = self.frames_to_write(video)
+        expected = self.next_index.get(video, ranges[0].start if ranges else 0)
+        first = expected if first_index is None else first_index
+        after = [r for k, r in enumerate(ranges) if k and ranges[k - 1].stop == expected]  # the next range
+        within = [r for r in ranges if first in r and first + count <= r.stop]
+        if not within or (first != expected and not (after and first == after[0].start)):
+            shown = ", ".join(f"{r.start} to {r.stop - 1}" for r in ranges) or "none"
+            raise RuntimeError(
+                f"VideoWriterCallback: {video} got frames {first} to {first + count - 1} where frame {expected} "
+                f"comes next (this run writes frames {shown}); batches must be consecutive frames in order "
+                "(VideoBatchSampler, no shuffle; distributed: each rank's share)"
+            )
+        return first
 
     def _open_writers(self, video: str, frames: Mapping[str, Tensor], first: int) -> dict[str, Any]:
         missing = [output for output in self.outputs if output not in frames]
@@ -128,14 +152,17 @@ class VideoFiles:
             self.videos[video] = VideoInfo(video, self.fps, int(width), int(height), 0)
             self._refuse_existing(video)
         info = self.videos[video]
+        chunked = self.segmented and (self.shared or self.format.segment_frames(info) > 0)
         paths = self.format.paths(self.root, video, self.outputs)
         writers: dict[str, Any] = {}
         try:
             for output, path in paths.items():
-                writers[output] = self.format.open(path, info, output, first, self.segmented, self.pieces)
+                writers[output] = self.format.open(path, info, output, first, chunked)
         except BaseException:
             _close_every(writers.values(), reason="a writer failed to open")
             raise
+        if chunked:
+            self._chunked.add(video)
         self.paths[video] = paths
         return writers
 
@@ -153,11 +180,13 @@ class VideoFiles:
     def _close_video(self, video: str) -> None:
         _close_every(self._open.pop(video).values())
         self._done.add(video)
-        if self.segmented and not self.pieces:
+        if video not in self.known:  # its length is known now
+            self.videos[video] = replace(self.videos[video], num_frames=self.next_index[video])
+        if not self.shared:
             self.finish(self.videos[video])
 
     def finish(self, info: VideoInfo) -> None:
-        """Join the segments of a video whose every frame is written, and mark its manifest complete."""
+        """Join the chunks of a video whose every frame is written, and mark its manifest complete."""
         self.paths[info.name] = paths = self.format.paths(self.root, info.name, self.outputs)
         for output, path in paths.items():
             if parts_folder(path).is_dir() and not path.exists():
@@ -169,8 +198,8 @@ class VideoFiles:
         """Finalize every open writer.
 
         Args:
-            reason: An exception is propagating: close errors become warnings, and segmented files keep their
-                full segments for a resume (a playable file with every frame is left beside them).
+            reason: An exception is propagating: close errors become warnings, and the chunks written stay for a
+                resume (beside them, a playable file of the frames from 0 on, when one process writes the video).
         """
         for video in list(self._open):
             if reason is None:
@@ -181,6 +210,12 @@ class VideoFiles:
                     writer.abort() if isinstance(writer, SegmentedWriter) else writer.close()
                 except Exception as error:  # noqa: BLE001 - the others must still be closed
                     warnings.warn(f"closing {writer.path} after {reason} failed: {error!r}", stacklevel=2)
+            if video in self._chunked and not self.shared:
+                for output, path in self.paths[video].items():
+                    try:
+                        self.format.preview(path, self.videos[video], output)
+                    except Exception as error:  # noqa: BLE001 - the chunks are what matters
+                        warnings.warn(f"joining {path} after {reason} failed: {error!r}", stacklevel=2)
 
 
 def _close_every(writers: Iterable[Any], reason: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import Codec, Format, OutputFormat
+from lightning_matting.writers.segments import parts_folder
 
 Layout = Literal["outputs", "compare"]
 _console = logging.getLogger("lightning.pytorch")  # Lightning's console messages, shown at INFO
@@ -175,10 +177,10 @@ class VideoWriterCallback(BasePredictionWriter):
         datamodule = trainer.datamodule
         if isinstance(datamodule, PredictVideoSource):
             self._plan = PredictPlan.make(self, trainer, pl_module, datamodule)
-            if trainer.world_size == 1:  # here: a run with every frame written predicts no batch
+            if trainer.is_global_zero:  # here: a run with every frame written predicts no batch
                 files = VideoFiles(self.output_format, self.output_dir, self.outputs)
                 for info in self._plan.videos:  # written before, not joined (killed while joining, disk full)
-                    if self._plan.starts[info.name] >= info.num_frames:
+                    if not self._plan.todo[info.name]:
                         files.finish(info)
             return
         self._plan = None
@@ -218,7 +220,7 @@ class VideoWriterCallback(BasePredictionWriter):
             videos={info.name: info for info in plan.videos} if plan else None,
             ranges=plan.ranges if plan else None,
             segmented=True,
-            pieces=bool(plan and plan.piece_starts),
+            shared=bool(plan and plan.shared),
             overwrite=self.overwrite,
         )
         self._report = []
@@ -258,22 +260,23 @@ class VideoWriterCallback(BasePredictionWriter):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predict.close_all()
         for video, paths in self._predict.paths.items():
-            frames, done = self._predict.frames_range(video), self._predict.next_index.get(video, 0)
-            if done < frames.stop:
-                warnings.warn(
-                    f"VideoWriterCallback: {video} has frames {frames.start} to {done - 1} of "
-                    f"{frames.start} to {frames.stop - 1}",
-                    stacklevel=1,
-                )
-            piece = " (this process's piece)" if self._predict.pieces else ""
+            written = self._predict.written.get(video, 0)
+            if video in self._predict.known:
+                expected = sum(map(len, self._predict.frames_to_write(video)))
+                if written < expected:
+                    warnings.warn(
+                        f"VideoWriterCallback: {video} got {written} of the {expected} frames this run writes",
+                        stacklevel=1,
+                    )
+            share = " (this process's share)" if self._predict.shared else ""
             for output, path in paths.items():
-                self._report.append(f"{output}: {path} ({done - frames.start} frames{piece})")
+                self._report.append(f"{output}: {path} ({written} frames{share})")
         for info in self._plan.videos if self._plan else ():
             resume.remove_if_complete(self.output_dir, info.name)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """After the progress bar: report every process's own files; once every rank is done, rank zero joins
-        the pieces of videos shared by ranks."""
+        the chunks of videos shared by ranks."""
         if stage != "predict":
             return
         for line in self._report:  # every rank its own files, after the bar has closed
@@ -281,14 +284,16 @@ class VideoWriterCallback(BasePredictionWriter):
                 rank_prefixed_message(line, trainer.global_rank) if trainer.world_size > 1 else line
             )
         self._report = []
-        if self._plan is None or not self._plan.piece_starts:
+        if self._plan is None or not self._plan.shared:
             return
-        trainer.strategy.barrier("VideoWriterCallback: every piece written")
-        if not trainer.is_global_zero or self.output_format.format != "video":
+        trainer.strategy.barrier("VideoWriterCallback: every share written")
+        if not trainer.is_global_zero:
             return
+        files = VideoFiles(self.output_format, self.output_dir, self.outputs)
         for info in self._plan.videos:
-            for output, path in self.output_format.paths(self.output_dir, info.name, self.outputs).items():
-                self.output_format.join_pieces(path, self._plan.piece_starts[info.name], info, output)
+            files.finish(info)
+            resume.remove_if_complete(self.output_dir, info.name)
+            for output, path in files.paths[info.name].items():
                 rank_zero_info(f"{output}: {path} ({info.num_frames} frames from {trainer.world_size} ranks)")
 
     def on_exception(
@@ -304,11 +309,14 @@ class VideoWriterCallback(BasePredictionWriter):
                 f"VideoWriterCallback: {_storage_failure(exception)}. Every finished segment is kept: free space "
                 "(or raise the file size limit) and rerun with --resume=true (resume=True) to continue after them"
             )
-        for info in self._plan.videos if self._plan else ():
-            if self._plan.starts[info.name] == 0 and (
-                self._predict is None or info.name not in self._predict.paths
-            ):
+        for info in self._plan.videos if self._plan and trainer.is_global_zero else ():
+            paths = list(self.output_format.paths(self.output_dir, info.name, self.outputs).values())
+            if not resume.written_frames(self.output_format, info, paths, complete=False) and not any(
+                path.exists() for path in paths
+            ):  # nothing of it was written: the rerun starts afresh, as if this run never began
                 resume.manifest_path(self.output_dir, info.name).unlink(missing_ok=True)
+                for path in paths:
+                    shutil.rmtree(parts_folder(path), ignore_errors=True)
 
     # ---- validation -------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -170,7 +170,7 @@ class VideoMattingDataModule(LightningDataModule):
         self.train_size = check_resize(train_size, "train_size")
         self.seed = _check_count("seed", seed, 0)
         self.videos: list[VideoInfo] = []
-        self._predict_ranges: list[range] | None = None  # this rank's frames of each video (plan_predict)
+        self._predict_ranges: list[list[range]] | None = None  # this rank's frames per video (plan_predict)
         self._backgrounds: dict[str, str | None] = {}
         self._static: dict[str, tuple[str, Tensor]] = {}  # a static plate/target on the device, per video
         self._temporary_dir: Path | None = None
@@ -204,35 +204,31 @@ class VideoMattingDataModule(LightningDataModule):
         return self._synthetic_dataset("train", self.train_clips)
 
     def plan_predict(
-        self, start_frames: Mapping[str, int], rank: int = 0, world_size: int = 1
-    ) -> list[list[range]]:
-        """Fix the frames the predict loader gives (`PredictVideoSource`): each video from its start frame.
+        self, todo_frames: Mapping[str, Sequence[range]], rank: int = 0, world_size: int = 1
+    ) -> list[list[list[range]]]:
+        """Fix the frames the predict loader gives (`PredictVideoSource`): the frames of each video still to do.
 
         Args:
-            start_frames: {video name: first frame to predict} (a resumed run); other videos start at 0.
+            todo_frames: {video name: sorted disjoint ranges of frames to predict} (a resumed run: those not
+                written yet); other videos: every frame.
             rank: This process's rank.
             world_size: The number of processes.
 
         Returns:
-            `ranges[rank][video]` for every rank (`frame_ranges`); the loader gives this rank's.
+            `ranges[rank][video]`, a list of ranges, for every rank (`frame_ranges`); the loader gives this rank's.
 
         Raises:
-            ValueError: A name that is not a predict video, or a frame outside [0, frames].
+            ValueError: A name that is not a predict video, or ranges outside [0, frames] or out of order.
         """
         lengths = {video.name: video.num_frames for video in self.videos}
-        for name, frame in start_frames.items():
-            if (
-                name not in lengths
-                or isinstance(frame, bool)
-                or not isinstance(frame, int)
-                or not 0 <= frame <= lengths[name]
-            ):
-                raise ValueError(
-                    f"start_frames must map names of the predict videos ({sorted(lengths)}) to a frame in "
-                    f"[0, frames], got {name!r}: {frame!r}"
-                )
-        starts = [start_frames.get(video.name, 0) for video in self.videos]
-        ranks = frame_ranges([video.num_frames for video in self.videos], world_size, starts)
+        unknown = sorted(set(todo_frames) - set(lengths))
+        if unknown:
+            raise ValueError(
+                f"todo_frames must map names of the predict videos ({sorted(lengths)}) to ranges of frames, got "
+                f"{unknown}"
+            )
+        todo = [list(todo_frames.get(video.name, [range(video.num_frames)])) for video in self.videos]
+        ranks = frame_ranges([video.num_frames for video in self.videos], world_size, todo)
         self._predict_ranges = ranks[rank]
         return ranks
 
@@ -313,7 +309,7 @@ class VideoMattingDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`);
         under a distributed trainer only this rank's share: whole videos, or a contiguous range of each.
-        A share that starts mid-video (a rank's range, a resumed run) is preceded by the trainer's module's
+        A range that starts mid-video (a rank's share, a resumed run) is preceded by the trainer's module's
         `predict_warmup_frames` frames (recurrent models), marked "warmup" in their batches. Frames are uint8
         (the module makes them floats on its device), or float32 in [0,1] when the trainer runs on the CPU."""
         trainer = self.trainer
@@ -330,9 +326,7 @@ class VideoMattingDataModule(LightningDataModule):
             ranges=self._predict_ranges,
             warmup=module.predict_warmup_frames if isinstance(module, PredictVideoModule) else 0,
         )
-        first_frames = {
-            video.name: first for video, first in zip(self.videos, sampler.first_frames, strict=True)
-        }
+        written = {video.name: frames for video, frames in zip(self.videos, sampler.written, strict=True)}
         on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
         return DataLoader(
             self.predict_dataset,
@@ -340,7 +334,7 @@ class VideoMattingDataModule(LightningDataModule):
             num_workers=self.num_workers,
             # uint8 frames cross to the device, which makes them floats; for the CPU the workers do, off the
             # model's thread
-            collate_fn=partial(collate_frames, first_frames=first_frames, to_float=on_cpu),
+            collate_fn=partial(collate_frames, written=written, to_float=on_cpu),
             pin_memory=trainer is not None
             and isinstance(trainer.accelerator, CUDAAccelerator),  # async uploads
         )

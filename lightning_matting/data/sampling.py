@@ -20,31 +20,55 @@ def splits_videos(num_videos: int, world_size: int) -> bool:
     return num_videos < world_size
 
 
-def frame_ranges(
-    lengths: Sequence[int], world_size: int, starts: Sequence[int] | None = None
-) -> list[list[range]]:
-    """The frames each rank predicts: `ranges[rank][video]`, a `range` of frame indices (possibly empty).
+def _check_todo(todo: Sequence[Sequence[range]], lengths: Sequence[int]) -> list[list[range]]:
+    if len(todo) != len(lengths) or any(
+        not isinstance(frames, range)
+        or frames.step != 1
+        or not 0 <= frames.start <= frames.stop <= n
+        or (k and frames.start < video[k - 1].stop)
+        for video, n in zip(todo, lengths, strict=True)
+        for k, frames in enumerate(video)
+    ):
+        raise ValueError(
+            "ranges must give, per video, sorted disjoint ranges of frames within [0, frames] (lengths "
+            f"{list(lengths)!r}), got {[list(video) for video in todo]!r}"
+        )
+    return [[frames for frames in video if len(frames)] for video in todo]
 
-    At least as many videos as ranks: whole videos, each to the rank with the fewest frames so far, longest
-    video first (ties: lower video index, then lower rank), so ranks are balanced and write their own files.
-    Fewer videos: every video is cut into `world_size` contiguous ranges of near-equal size, rank r getting
-    the r-th. Either way every frame from `starts[i]` (default 0) on belongs to exactly one rank, none twice.
+
+def frame_ranges(
+    lengths: Sequence[int], world_size: int, todo: Sequence[Sequence[range]] | None = None
+) -> list[list[list[range]]]:
+    """The frames each rank predicts: `ranges[rank][video]`, sorted disjoint ranges of frame indices.
+
+    At least as many videos as ranks: whole videos (the frames of `todo` in each), each to the rank with the
+    fewest frames so far, most frames first (ties: lower video index, then lower rank), so ranks are balanced
+    and write their own files. Fewer videos: the frames of each video's `todo` are cut into `world_size`
+    consecutive shares of near-equal size, rank r getting the r-th. Either way every frame of `todo` (default:
+    every frame; a resumed run: those not yet written) belongs to exactly one rank, none twice.
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-    starts = [0] * len(lengths) if starts is None else list(starts)
-    ranges = [[range(start, start) for start in starts] for _ in range(world_size)]
+    todo = [[range(n)] for n in lengths] if todo is None else _check_todo(todo, lengths)
+    ranges: list[list[list[range]]] = [[[] for _ in lengths] for _ in range(world_size)]
+    counts = [sum(len(frames) for frames in video) for video in todo]
     if splits_videos(len(lengths), world_size):
-        for video, (length, start) in enumerate(zip(lengths, starts, strict=True)):
-            cuts = [start + (length - start) * rank // world_size for rank in range(world_size + 1)]
-            for rank in range(world_size):
-                ranges[rank][video] = range(cuts[rank], cuts[rank + 1])
+        for video, frames_todo in enumerate(todo):
+            cuts = [counts[video] * rank // world_size for rank in range(world_size + 1)]
+            position = 0  # frames of the video's todo before `frames`
+            for frames in frames_todo:
+                for rank in range(world_size):
+                    start = max(cuts[rank], position) - position
+                    stop = min(cuts[rank + 1], position + len(frames)) - position
+                    if start < stop:
+                        ranges[rank][video].append(frames[start:stop])
+                position += len(frames)
         return ranges
     load = [0] * world_size
-    for video in sorted(range(len(lengths)), key=lambda v: (-(lengths[v] - starts[v]), v)):
+    for video in sorted(range(len(lengths)), key=lambda v: (-counts[v], v)):
         rank = min(range(world_size), key=lambda r: (load[r], r))
-        ranges[rank][video] = range(starts[video], lengths[video])
-        load[rank] += lengths[video] - starts[video]
+        ranges[rank][video] = list(todo[video])
+        load[rank] += counts[video]
     return ranges
 
 
@@ -58,11 +82,12 @@ class VideoBatchSampler(BatchSampler):
     Args:
         lengths: Frames per video.
         batch_size: Frames per batch (at most).
-        ranges: The frames of each video to give (default: all): a resumed run starts later, a distributed
-            process takes its share (`frame_ranges(lengths, world_size, starts)[rank]`).
+        ranges: The frames of each video to give, as sorted disjoint ranges per video (default: all): a resumed
+            run gives those not yet written, a distributed process its share (`frame_ranges(...)[rank]`).
         warmup: Recurrent models: a range that starts mid-video is preceded by up to `warmup` frames before
-            it, in batches of their own, to build the state; `first_frames` gives the first frame of each
-            video to write (earlier frames are warm-up, see `collate_frames`).
+            it (from the end of the video's previous range when that is nearer: the state carries on), in
+            batches of their own, to build the state; `written` gives the frames to write (the others are
+            warm-up, see `collate_frames`).
         sampler: Set by Lightning when it rebuilds the loader (made in a `*_dataloader` hook, it is a
             `BatchSampler` whose arguments Lightning keeps). Under `strategy="ddp"` it is a
             `DistributedSampler`: without `ranges`, this process then takes its share of the videos
@@ -98,15 +123,7 @@ class VideoBatchSampler(BatchSampler):
             )
         if ranges is None and isinstance(sampler, DistributedSampler):
             ranges = frame_ranges(list(lengths), sampler.num_replicas)[sampler.rank]
-        ranges = [range(n) for n in lengths] if ranges is None else list(ranges)
-        if len(ranges) != len(lengths) or any(
-            not isinstance(r, range) or r.step != 1 or not 0 <= r.start <= r.stop <= n
-            for r, n in zip(ranges, lengths, strict=True)
-        ):
-            raise ValueError(
-                f"ranges must give one range of frames within [0, frames] per video (lengths {list(lengths)!r}), "
-                f"got {ranges!r}"
-            )
+        ranges = [[range(n)] for n in lengths] if ranges is None else _check_todo(ranges, lengths)
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"warmup must be an int >= 0 (frames before a range's start), got {warmup!r}")
         self.lengths = list(lengths)
@@ -115,16 +132,23 @@ class VideoBatchSampler(BatchSampler):
         self.ranges = ranges
 
     @property
-    def first_frames(self) -> list[int]:
-        """The first frame of each video that is predicted for writing; frames before it are warm-up."""
-        return [frames.start for frames in self.ranges]
+    def written(self) -> list[list[range]]:
+        """The frames of each video predicted for writing; the other frames given are warm-up."""
+        return self.ranges
 
     def _runs(self) -> Iterator[tuple[int, range]]:
-        """(video, frames) of each run of batches: a warm-up before a share that starts mid-video, the share."""
-        for video, frames in enumerate(self.ranges):
-            if len(frames) and frames.start > 0 and self.warmup:
-                yield video, range(max(0, frames.start - self.warmup), frames.start)
-            yield video, frames
+        """(video, frames) of each run of batches: a warm-up before a range that starts mid-video, the range."""
+        for video, ranges in enumerate(self.ranges):
+            previous_stop = None
+            for frames in ranges:
+                if frames.start > 0 and self.warmup:
+                    first = max(0, frames.start - self.warmup)
+                    if previous_stop is not None and previous_stop >= first:
+                        first = previous_stop  # the state carries on from the previous range
+                    if first < frames.start:
+                        yield video, range(first, frames.start)
+                yield video, frames
+                previous_stop = frames.stop
 
     def __iter__(self) -> Iterator[list[int]]:
         offsets = [0, *accumulate(self.lengths)]  # each video's first dataset index
@@ -138,14 +162,14 @@ class VideoBatchSampler(BatchSampler):
 
 
 def collate_frames(
-    items: list[dict[str, Any]], first_frames: Mapping[str, int] | None = None, to_float: bool = False
+    items: list[dict[str, Any]], written: Mapping[str, Sequence[range]] | None = None, to_float: bool = False
 ) -> dict[str, Any]:
     """Collate dataset items; a plate or target that is one tensor for every item is sent once.
 
     Such a key becomes [1,C,H,W] instead of [B,C,H,W] and is listed under "static", so that a static
     background plate crosses to the device once per batch (and MattingModule keeps it once per video).
-    With `first_frames` ({video: first frame written}, see `VideoBatchSampler.first_frames`), a batch holding
-    earlier frames gets "warmup": BoolTensor [B], True for those (predicted for the state, not written).
+    With `written` ({video: ranges of frames written}, see `VideoBatchSampler.written`), a batch holding other
+    frames gets "warmup": BoolTensor [B], True for those (predicted for the state, not written).
     `to_float` turns uint8 frames into float32 in [0,1] here, in the DataLoader worker: for a model on the
     CPU, where converting in the main process would hold up the model (on a GPU the module converts).
     """
@@ -160,8 +184,10 @@ def collate_frames(
     for key in FRAME_KEYS if to_float else ():
         if key in batch and batch[key].dtype == torch.uint8:
             batch[key] = batch[key].float().div_(255)
-    if first_frames is not None:
-        warmup = torch.tensor([item["index"] < first_frames.get(item["video"], 0) for item in items])
+    if written is not None:
+        warmup = torch.tensor(
+            [not any(item["index"] in frames for frames in written.get(item["video"], ())) for item in items]
+        )
         if warmup.any():
             batch["warmup"] = warmup
     return batch

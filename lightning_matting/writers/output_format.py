@@ -1,6 +1,6 @@
 """OutputFormat: what an output file looks like (format, container, codec, alpha, audio, segments).
 
-Lightning-free: it names output paths, opens the writer of one output, and joins segments and pieces, so a
+Lightning-free: it names output paths, opens the writer of one output, and joins its chunks, so a
 callback (or a script) composes it instead of knowing each backend.
 """
 
@@ -18,7 +18,7 @@ from .base import FrameWriter
 from .images import ImageSequenceWriter
 from .opencv import VideoWriter
 from .pyav import ALPHA_CODECS, PRESETS, AVWriter
-from .segments import SegmentedWriter, join_parts, join_pieces, piece_path, segment_frames_for
+from .segments import SegmentedWriter, join_parts, preview_parts, segment_frames_for
 
 Format = Literal["video", "image_sequence"]
 Codec = Literal["h264", "hevc", "prores4444", "vp9", "ffv1"]
@@ -144,7 +144,7 @@ class OutputFormat:
         return {output: self.path(root, video, output) for output in outputs}
 
     def segment_frames(self, info: VideoInfo) -> int:
-        """Frames per segment of `info`'s video files; 0: unsegmented (images, or 0 seconds)."""
+        """Frames per chunk of `info`'s video files; 0: one chunk (images, or 0 seconds)."""
         if self.format != "video" or not self.segment_seconds:
             return 0
         return segment_frames_for(info.fps, self.segment_seconds)
@@ -154,9 +154,8 @@ class OutputFormat:
         path: Path,
         info: VideoInfo,
         output: str,
-        start: int = 0,
-        segmented: bool = False,
-        piece: bool = False,
+        first_frame: int = 0,
+        chunked: bool = False,
     ) -> FrameWriter | SegmentedWriter:
         """The writer of one output of one video.
 
@@ -164,31 +163,25 @@ class OutputFormat:
             path: The output's path (see `path`).
             info: The video: fps and frame size (width, height in pixels), and its source file for audio.
             output: The output's name; com and fgr carry audio when `audio`.
-            start: The first frame this writer receives (images are numbered from it; a segmented video
-                continues after its segment `start // segment_frames`).
-            segmented: Write finalized segments (see `segment_seconds`).
-            piece: This process writes frames from `start` of a video shared by several processes: the file is
-                `piece_path(path, start)`, joined later by `join_pieces`.
+            first_frame: The first frame this writer receives (images are numbered from it).
+            chunked: Video goes into `<path>.parts/` as finalized chunks named by their frames (segments of
+                `segment_seconds`, or one chunk when 0), joined later by `join`: a run that may be resumed, or
+                one process of several writing the same video. Otherwise a single file.
 
         Returns:
             A writer whose `add_batch` takes [B,C,H,W] frames and whose `close` finalizes.
         """
-        file = piece_path(path, start) if piece and self.format == "video" else path
-        file.parent.mkdir(parents=True, exist_ok=True)
-        segment = self.segment_frames(info) if segmented else 0
-        whole_file = not (segment or piece)  # segments and pieces get their audio when joined
-        if not segment:
-            return self._open_file(
-                file, info, output, start, self.audio_from(info, output) if whole_file else None
-            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.format == "image_sequence" or not chunked:
+            return self._open_file(path, info, output, first_frame, self.audio_from(info, output))
         return SegmentedWriter(
-            file,
+            path,
             lambda part: self._open_file(part, info, output),
-            segment,
+            self.segment_frames(info),
             info.fps,
             fourcc=self.join_fourcc,
-            start_segment=0 if piece else start // segment,
-            audio_from=None if piece else self.audio_from(info, output),
+            first_frame=first_frame,
+            audio_from=self.audio_from(info, output),
         )
 
     def audio_from(self, info: VideoInfo, output: str) -> Path | None:
@@ -223,10 +216,10 @@ class OutputFormat:
         )
 
     def join(self, path: Path, info: VideoInfo, output: str) -> None:
-        """Join the finalized segments of `path` (`<path>.parts/`), with `output`'s audio, and remove them."""
-        join_parts(path, info.fps, self.join_fourcc, self.audio_from(info, output))
+        """Join the chunks of `path` (`<path>.parts/`), which must hold every frame of `info`'s video, with
+        `output`'s audio, and remove them."""
+        join_parts(path, info.fps, self.join_fourcc, self.audio_from(info, output), info.num_frames)
 
-    def join_pieces(self, path: Path, first_frames: list[int], info: VideoInfo, output: str) -> None:
-        """Join the pieces of `path` that processes wrote from `first_frames` on, in frame order, with `output`'s
-        audio."""
-        join_pieces(path, first_frames, info.fps, self.join_fourcc, self.audio_from(info, output))
+    def preview(self, path: Path, info: VideoInfo, output: str) -> None:
+        """An interrupted run's playable `path`: its chunks from frame 0 up to the first gap, kept for a resume."""
+        preview_parts(path, info.fps, self.join_fourcc, self.audio_from(info, output))

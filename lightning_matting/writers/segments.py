@@ -1,14 +1,17 @@
-"""SegmentedWriter: a video written as finalized segment files, joined into one file on success.
+"""SegmentedWriter: a video written as finalized chunk files, each named by its frames, joined on success.
 
 A process killed mid-run (SIGKILL, OOM killer, preemption) never runs `release()`, and an unfinished MP4,
 MKV or AVI from OpenCV holds no playable frame. Written in segments of `segment_frames` frames, such a kill
 loses at most the segment being written: every earlier segment is a finalized file (written under a hidden
-name, renamed when complete), and a rerun can continue after the last one.
+name, renamed when complete) named by the frames it holds, `<path>.parts/<first:08d>-<stop:08d>.<ext>`. Any
+number of writers (a resumed run, the ranks of a distributed run) can add chunks for other frames; a rerun
+continues in the frames no chunk holds, and the join checks that the chunks tile the video.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import warnings
 from collections.abc import Callable
@@ -31,32 +34,28 @@ if TYPE_CHECKING:
 SegmentFactory = Callable[[Path], FrameWriter]
 # Matroska statistics tags that describe one segment, not the joined file
 _PER_SEGMENT_TAGS = ("DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "_STATISTICS")
+_CHUNK_NAME = re.compile(r"(\d{8})-(\d{8})\.(.+)")
 
 
 def parts_folder(path: str | Path) -> Path:
-    """The folder of the segments of the output file `path`: `<path>.parts/`."""
+    """The folder of the chunks of the output file `path`: `<path>.parts/`."""
     path = Path(path)
     return path.with_name(path.name + ".parts")
 
 
-def segment_path(parts: Path, index: int, extension: str) -> Path:
-    """The file of the `index`-th finalized segment: `<parts>/<index:05d>.<extension>`."""
-    return parts / f"{index:05d}.{extension}"
+def chunk_path(parts: Path, frames: range, extension: str) -> Path:
+    """The finalized chunk holding `frames`: `<parts>/<first:08d>-<stop:08d>.<extension>`."""
+    return parts / f"{frames.start:08d}-{frames.stop:08d}.{extension}"
 
 
-def finalized_segments(parts: Path, extension: str) -> list[Path]:
-    """The finalized segments in `parts`, 00000 onwards up to the first gap (later ones cannot be used)."""
-    segments = []
-    while (path := segment_path(parts, len(segments), extension)).is_file():
-        segments.append(path)
-    return segments
-
-
-def piece_path(path: str | Path, first_frame: int) -> Path:
-    """The file for the frames from `first_frame` on of `path` that one rank writes in a distributed run:
-    `<path>.parts/from-<first_frame:08d>.<ext>` (name order is frame order)."""
-    path = Path(path)
-    return parts_folder(path) / f"from-{first_frame:08d}{path.suffix}"
+def finished_chunks(parts: Path, extension: str) -> list[tuple[range, Path]]:
+    """The finalized chunks in `parts` as (frames, file), in frame order (an absent folder holds none)."""
+    chunks = []
+    for file in parts.iterdir() if parts.is_dir() else ():
+        match = _CHUNK_NAME.fullmatch(file.name)
+        if match and match[3] == extension and int(match[1]) < int(match[2]):
+            chunks.append((range(int(match[1]), int(match[2])), file))
+    return sorted(chunks, key=lambda chunk: (chunk[0].start, chunk[0].stop))
 
 
 def segment_frames_for(fps: Fraction, seconds: float) -> int:
@@ -66,21 +65,22 @@ def segment_frames_for(fps: Fraction, seconds: float) -> int:
 
 
 class SegmentedWriter:
-    """Writes `path` (the writer contract: `add_batch([B,C,H,W])`, `close()`) as segments, then joins them.
+    """Writes frames from `first_frame` on of `path` (the writer contract: `add_batch([B,C,H,W])`, `close()`)
+    as finalized chunks in `<path>.parts/`.
 
-    `open_segment(file)` makes the backend writer of one segment (VideoWriter, AVWriter, ...). Frames go to
-    `<path>.parts/<k:05d>.<ext>`, `segment_frames` per file; a full segment is finalized on a background
-    thread while the next one is filled. `close()` finalizes the last segment; `join()` then stream-copies
-    the segments into `path` (`join_segments`, at `frame_rate`; `fourcc` re-encodes without PyAV; the audio of
-    `audio_from` is added there, so segments hold video only) and removes the parts folder; `abort()` instead leaves a playable `path` and the full segments. `start_segment` > 0 continues
-    a previous run after its first `start_segment` finalized segments (frame `start_segment * segment_frames`).
+    `open_segment(file)` makes the backend writer of one chunk (VideoWriter, AVWriter, ...). A chunk holds
+    `segment_frames` frames (0: every frame until `close`) and is finalized on a background thread while the
+    next one fills. `close()` (or `abort()`, after a failure) finalizes the chunk being filled too; `join()`
+    then stream-copies the chunks of the whole video into `path` (`join_parts`, at `frame_rate`; `fourcc`
+    re-encodes without PyAV; the audio of `audio_from` is added there, so chunks hold video only) and removes
+    the parts folder.
 
     Example::
 
         writer = SegmentedWriter("pha.mkv", lambda f: VideoWriter(f, 30, 64, 48, fourcc="FFV1"), 60, 30)
         writer.add_batch(frames)
         writer.close()
-        writer.join()
+        writer.join(len(frames))
     """
 
     def __init__(
@@ -91,15 +91,12 @@ class SegmentedWriter:
         frame_rate: Fraction,
         *,
         fourcc: str | None = None,
-        start_segment: int = 0,
+        first_frame: int = 0,
         audio_from: Path | None = None,
     ):
-        for name, value, minimum in (
-            ("segment_frames", segment_frames, 1),
-            ("start_segment", start_segment, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        for name, value in (("segment_frames", segment_frames), ("first_frame", first_frame)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         self.path = Path(path)
         self.parts = parts_folder(self.path)
         self.extension = self.path.suffix.lstrip(".")
@@ -109,40 +106,55 @@ class SegmentedWriter:
         self.audio_from = audio_from
         if audio_from is not None:  # its errors and warning surface here, before any frame
             self.audio_from = check_audio_source(audio_from, self.path)
-        self.frames_added = start_segment * segment_frames
+        self.first_frame = first_frame
+        self.next_frame = first_frame  # the frame the next add_batch begins with
         self._open_segment = open_segment
         self._segment: FrameWriter | None = None
-        self._segment_index = start_segment
+        self._segment_first = first_frame
         self._closed = False
         self._opened_one = False
         self.parts.mkdir(parents=True, exist_ok=True)
-        # one segment finalizes while the next fills: each waiting segment holds its encoder queue of batches
+        # one chunk finalizes while the next fills: each waiting chunk holds its encoder queue of batches
         self._finalizer = BackgroundWorkers(
             self._finalize, name=f"SegmentedWriter({self.path})", max_queued=1
         )
         self._open_next()  # the backend's errors (codec, size, folder) surface here, before any frame
 
-    def _writing_path(self, index: int) -> Path:
-        return self.parts / f".writing-{index:05d}.{self.extension}"
+    @property
+    def frames_added(self) -> int:
+        """Frames added to this writer (from `first_frame` on)."""
+        return self.next_frame - self.first_frame
 
     def _open_next(self) -> None:
+        self._segment_first = self.next_frame
         with warnings.catch_warnings():
             if self._opened_one:
-                warnings.simplefilter("ignore")  # the first segment already warned (odd size, ...)
-            self._segment = self._open_segment(self._writing_path(self._segment_index))
+                warnings.simplefilter("ignore")  # the first chunk already warned (odd size, ...)
+            self._segment = self._open_segment(
+                self.parts / f".writing-{self.next_frame:08d}.{self.extension}"
+            )
         self._opened_one = True
 
     def _finalize(self, item: tuple[FrameWriter, int]) -> None:
-        writer, index = item
+        writer, first = item
         try:
             writer.close()
         except BaseException:
             writer.path.unlink(missing_ok=True)  # never counts as finished; its space is given back
             raise
-        replace_durably(writer.path, segment_path(self.parts, index, self.extension))
+        frames = range(first, first + writer.frames_added)
+        replace_durably(writer.path, chunk_path(self.parts, frames, self.extension))
+
+    def _hand_to_finalizer(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment.frames_added > 0:
+            self._finalizer.put((segment, self._segment_first))
+        else:
+            segment.close()
+            segment.path.unlink(missing_ok=True)
 
     def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
-        """Queue a batch [B,C,H,W] (see the backend's contract, also for `hand_over`), cut at segment boundaries."""
+        """Queue a batch [B,C,H,W] (see the backend's contract, also for `hand_over`), cut at chunk boundaries."""
         if self._closed:
             raise RuntimeError(f"SegmentedWriter for {self.path} is closed")
         self._finalizer.raise_error()
@@ -150,40 +162,31 @@ class SegmentedWriter:
         while start < len(frames):
             if self._segment is None:
                 self._open_next()
-            room = self.segment_frames - self.frames_added % self.segment_frames
+            filled = self.next_frame - self._segment_first
+            room = self.segment_frames - filled if self.segment_frames else len(frames) - start
             chunk = frames[start : start + room]
             self._segment.add_batch(chunk, hand_over)
             start += len(chunk)
-            self.frames_added += len(chunk)
-            if self.frames_added % self.segment_frames == 0:
-                self._finalizer.put((self._segment, self._segment_index))
-                self._segment, self._segment_index = None, self._segment_index + 1
+            self.next_frame += len(chunk)
+            if self.segment_frames and self.next_frame - self._segment_first == self.segment_frames:
+                self._hand_to_finalizer()
         if len(frames) == 0:
             self._segment.add_batch(frames)  # validated like any batch
 
     def close(self) -> None:
-        """Finalize the segment being filled (an empty one is dropped); raise a finalizing error."""
+        """Finalize the chunk being filled (an empty one is dropped); raise a finalizing error."""
         if self._closed:
             return
         self._closed = True
         try:
             if self._segment is not None:
-                segment, self._segment = self._segment, None
-                if segment.frames_added > 0:
-                    self._finalizer.put((segment, self._segment_index))
-                else:
-                    segment.close()
-                    segment.path.unlink(missing_ok=True)
+                self._hand_to_finalizer()
         finally:
             self._finalizer.close()
 
-    def join(self) -> Path:
-        """Join the finalized segments into `path` and remove the parts folder (after `close`)."""
-        return join_parts(self.path, self.frame_rate, self.fourcc, self.audio_from)
-
     def abort(self) -> None:
-        """Interrupted: `path` gets every frame added (the short last segment too) for viewing, while the
-        parts folder keeps only full segments, where a resumed run continues."""
+        """Interrupted: finalize what was added, as `close`, but a chunk that cannot be finalized is dropped
+        quietly after the first error (the frames of every finished chunk stay for a resume)."""
         if self._closed:
             return
         self._closed = True
@@ -194,16 +197,15 @@ class SegmentedWriter:
             if partial is not None:
                 try:
                     partial.close()
-                except BaseException:
+                    if partial.frames_added > 0:
+                        frames = range(self._segment_first, self._segment_first + partial.frames_added)
+                        replace_durably(partial.path, chunk_path(self.parts, frames, self.extension))
+                finally:
                     partial.path.unlink(missing_ok=True)
-                    raise
-        segments = finalized_segments(self.parts, self.extension)
-        if partial is not None and partial.frames_added > 0:
-            segments.append(partial.path)
-        if segments:
-            join_segments(segments, self.path, self.frame_rate, self.fourcc, self.audio_from)
-        if partial is not None:
-            partial.path.unlink(missing_ok=True)
+
+    def join(self, num_frames: int | None = None) -> Path:
+        """Join the chunks into `path` and remove the parts folder (after `close`); see `join_parts`."""
+        return join_parts(self.path, self.frame_rate, self.fourcc, self.audio_from, num_frames)
 
     def __enter__(self) -> SegmentedWriter:
         return self
@@ -212,40 +214,75 @@ class SegmentedWriter:
         self.close()
 
 
+def covered_frames(parts: Path, extension: str) -> list[range]:
+    """The frames the finished chunks in `parts` hold, as disjoint sorted ranges (touching ones merged)."""
+    merged: list[range] = []
+    for frames, _ in finished_chunks(parts, extension):
+        if merged and frames.start <= merged[-1].stop:
+            merged[-1] = range(merged[-1].start, max(merged[-1].stop, frames.stop))
+        else:
+            merged.append(frames)
+    return merged
+
+
+def _tiling_chunks(path: Path, num_frames: int | None) -> list[Path]:
+    """The chunks of `path` that tile frames [0, num_frames) (None: the chunks from 0 up to the first gap)."""
+    extension = path.suffix.lstrip(".")
+    files, stop = [], 0
+    for frames, file in finished_chunks(parts_folder(path), extension):
+        if frames.start != stop:
+            if num_frames is None:
+                break
+            problem = "are missing" if frames.start > stop else "are held twice"
+            raise ValueError(
+                f"cannot join {path}: frames {min(stop, frames.start)} to {max(stop, frames.start) - 1} {problem} "
+                f"in {parts_folder(path)} (chunks: {[f.name for _, f in finished_chunks(parts_folder(path), extension)]})"
+            )
+        files.append(file)
+        stop = frames.stop
+    if num_frames is not None and stop != num_frames:
+        raise ValueError(
+            f"cannot join {path}: its {num_frames} frames need chunks up to frame {num_frames - 1}, the chunks in "
+            f"{parts_folder(path)} end at frame {stop - 1}"
+        )
+    return files
+
+
 def join_parts(
-    path: str | Path, frame_rate: Fraction, fourcc: str | None = None, audio_from: Path | None = None
-) -> Path:
-    """Join the finalized segments of `<path>.parts/` into `path` (see `join_segments`), remove the folder."""
-    path = Path(path)
-    segments = finalized_segments(parts_folder(path), path.suffix.lstrip("."))
-    join_segments(segments, path, frame_rate, fourcc, audio_from)
-    shutil.rmtree(parts_folder(path))
-    return path
-
-
-def join_pieces(
     path: str | Path,
-    first_frames: list[int],
     frame_rate: Fraction,
     fourcc: str | None = None,
     audio_from: Path | None = None,
+    num_frames: int | None = None,
 ) -> Path:
-    """Join the pieces of `path` starting at `first_frames` (`piece_path`; each a file, or finalized segments in
-    its own parts folder), in frame order, into `path` (see `join_segments`), and remove `<path>.parts/`."""
+    """Join the finished chunks of `<path>.parts/` into `path` (see `join_segments`) and remove the folder.
+
+    Args:
+        path: The output file.
+        frame_rate: Its exact frame rate.
+        fourcc: The OpenCV fourcc the chunks were written with (a re-encoding join without PyAV).
+        audio_from: A file whose audio is copied beside the video.
+        num_frames: The video's frame count: the chunks must tile [0, num_frames). None: frames from 0 on, up to
+            the first gap.
+
+    Raises:
+        ValueError: A frame no chunk holds, or one held twice, naming them.
+    """
     path = Path(path)
-    extension = path.suffix.lstrip(".")
-    segments = []
-    for first in sorted(first_frames):
-        piece = piece_path(path, first)
-        if parts_folder(piece).is_dir():
-            segments += finalized_segments(parts_folder(piece), extension)
-        elif piece.is_file():
-            segments.append(piece)
-        else:
-            raise FileNotFoundError(f"the piece of {path.name} from frame {first} is missing: {piece}")
-    join_segments(segments, path, frame_rate, fourcc, audio_from)
+    join_segments(_tiling_chunks(path, num_frames), path, frame_rate, fourcc, audio_from)
     shutil.rmtree(parts_folder(path))
     return path
+
+
+def preview_parts(
+    path: str | Path, frame_rate: Fraction, fourcc: str | None = None, audio_from: Path | None = None
+) -> None:
+    """Join the chunks from frame 0 up to the first gap into `path`, keeping them (an interrupted run's
+    playable file; nothing when frame 0 is not written)."""
+    path = Path(path)
+    chunks = _tiling_chunks(path, None)
+    if chunks:
+        join_segments(chunks, path, frame_rate, fourcc, audio_from)
 
 
 def join_segments(
