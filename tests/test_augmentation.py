@@ -128,6 +128,43 @@ def test_distinct_frames_of_a_clip_move_and_misalign_alike():
             torch.testing.assert_close(out[key][t], single[key], atol=1e-6, rtol=0)
 
 
+def test_with_vary_a_clip_drifts_smoothly_from_one_draw_to_another():
+    frame = {**make_sample(), "bgr": ramps(), "pha": torch.zeros(1, 48, 64)}
+    frame["pha"][:, 16:32, 24:40] = 1.0  # an opaque square: its centroid shows the motion
+    frame["src"] = frame["fgr"] * frame["pha"] + frame["bgr"] * (1 - frame["pha"])
+    clip = {key: value.expand(9, -1, -1, -1).clone() for key, value in frame.items()}
+    options = {
+        "shift": 0.2,
+        "scale": 0.0,
+        "color_jitter": (0.3, 0.0, 0.0, 0.0),
+        "bgr_misalignment": (0.0, 0.0),
+    }
+    out = augment_sample(clip, seeded(4), vary=True, **options)
+    assert composite_error(out) < 1e-5  # the identity holds in every frame
+    centroids = torch.stack([alpha_centroid(out["pha"][t]) for t in range(9)])
+    steps = (centroids[1:] - centroids[:-1]).norm(dim=1)
+    path = (centroids[-1] - centroids[0]).norm()
+    assert path > 2  # it moved (pixels), smoothly: no jump, slow at both ends (ease in and out)
+    assert steps.max() < 0.4 * path and steps[0] < steps[4] and steps[-1] < steps[4]
+    brightness = out["scene_bgr"].mean(dim=(1, 2, 3))
+    assert (brightness[1:] - brightness[:-1]).abs().max() < (
+        brightness[-1] - brightness[0]
+    ).abs() * 0.4 + 1e-6
+    torch.testing.assert_close(  # the first frame is the single-frame augmentation of the first draw
+        out["src"][0], augment_sample(frame, seeded(4), **options)["src"], atol=1e-5, rtol=0
+    )
+
+
+def test_with_vary_the_plate_misalignment_stays_one_draw():
+    plate = ramps()
+    clip = {"src": plate, "bgr": plate.clone(), "pha": torch.zeros(1, 48, 64), "fgr": plate.clone()}
+    clip = {key: value.expand(5, -1, -1, -1).clone() for key, value in clip.items()}
+    options = {**STILL, "bgr_misalignment": (0.05, 3.0)}
+    out = augment_sample(clip, seeded(9), vary=True, **options)
+    for t in range(1, 5):  # no motion, no jitter: only the misalignment, the same in every frame
+        torch.testing.assert_close(out["bgr"][t], out["bgr"][0], atol=1e-6, rtol=0)
+
+
 # -------------------------------------------------------------------------------------------------- geometry
 
 

@@ -111,16 +111,40 @@ def test_videomatte_items_have_the_keys_shapes_and_an_exact_composite(data):
     assert frames["src"].shape == (3, 48, 64) and frames["video"] == "a" and frames["index"] == 0
 
 
-def test_augmentation_is_one_transform_for_every_frame_of_a_window(data):
-    root, bgr = data
+def test_augmentation_drifts_smoothly_over_a_window(tmp_path, data):
+    root, _ = data
+    still = tmp_path / "still"  # one flat grey background: the plate's level is its brightness jitter
+    still.mkdir()
+    cv2.imwrite(str(still / "grey.png"), np.full((SIZE[1], SIZE[0], 3), 120, np.uint8))
     torch.manual_seed(0)
+    dataset = VideoMatteDataset(root, still, clip_length=3, augment=True)
+    levels = [dataset[index]["bgr"].float().mean(dim=(1, 2, 3)) for index in range(len(dataset))]
+    for level in levels:  # eased from the first frame's draw to the last's: the middle frame halfway
+        assert abs(level[1] - (level[0] + level[2]) / 2) <= 1.0
+    assert any(abs(level[2] - level[0]) > 3 for level in levels)  # and it does drift
+
+
+def test_windows_are_read_at_random_speeds(tmp_path, data):
+    _, bgr = data
+    root = tmp_path / "counted"  # alpha frame i is a flat 20 + 30 i: an item's alpha names the frames read
+    write_frames(root / "fgr" / "c", torch.rand(6, 3, SIZE[1], SIZE[0]))
+    write_frames(
+        root / "pha" / "c",
+        torch.stack([torch.full((1, SIZE[1], SIZE[0]), (20 + 30 * i) / 255) for i in range(6)]),
+    )
     dataset = VideoMatteDataset(root, bgr, clip_length=3, augment=True)
-    for index in range(8):
-        item = dataset[index % len(dataset)]
-        plate = item["bgr"].float()
-        if (plate[1:] - plate[:1]).abs().max() == 0:  # a still background: its frames stay one image
-            return
-    pytest.fail("no window drew a still background in 8 tries")
+    torch.manual_seed(0)
+    reads = set()
+    for _ in range(40):
+        item = dataset[0]
+        frames = [round((float(level) - 20) / 30) for level in item["pha"].float().mean(dim=(1, 2, 3))]
+        assert item["index"] == frames[0] or frames != sorted(
+            frames
+        )  # index: the first frame (unless reversed)
+        reads.add(tuple(sorted(frames)))
+    steps = {tuple(b - a for a, b in zip(frames, frames[1:], strict=False)) for frames in reads}
+    assert {(0, 1), (1, 1), (2, 2)} <= steps  # 0.5x repeats frames, 1x, 2x skips (3x is capped at the end)
+    assert all(0 <= frames[0] and frames[-1] < 6 for frames in reads)
 
 
 def test_loader_batches_and_an_rgb_alpha_is_read_as_grey(data):

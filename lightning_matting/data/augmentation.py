@@ -25,6 +25,7 @@ def augment_sample(
     scale: float = 0.1,
     color_jitter: tuple[float, float, float, float] = (0.15, 0.15, 0.15, 0.05),
     bgr_misalignment: tuple[float, float] = (0.01, 1.0),
+    vary: bool = False,
 ) -> dict[str, Any]:
     """Randomly move, recolour and misalign a training sample; every random draw comes from `generator`.
 
@@ -41,7 +42,9 @@ def augment_sample(
     - the plate "bgr" is further shifted by up to `bgr_misalignment[0]` of the width/height and rotated by up
       to `bgr_misalignment[1]` degrees relative to "scene_bgr", as a plate shot from a slightly moved camera.
 
-    A clip's frames all get the same parameters.
+    A clip's frames all get the same parameters; with `vary`, the move, zoom and colour jitter go smoothly
+    (an ease-in-out curve) from one random draw at the first frame to another at the last, as a camera and
+    light that drift over the clip (the plate misalignment stays one draw: the plate was shot once).
     """
     layers = _check_sample(sample)
     _check_fraction("shift", shift)
@@ -50,6 +53,14 @@ def augment_sample(
     _check_misalignment(bgr_misalignment)
     draws = [2 * u - 1 for u in torch.rand(14, generator=generator, device=generator.device).tolist()]
     clip = layers["pha"].dim() == 4
+    count = layers["pha"].shape[0] if clip else 1
+    if vary and count > 1:
+        last = [2 * u - 1 for u in torch.rand(14, generator=generator, device=generator.device).tolist()]
+        last[3:6] = draws[3:6]  # the plate's misalignment
+        ease = [0.5 - 0.5 * math.cos(math.pi * t / (count - 1)) for t in range(count)]
+        frame_draws = [[a + (b - a) * w for a, b in zip(draws, last, strict=True)] for w in ease]
+    else:
+        frame_draws = [draws] * count
     src, plate, pha, fgr = (
         layers[key] if clip else layers[key][None] for key in ("src", "bgr", "pha", "fgr")
     )
@@ -60,8 +71,9 @@ def augment_sample(
         scene = scene[None]
     height, width = pha.shape[-2:]
 
-    zoom = 1 + scale * draws[2]
-    motion = _affine(width, height, draws[0] * shift, draws[1] * shift, zoom, 0.0)
+    motion = torch.stack(
+        [_affine(width, height, d[0] * shift, d[1] * shift, 1 + scale * d[2], 0.0) for d in frame_draws]
+    )
     misalign_shift, misalign_degrees = bgr_misalignment
     misalign = _affine(
         width, height, draws[3] * misalign_shift, draws[4] * misalign_shift, 1.0, draws[5] * misalign_degrees
@@ -70,9 +82,13 @@ def augment_sample(
     plate = _warp(plate, motion @ misalign)
     fgr, pha, scene = moved[:, :3], moved[:, 3:4].clamp(0, 1), moved[:, 4:]
 
-    fgr = _apply_color(fgr, *_jitter_transform(fgr, color_jitter, draws[6:10], weight=pha))
-    background_jitter = _jitter_transform(scene, color_jitter, draws[10:14], weight=None)
-    scene, plate = (_apply_color(layer, *background_jitter) for layer in (scene, plate))
+    fgr_pivot, scene_pivot = _mean_luma(fgr, pha), _mean_luma(scene, None)
+    fgr_jitter = [_jitter_transform(fgr.dtype, color_jitter, d[6:10], fgr_pivot) for d in frame_draws]
+    background_jitter = [
+        _jitter_transform(scene.dtype, color_jitter, d[10:14], scene_pivot) for d in frame_draws
+    ]
+    fgr = _apply_color(fgr, fgr_jitter)
+    scene, plate = (_apply_color(layer, background_jitter) for layer in (scene, plate))
     src = (fgr * pha + scene * (1 - pha)).clamp(0, 1)
 
     out = {"src": src, "bgr": plate, "pha": pha, "fgr": fgr, _SCENE: scene}
@@ -100,30 +116,31 @@ def _affine(width: int, height: int, dx: float, dy: float, zoom: float, degrees:
 
 
 def _warp(images: Tensor, affine: Tensor) -> Tensor:
-    """Bilinear resampling of [N,C,H,W] `images` (reflected borders) where output pixel p shows input point
-    `affine` @ p, both in normalised coordinates; the caller clamps."""
-    n, _, height, width = images.shape
+    """Bilinear resampling of [N,C,H,W] `images` (reflected borders) where output pixel p of frame n shows input
+    point `affine[n]` @ p ([N,3,3]), both in normalised coordinates; the caller clamps."""
+    _, _, height, width = images.shape
     xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, dtype=images.dtype, device=images.device)
     ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, dtype=images.dtype, device=images.device)
-    (a, b, c), (d, e, f) = affine[:2].tolist()
-    grid = torch.stack([a * xs + (b * ys + c)[:, None], d * xs + (e * ys + f)[:, None]], dim=-1)
+    grids = []
+    for matrix in affine:
+        (a, b, c), (d, e, f) = matrix[:2].tolist()
+        grids.append(torch.stack([a * xs + (b * ys + c)[:, None], d * xs + (e * ys + f)[:, None]], dim=-1))
     return F.grid_sample(
-        images, grid.expand(n, -1, -1, -1), mode="bilinear", padding_mode="reflection", align_corners=False
+        images, torch.stack(grids), mode="bilinear", padding_mode="reflection", align_corners=False
     )
 
 
 def _jitter_transform(
-    layer: Tensor, strengths: tuple[float, ...], draws: list[float], weight: Tensor | None
+    dtype: torch.dtype, strengths: tuple[float, ...], draws: list[float], mean_luma: float
 ) -> tuple[Tensor, float]:
     """Brightness, contrast, saturation then hue, fused into one colour map x -> M x + offset: (M [3,3], offset).
 
-    Contrast pivots on the mean luma of `layer` (weighted by `weight`, the alpha, for a foreground), over all
-    frames so that a clip's frames get the same map; `draws` are 4 uniforms in [-1, 1].
+    Contrast pivots on `mean_luma` (the layer's over all frames of a clip, alpha-weighted for a foreground);
+    `draws` are 4 uniforms in [-1, 1].
     """
     brightness, contrast, saturation = (1 + s * d for s, d in zip(strengths[:3], draws[:3], strict=True))
     hue = strengths[3] * draws[3]
     luma = torch.tensor(_LUMA, dtype=torch.float64)
-    mean_luma = _mean_luma(layer, weight)
     desaturate = torch.outer(torch.ones(3, dtype=torch.float64), luma)
     saturate = saturation * torch.eye(3, dtype=torch.float64) + (1 - saturation) * desaturate
     to_yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
@@ -135,7 +152,7 @@ def _jitter_transform(
     matrix = torch.linalg.inv(to_yiq) @ rotate_chroma @ to_yiq @ saturate * (contrast * brightness)
     # saturation and the hue rotation keep grey levels, so the contrast pivot passes through them unchanged
     offset = (1 - contrast) * brightness * mean_luma
-    return matrix.to(layer.dtype), offset
+    return matrix.to(dtype), offset
 
 
 def _mean_luma(layer: Tensor, weight: Tensor | None) -> float:
@@ -147,9 +164,12 @@ def _mean_luma(layer: Tensor, weight: Tensor | None) -> float:
     return float((luma * weight[:, 0]).sum()) / total if total > 0 else 0.5
 
 
-def _apply_color(layer: Tensor, matrix: Tensor, offset: float) -> Tensor:
-    """`matrix` [3,3] @ each pixel of [N,3,H,W] `layer` + `offset`, clamped to [0,1]."""
-    return (torch.einsum("ij,njhw->nihw", matrix, layer) + offset).clamp(0, 1)
+def _apply_color(layer: Tensor, maps: list[tuple[Tensor, float]]) -> Tensor:
+    """Frame n of [N,3,H,W] `layer` through colour map `maps[n]` (matrix [3,3] @ each pixel + offset), clamped
+    to [0,1]."""
+    matrices = torch.stack([matrix for matrix, _ in maps]).to(layer.device)
+    offsets = layer.new_tensor([offset for _, offset in maps]).view(-1, 1, 1, 1)
+    return (torch.einsum("nij,njhw->nihw", matrices, layer) + offsets).clamp(0, 1)
 
 
 def _check_sample(sample: Mapping[str, Any]) -> dict[str, Tensor]:

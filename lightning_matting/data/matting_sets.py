@@ -92,6 +92,15 @@ def alpha_uint8(frames: Tensor) -> Tensor:
     return (frames.float() * weights).sum(-3, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
+SPEEDS = (
+    0.5,
+    1.0,
+    1.0,
+    2.0,
+    3.0,
+)  # RVM's speed change: playback rates of a training window, 1x twice as often
+
+
 class Backgrounds:
     """Backgrounds from a folder: image files are stills, video files and folders of images are clips.
 
@@ -141,9 +150,10 @@ class VideoMatteDataset(Dataset[dict[str, Any]]):
     "bgr" (the plate), "fgr": uint8 [T,3,H,W] (or [3,H,W] when `clip_length` is 1), "pha": uint8 [T,1,H,W],
     "video": clip name, "index": first frame}, with src = fgr * pha + background * (1 - pha). Each window gets
     a background drawn from the process's torch RNG (DataLoader reseeds it per worker and epoch), and with
-    `augment` one random move, zoom, colour jitter and plate misalignment for all its frames
-    (`augment_sample`, the references' per-clip augmentation); RVM-style time reversal with `augment` and
-    `clip_length` > 1. Without `augment`, window i always gets background i mod len(backgrounds).
+    `augment` a random move, zoom, colour jitter and plate misalignment (`augment_sample`, the references'
+    per-clip augmentation), which for `clip_length` > 1 drift smoothly over the window, and RVM's speed change
+    (the window read at 0.5x to 3x: slow motion repeats frames, fast skips them; `index` stays the first
+    frame) and time reversal. Without `augment`, window i always gets background i mod len(backgrounds).
 
     Args:
         root: The dataset folder, holding `fgr/` and `pha/`.
@@ -174,6 +184,7 @@ class VideoMatteDataset(Dataset[dict[str, Any]]):
         self.augment = augment
         self.clips = _pairs(self.root, ("fgr", "pha"))
         self.windows: list[tuple[str, int]] = []
+        self.lengths: dict[str, int] = {}
         sizes = set()
         for name, paths in self.clips.items():
             readers = {layer: open_reader(path) for layer, path in paths.items()}
@@ -182,6 +193,7 @@ class VideoMatteDataset(Dataset[dict[str, Any]]):
             if length < clip_length:
                 raise ValueError(f"clip {name!r} has {length} frames, fewer than clip_length={clip_length}")
             self.windows += [(name, start) for start in range(0, length - clip_length + 1, clip_length)]
+            self.lengths[name] = length
             sizes.add((readers["fgr"].info.width, readers["fgr"].info.height))
         if size is None:
             if len(sizes) > 1:
@@ -194,17 +206,28 @@ class VideoMatteDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def _layer(self, name: str, layer: str, start: int) -> Tensor:
+    def _layer(self, name: str, layer: str, frames: list[int]) -> Tensor:
         if (name, layer) not in self._readers:
             self._readers[name, layer] = open_reader(self.clips[name][layer])
         reader = self._readers[name, layer]
-        return torch.stack([reader.read_uint8(start + t) for t in range(self.clip_length)])
+        read = {frame: reader.read_uint8(frame) for frame in dict.fromkeys(frames)}  # slow motion repeats
+        return torch.stack([read[frame] for frame in frames])
+
+    def _frames(self, name: str, start: int) -> list[int]:
+        """The frames of the window at `start`: consecutive, or with `augment` at a random speed (RVM)."""
+        if not self.augment or self.clip_length == 1:
+            return list(range(start, start + self.clip_length))
+        speed = SPEEDS[int(torch.randint(len(SPEEDS), ()))]
+        span = min(int((self.clip_length - 1) * speed), self.lengths[name] - 1)  # a short clip caps the speed
+        first = min(start, self.lengths[name] - 1 - span)
+        return [first + min(int(t * speed), span) for t in range(self.clip_length)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name, start = self.windows[index]
-        fgr = resize_frame(frame_to_float(self._layer(name, "fgr", start)), *self.size)
-        pha = resize_frame(frame_to_float(alpha_uint8(self._layer(name, "pha", start))), *self.size)
-        return compose(self, fgr, pha, name, start, index)
+        frames = self._frames(name, start)
+        fgr = resize_frame(frame_to_float(self._layer(name, "fgr", frames)), *self.size)
+        pha = resize_frame(frame_to_float(alpha_uint8(self._layer(name, "pha", frames))), *self.size)
+        return compose(self, fgr, pha, name, frames[0], index)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_readers": {}}
@@ -301,7 +324,7 @@ def compose(dataset: Any, fgr: Tensor, pha: Tensor, name: str, start: int, index
     sample = {"src": fgr * pha + background * (1 - pha), "bgr": background.clone(), "fgr": fgr, "pha": pha}
     if dataset.augment:
         generator = _generator(True, index)
-        sample = augment_sample(sample | {"scene_bgr": background}, generator)
+        sample = augment_sample(sample | {"scene_bgr": background}, generator, vary=count > 1)
         if count > 1 and bool(torch.rand((), generator=generator) < 0.5):  # time reversal (RVM)
             sample = {key: value.flip(0) for key, value in sample.items()}
     item = {key: frame_to_uint8(sample[key]) for key in ("src", "bgr", "fgr", "pha")}
