@@ -165,6 +165,34 @@ def test_with_vary_the_plate_misalignment_stays_one_draw():
         torch.testing.assert_close(out["bgr"][t], out["bgr"][0], atol=1e-6, rtol=0)
 
 
+def test_a_shadow_darkens_the_background_behind_but_not_the_plate():
+    sample = {**make_sample(), "pha": torch.zeros(1, 48, 64)}
+    sample["pha"][:, 12:36, 20:44] = 1.0
+    sample["src"] = sample["fgr"] * sample["pha"] + sample["bgr"] * (1 - sample["pha"])
+    sample["scene_bgr"] = sample["bgr"].clone()
+    darker = []
+    for seed in range(6):
+        out = augment_sample(sample, seeded(seed), **{**STILL, "shadow": 1.0})
+        assert composite_error(out) < 1e-5
+        torch.testing.assert_close(out["bgr"], sample["bgr"])  # the plate was shot without the subject
+        scene, before = out["scene_bgr"], sample["bgr"]
+        assert (scene <= before + 1e-5).all() and (scene >= 0.7 * before - 1e-5).all()  # darkened, by <= 30%
+        darker.append(float((sample["bgr"] - out["scene_bgr"]).sum()))
+    assert min(darker) >= 0 and max(darker) > 1  # some shadow is visible
+    torch.testing.assert_close(
+        augment_sample(sample, seeded(0), **{**STILL, "shadow": 0.0})["scene_bgr"], sample["bgr"]
+    )
+
+
+def test_noise_is_drawn_separately_for_the_background_behind_and_the_plate():
+    sample = {key: torch.full_like(value, 0.5) for key, value in make_sample().items()}
+    out = augment_sample(sample, seeded(3), **{**STILL, "noise": 0.05})
+    assert composite_error(out) < 1e-5
+    scene_noise, plate_noise = out["scene_bgr"] - 0.5, out["bgr"] - 0.5
+    assert 0 < float(scene_noise.std()) <= 0.05 * 1.1 and 0 < float(plate_noise.std()) <= 0.05 * 1.1
+    assert abs(float((scene_noise * plate_noise).mean())) < 0.1 * float(scene_noise.std() * plate_noise.std())
+
+
 # -------------------------------------------------------------------------------------------------- geometry
 
 
@@ -389,6 +417,8 @@ def test_bad_samples_are_rejected(change, message):
             r"bgr_misalignment must be \(shift in \[0, 1\), degrees in \[0, 180\]\)",
         ),
         ({"bgr_misalignment": (0.01, -1.0)}, r"bgr_misalignment must be .* got \(0.01, -1.0\)"),
+        ({"shadow": 1.5}, r"shadow must be a probability in \[0, 1\], got 1.5"),
+        ({"noise": -0.01}, r"noise must be in \[0, 1\), got -0.01"),
     ],
 )
 def test_bad_options_are_rejected(options, message):

@@ -25,6 +25,8 @@ def augment_sample(
     scale: float = 0.1,
     color_jitter: tuple[float, float, float, float] = (0.15, 0.15, 0.15, 0.05),
     bgr_misalignment: tuple[float, float] = (0.01, 1.0),
+    shadow: float = 0.0,
+    noise: float = 0.0,
     vary: bool = False,
 ) -> dict[str, Any]:
     """Randomly move, recolour and misalign a training sample; every random draw comes from `generator`.
@@ -40,7 +42,12 @@ def augment_sample(
       [1 - x, 1 + x], hue shift in [-hue, hue] turns; one draw for the foreground, another for the background
       (scene and plate alike); src is re-composited from them, never jittered itself;
     - the plate "bgr" is further shifted by up to `bgr_misalignment[0]` of the width/height and rotated by up
-      to `bgr_misalignment[1]` degrees relative to "scene_bgr", as a plate shot from a slightly moved camera.
+      to `bgr_misalignment[1]` degrees relative to "scene_bgr", as a plate shot from a slightly moved camera;
+    - with probability `shadow`, the subject casts a shadow on the background behind it but not on the plate
+      (BackgroundMattingV2's shadow augmentation): its alpha, moved by up to a fifth of the frame, scaled by
+      0.5 to 1.5 and box-blurred over 4-8% of the width, darkens "scene_bgr" by up to 30%;
+    - `noise`: Gaussian sensor noise of a standard deviation up to `noise`, drawn independently for
+      "scene_bgr" and for the plate (so src and plate differ by noise where the background shows).
 
     A clip's frames all get the same parameters; with `vary`, the move, zoom and colour jitter go smoothly
     (an ease-in-out curve) from one random draw at the first frame to another at the last, as a camera and
@@ -51,6 +58,8 @@ def augment_sample(
     _check_fraction("scale", scale)
     _check_color_jitter(color_jitter)
     _check_misalignment(bgr_misalignment)
+    _check_probability("shadow", shadow)
+    _check_fraction("noise", noise)
     draws = [2 * u - 1 for u in torch.rand(14, generator=generator, device=generator.device).tolist()]
     clip = layers["pha"].dim() == 4
     count = layers["pha"].shape[0] if clip else 1
@@ -89,10 +98,31 @@ def augment_sample(
     ]
     fgr = _apply_color(fgr, fgr_jitter)
     scene, plate = (_apply_color(layer, background_jitter) for layer in (scene, plate))
+    if shadow and float(torch.rand((), generator=generator, device=generator.device)) < shadow:
+        scene = _cast_shadow(scene, pha, generator)
+    if noise:
+        scene, plate = (_add_noise(layer, noise, generator) for layer in (scene, plate))
     src = (fgr * pha + scene * (1 - pha)).clamp(0, 1)
 
     out = {"src": src, "bgr": plate, "pha": pha, "fgr": fgr, _SCENE: scene}
     return {**sample, **{key: value if clip else value[0] for key, value in out.items()}}
+
+
+def _cast_shadow(scene: Tensor, pha: Tensor, generator: torch.Generator) -> Tensor:
+    """`scene` [N,3,H,W] darkened by a shadow of the subject: `pha` [N,1,H,W] moved, zoomed and box-blurred."""
+    dx, dy, zoom, blur, strength = torch.rand(5, generator=generator, device=generator.device).tolist()
+    height, width = pha.shape[-2:]
+    moved = _warp(pha, _affine(width, height, 0.4 * dx - 0.2, 0.4 * dy - 0.2, 0.5 + zoom, 0.0)[None])
+    size = 2 * round(width * (0.02 + 0.02 * blur)) + 1  # odd, 4-8% of the width
+    soft = F.avg_pool2d(moved.clamp(0, 1), size, stride=1, padding=size // 2, count_include_pad=False)
+    return scene * (1 - 0.3 * strength * soft)
+
+
+def _add_noise(layer: Tensor, noise: float, generator: torch.Generator) -> Tensor:
+    """`layer` plus Gaussian noise of a random standard deviation in [0, noise], clamped to [0,1]."""
+    std = noise * float(torch.rand((), generator=generator, device=generator.device))
+    grain = torch.randn(layer.shape, generator=generator, device=generator.device, dtype=layer.dtype)
+    return (layer + std * grain.to(layer.device)).clamp(0, 1)
 
 
 def _recover_background(src: Tensor, plate: Tensor, pha: Tensor, fgr: Tensor) -> Tensor:
@@ -117,7 +147,8 @@ def _affine(width: int, height: int, dx: float, dy: float, zoom: float, degrees:
 
 def _warp(images: Tensor, affine: Tensor) -> Tensor:
     """Bilinear resampling of [N,C,H,W] `images` (reflected borders) where output pixel p of frame n shows input
-    point `affine[n]` @ p ([N,3,3]), both in normalised coordinates; the caller clamps."""
+    point `affine[n]` @ p ([N,3,3], or [1,3,3] for every frame), both in normalised coordinates; the caller
+    clamps."""
     _, _, height, width = images.shape
     xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, dtype=images.dtype, device=images.device)
     ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, dtype=images.dtype, device=images.device)
@@ -125,9 +156,8 @@ def _warp(images: Tensor, affine: Tensor) -> Tensor:
     for matrix in affine:
         (a, b, c), (d, e, f) = matrix[:2].tolist()
         grids.append(torch.stack([a * xs + (b * ys + c)[:, None], d * xs + (e * ys + f)[:, None]], dim=-1))
-    return F.grid_sample(
-        images, torch.stack(grids), mode="bilinear", padding_mode="reflection", align_corners=False
-    )
+    grid = torch.stack(grids).expand(len(images), -1, -1, -1)  # one affine: every frame alike
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def _jitter_transform(
@@ -201,6 +231,11 @@ def _without_channels(tensor: Tensor) -> tuple[int, ...]:
 def _check_fraction(label: str, value: float) -> None:
     if not 0 <= value < 1:
         raise ValueError(f"{label} must be in [0, 1), got {value!r}")
+
+
+def _check_probability(label: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{label} must be a probability in [0, 1], got {value!r}")
 
 
 def _check_color_jitter(color_jitter: tuple[float, float, float, float]) -> None:

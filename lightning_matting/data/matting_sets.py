@@ -92,13 +92,10 @@ def alpha_uint8(frames: Tensor) -> Tensor:
     return (frames.float() * weights).sum(-3, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
-SPEEDS = (
-    0.5,
-    1.0,
-    1.0,
-    2.0,
-    3.0,
-)  # RVM's speed change: playback rates of a training window, 1x twice as often
+# RVM's speed change: playback rates of a training window, drawn uniformly
+SPEEDS = (0.5, 1.0, 2.0, 3.0)
+# BackgroundMattingV2's shadow probability and noise strength (see augment_sample)
+SHADOW, NOISE = 0.3, 0.03
 
 
 class Backgrounds:
@@ -324,7 +321,9 @@ def compose(dataset: Any, fgr: Tensor, pha: Tensor, name: str, start: int, index
     sample = {"src": fgr * pha + background * (1 - pha), "bgr": background.clone(), "fgr": fgr, "pha": pha}
     if dataset.augment:
         generator = _generator(True, index)
-        sample = augment_sample(sample | {"scene_bgr": background}, generator, vary=count > 1)
+        sample = augment_sample(
+            sample | {"scene_bgr": background}, generator, shadow=SHADOW, noise=NOISE, vary=count > 1
+        )
         if count > 1 and bool(torch.rand((), generator=generator) < 0.5):  # time reversal (RVM)
             sample = {key: value.flip(0) for key, value in sample.items()}
     item = {key: frame_to_uint8(sample[key]) for key in ("src", "bgr", "fgr", "pha")}
