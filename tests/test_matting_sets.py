@@ -275,6 +275,30 @@ def test_finetune_configs_run_with_only_the_roots_given(data, tmp_path, config, 
     assert list((tmp_path / "out" / "val").rglob("compare.mp4"))
 
 
+def test_synthetic_windows_mix_into_a_real_training_set_as_like_items(data):
+    root, bgr = data
+    dm = VideoMattingDataModule(
+        train_data="videomatte",
+        train_root=str(root),
+        backgrounds_root=str(bgr),
+        clip_length=3,
+        train_size=SIZE,
+        mix_synthetic=0.5,
+        train_clips=1,
+        synthetic_frames=6,
+    )
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 8  # the 4 real windows and as many synthetic ones: half of the items
+    real, synthetic = dm.train_dataset[0], dm.train_dataset[7]
+    assert synthetic["video"].startswith("synthetic_") and real["video"] in ("a", "b")
+    for key in ("src", "bgr", "fgr", "pha"):
+        assert synthetic[key].dtype == real[key].dtype == torch.uint8
+        assert synthetic[key].shape == real[key].shape
+    batch = next(iter(DataLoader(dm.train_dataset, batch_size=8)))  # they collate together
+    assert batch["src"].shape == (8, 3, 3, 48, 64)
+    assert 0 < int(batch["pha"].float().mean()) < 255
+
+
 def test_a_real_dataset_needs_its_roots(tmp_path):
     with pytest.raises(ValueError, match=r"train_data='videomatte' needs train_root .* and backgrounds_root"):
         VideoMattingDataModule(train_data="videomatte")
@@ -295,8 +319,28 @@ def test_a_real_dataset_needs_its_roots(tmp_path):
             lambda root, bg: VideoMattingDataModule(train_data="photos"),
             r"train_data must be 'synthetic', 'videomatte' or 'images', got 'photos'",
         ),
+        (
+            lambda root, bg: VideoMattingDataModule(
+                train_data="videomatte", train_root=str(root), backgrounds_root=str(bg), mix_synthetic=1.0
+            ),
+            r"mix_synthetic must be a share in \[0, 1\) of training items, got 1.0",
+        ),
+        (
+            lambda root, bg: VideoMattingDataModule(mix_synthetic=0.2),
+            r"mix_synthetic mixes procedural clips into a real train_data \('videomatte' or 'images'\)",
+        ),
+        (
+            lambda root, bg: VideoMattingDataModule(
+                train_data="images",
+                train_root=str(root),
+                backgrounds_root=str(bg),
+                mix_synthetic=0.2,
+                train_clips=0,
+            ),
+            r"mix_synthetic needs train_clips >= 1 procedural clips to draw from, got 0",
+        ),
     ],
-    ids=["clip-too-short", "clip-length-0", "train-data"],
+    ids=["clip-too-short", "clip-length-0", "train-data", "mix-1", "mix-synthetic", "mix-no-clips"],
 )
 def test_bad_dataset_settings_are_named(data, make, match):
     with pytest.raises(ValueError, match=match):

@@ -16,7 +16,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from lightning_matting.data.datasets import (
     MattingVideoDataset,
@@ -26,7 +26,12 @@ from lightning_matting.data.datasets import (
     parse_colour,
     unique_names,
 )
-from lightning_matting.data.matting_sets import EvaluationClips, ImageMattingDataset, VideoMatteDataset
+from lightning_matting.data.matting_sets import (
+    EvaluationClips,
+    ImageMattingDataset,
+    SyntheticWindows,
+    VideoMatteDataset,
+)
 from lightning_matting.data.sampling import (
     HOST_KEYS,
     VideoBatchSampler,
@@ -43,6 +48,25 @@ _SPLITS = {"train": 0, "val": 1, "predict": 2}
 def split_seeds(seed: int, split: str, count: int) -> list[int]:
     """`count` reproducible 32-bit clip seeds for one split ('train', 'val' or 'predict'), distinct per split."""
     return [int(s) for s in np.random.SeedSequence([seed, _SPLITS[split]]).generate_state(count)]
+
+
+def _check_mix(mix_synthetic: object, train_data: str, train_clips: int) -> float:
+    """The share of synthetic training items: a number in [0, 1), only with real data and clips to draw from."""
+    if (
+        isinstance(mix_synthetic, bool)
+        or not isinstance(mix_synthetic, int | float)
+        or not 0 <= mix_synthetic < 1
+    ):
+        raise ValueError(f"mix_synthetic must be a share in [0, 1) of training items, got {mix_synthetic!r}")
+    if mix_synthetic and train_data == "synthetic":
+        raise ValueError(
+            "mix_synthetic mixes procedural clips into a real train_data ('videomatte' or 'images')"
+        )
+    if mix_synthetic and train_clips < 1:
+        raise ValueError(
+            f"mix_synthetic needs train_clips >= 1 procedural clips to draw from, got {train_clips}"
+        )
+    return float(mix_synthetic)
 
 
 def _check_count(label: str, value: object, minimum: int) -> int:
@@ -88,6 +112,9 @@ class VideoMattingDataModule(LightningDataModule):
             None: synthetic validation clips.
         clip_length: Frames per training item: 1 for BackgroundMattingV2, a time run for RVM.
         train_size: (width, height) in pixels of training items from real datasets.
+        mix_synthetic: With a real `train_data`, the share of training items that are windows of `train_clips`
+            procedural clips (`SyntheticWindows`, `synthetic_frames` frames each, at `train_size`), in [0, 1):
+            0.2 makes one item in five synthetic; 0: none.
         seed: Seed of the synthetic clips (train, validation and predict clips differ).
 
     Raises:
@@ -127,6 +154,7 @@ class VideoMattingDataModule(LightningDataModule):
         val_root: str | None = None,
         clip_length: int = 1,
         train_size: tuple[int, int] = (512, 288),
+        mix_synthetic: float = 0.0,
     ) -> None:
         super().__init__()
         for label, paths in (("sources", sources), ("backgrounds", backgrounds)):
@@ -163,6 +191,7 @@ class VideoMattingDataModule(LightningDataModule):
                 f"backgrounds_root (a folder of background images or videos); got {train_root!r}, {backgrounds_root!r}"
             )
         self.train_data = train_data
+        self.mix_synthetic = _check_mix(mix_synthetic, train_data, self.train_clips)
         self.train_root = train_root
         self.backgrounds_root = backgrounds_root
         self.val_root = val_root
@@ -193,15 +222,17 @@ class VideoMattingDataModule(LightningDataModule):
             )
 
     def _train_dataset(self) -> Dataset:
-        if self.train_data == "videomatte":
-            return VideoMatteDataset(
-                self.train_root, self.backgrounds_root, self.clip_length, self.train_size, self.augment
-            )
-        if self.train_data == "images":
-            return ImageMattingDataset(
-                self.train_root, self.backgrounds_root, self.clip_length, self.train_size, self.augment
-            )
-        return self._synthetic_dataset("train", self.train_clips)
+        if self.train_data == "synthetic":
+            return self._synthetic_dataset("train", self.train_clips)
+        kind = VideoMatteDataset if self.train_data == "videomatte" else ImageMattingDataset
+        real = kind(self.train_root, self.backgrounds_root, self.clip_length, self.train_size, self.augment)
+        if not self.mix_synthetic:
+            return real
+        count = round(len(real) * self.mix_synthetic / (1 - self.mix_synthetic))
+        seeds = split_seeds(self.seed, "train", self.train_clips)
+        frames = max(self.synthetic_frames, self.clip_length)
+        synthetic = SyntheticWindows(seeds, self.clip_length, real.size, frames, count, self.augment)
+        return ConcatDataset([real, synthetic])
 
     def plan_predict(
         self, todo_frames: Mapping[str, Sequence[range]], rank: int = 0, world_size: int = 1

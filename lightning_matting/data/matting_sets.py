@@ -34,6 +34,7 @@ from lightning_matting.data.readers import (
     open_reader,
     read_image_uint8,
 )
+from lightning_matting.data.synthetic import SyntheticScene
 from lightning_matting.metadata import VideoInfo
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
@@ -319,17 +320,88 @@ def compose(dataset: Any, fgr: Tensor, pha: Tensor, name: str, start: int, index
     width, height = fgr.shape[-1], fgr.shape[-2]
     background = dataset.backgrounds.frames(choice, frame, count, (width, height))
     sample = {"src": fgr * pha + background * (1 - pha), "bgr": background.clone(), "fgr": fgr, "pha": pha}
-    if dataset.augment:
+    return _item(sample | {"scene_bgr": background}, dataset.augment, index, name, start)
+
+
+def _item(sample: dict[str, Tensor], augment: bool, index: int, name: str, start: int) -> dict[str, Any]:
+    """A float sample of [T,C,H,W] layers (and "scene_bgr") augmented (see `compose`) as a uint8 item; a
+    single frame loses its T."""
+    count = len(sample["pha"])
+    if augment:
         generator = _generator(True, index)
-        sample = augment_sample(
-            sample | {"scene_bgr": background}, generator, shadow=SHADOW, noise=NOISE, vary=count > 1
-        )
+        sample = augment_sample(sample, generator, shadow=SHADOW, noise=NOISE, vary=count > 1)
         if count > 1 and bool(torch.rand((), generator=generator) < 0.5):  # time reversal (RVM)
             sample = {key: value.flip(0) for key, value in sample.items()}
     item = {key: frame_to_uint8(sample[key]) for key in ("src", "bgr", "fgr", "pha")}
-    if dataset.clip_length == 1:
+    if count == 1:
         item = {key: value[0] for key, value in item.items()}
     return item | {"video": name, "index": start}
+
+
+class SyntheticWindows(Dataset[dict[str, Any]]):
+    """Windows of procedural clips as `VideoMatteDataset` items, to mix into a real training set.
+
+    Clip k is `SyntheticScene(width, height, seed=seeds[k])` (camera shake, lighting change, hair) of
+    `num_frames` frames, cut into windows of `clip_length` frames; item i is window i mod their number (so
+    `count` may exceed it: each repeat is augmented anew), augmented as `VideoMatteDataset` does, uint8.
+
+    Args:
+        seeds: One seed per clip.
+        clip_length: Frames per item (as the real dataset's).
+        size: (width, height) in pixels (as the real dataset's).
+        num_frames: Frames per clip (>= clip_length).
+        count: Items in the dataset.
+        augment: Augment each window.
+
+    Raises:
+        ValueError: No seed, a count < 0, or clips shorter than `clip_length`.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        clip_length: int,
+        size: tuple[int, int],
+        num_frames: int,
+        count: int,
+        augment: bool = True,
+    ):
+        if not seeds or count < 0 or num_frames < clip_length:
+            raise ValueError(
+                f"SyntheticWindows needs seeds, count >= 0 and num_frames >= clip_length, got {len(seeds)} seeds, "
+                f"count {count}, num_frames {num_frames}, clip_length {clip_length}"
+            )
+        self.seeds = list(seeds)
+        self.clip_length = clip_length
+        self.size = size
+        self.count = count
+        self.augment = augment
+        starts = range(0, num_frames - clip_length + 1, clip_length)
+        self.windows = [(clip, start) for clip in range(len(self.seeds)) for start in starts]
+        self._scenes: dict[int, SyntheticScene] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.count:
+            raise IndexError(f"index {index} out of range for {self.count} synthetic windows")
+        clip, start = self.windows[index % len(self.windows)]
+        if clip not in self._scenes:
+            self._scenes[clip] = SyntheticScene(*self.size, seed=self.seeds[clip])
+        scene = self._scenes[clip]
+        rendered = scene.render(list(range(start, start + self.clip_length)))
+        sample = {
+            "src": rendered["src"],
+            "bgr": scene.plate.expand(self.clip_length, -1, -1, -1).clone(),
+            "fgr": rendered["fgr"],
+            "pha": rendered["pha"],
+            "scene_bgr": rendered["scene_bgr"],
+        }
+        return _item(sample, self.augment, index, f"synthetic_{self.seeds[clip]}", start)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_scenes": {}}
 
 
 class EvaluationClips(Dataset[dict[str, Any]]):
