@@ -207,13 +207,14 @@ class MattingModule(L.LightningModule):
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with the backbone at `backbone_learning_rate` and the rest at `learning_rate`."""
+        """Adam with the backbone at `backbone_learning_rate` and the rest at `learning_rate`: parameter groups
+        named "backbone" and "rest" (`TrainingStages` changes their rates by name)."""
         backbone = list(self.net.backbone.parameters()) if hasattr(self.net, "backbone") else []
         backbone_ids = {id(p) for p in backbone}
         rest = [p for p in self.net.parameters() if id(p) not in backbone_ids]
         groups = [
-            {"params": backbone, "lr": self.backbone_learning_rate},
-            {"params": rest, "lr": self.learning_rate},
+            {"params": backbone, "lr": self.backbone_learning_rate, "name": "backbone"},
+            {"params": rest, "lr": self.learning_rate, "name": "rest"},
         ]
         return torch.optim.Adam([group for group in groups if group["params"]])
 

@@ -61,6 +61,28 @@ def test_ffv1_is_lossless_for_colour_and_grey(tmp_path):
     write(tmp_path / "pha.mkv", alpha, fourcc="FFV1")
     frames, _, _, _ = read_video(tmp_path / "pha.mkv")
     np.testing.assert_array_equal(frames, np.repeat(expected_uint8(alpha), 3, axis=-1))
+    odd = torch.rand(3, 1, 23, 39, generator=torch.Generator().manual_seed(3))  # padded to 40x24
+    with pytest.warns(UserWarning, match="odd"):
+        write(tmp_path / "odd.mkv", odd, fourcc="FFV1")
+    np.testing.assert_array_equal(
+        read_video(tmp_path / "odd.mkv")[0][:, :23, :39, 0], expected_uint8(odd)[..., 0]
+    )
+
+
+def test_ffv1_stores_grey_outputs_as_a_grey_stream_and_colour_as_bgra(tmp_path):
+    av = pytest.importorskip("av", reason="PyAV reads the stream's pixel format")
+    write(tmp_path / "pha.mkv", torch.rand(4, 1, 24, 40), fourcc="FFV1")
+    write(tmp_path / "fgr.mkv", torch.rand(4, 3, 24, 40), fourcc="FFV1")
+    with av.open(str(tmp_path / "pha.mkv")) as grey, av.open(str(tmp_path / "fgr.mkv")) as colour:
+        assert grey.streams.video[0].codec_context.pix_fmt == "gray"  # a quarter of bgra's samples
+        assert colour.streams.video[0].codec_context.pix_fmt == "bgra"  # OpenCV's only colour FFV1 format
+    writer = VideoWriter(tmp_path / "mixed.mkv", 10, 40, 24, fourcc="FFV1")
+    writer.add_batch(torch.rand(1, 1, 24, 40))
+    with pytest.raises(
+        ValueError, match=r"frames must have C=1 like the first batch \(a grey FFV1 stream\), got C=3"
+    ):
+        writer.add_batch(torch.rand(1, 3, 24, 40))
+    writer.close()
 
 
 def test_rounds_to_nearest_clamps_and_zeroes_nan(tmp_path):

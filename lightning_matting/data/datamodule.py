@@ -50,6 +50,18 @@ def split_seeds(seed: int, split: str, count: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, _SPLITS[split]]).generate_state(count)]
 
 
+def _check_train_data(train_data: object, train_root: str | None, backgrounds_root: str | None) -> str:
+    """What `fit` trains on, with the roots a real dataset needs."""
+    if train_data not in ("synthetic", "videomatte", "images"):
+        raise ValueError(f"train_data must be 'synthetic', 'videomatte' or 'images', got {train_data!r}")
+    if train_data != "synthetic" and (train_root is None or backgrounds_root is None):
+        raise ValueError(
+            f"train_data={train_data!r} needs train_root (the dataset folder with fgr/ and pha/) and "
+            f"backgrounds_root (a folder of background images or videos); got {train_root!r}, {backgrounds_root!r}"
+        )
+    return train_data
+
+
 def _check_mix(mix_synthetic: object, train_data: str, train_clips: int) -> float:
     """The share of synthetic training items: a number in [0, 1), only with real data and clips to draw from."""
     if (
@@ -183,14 +195,7 @@ class VideoMattingDataModule(LightningDataModule):
         self.train_clips = _check_count("train_clips", train_clips, 0)
         self.val_clips = _check_count("val_clips", val_clips, 0)
         self.augment = augment
-        if train_data not in ("synthetic", "videomatte", "images"):
-            raise ValueError(f"train_data must be 'synthetic', 'videomatte' or 'images', got {train_data!r}")
-        if train_data != "synthetic" and (train_root is None or backgrounds_root is None):
-            raise ValueError(
-                f"train_data={train_data!r} needs train_root (the dataset folder with fgr/ and pha/) and "
-                f"backgrounds_root (a folder of background images or videos); got {train_root!r}, {backgrounds_root!r}"
-            )
-        self.train_data = train_data
+        self.train_data = _check_train_data(train_data, train_root, backgrounds_root)
         self.mix_synthetic = _check_mix(mix_synthetic, train_data, self.train_clips)
         self.train_root = train_root
         self.backgrounds_root = backgrounds_root
@@ -370,8 +375,41 @@ class VideoMattingDataModule(LightningDataModule):
             and isinstance(trainer.accelerator, CUDAAccelerator),  # async uploads
         )
 
+    def set_training(
+        self,
+        clip_length: int | None = None,
+        train_size: tuple[int, int] | None = None,
+        train_data: Literal["synthetic", "videomatte", "images"] | None = None,
+        train_root: str | None = None,
+    ) -> None:
+        """Change what `fit` trains on from the next training dataloader on (a stage of `TrainingStages`).
+
+        Args:
+            clip_length: Frames per training item.
+            train_size: (width, height) in pixels of real training items.
+            train_data: "synthetic", "videomatte" or "images" (see `train_data` of the datamodule).
+            train_root: The dataset folder of "videomatte" or "images".
+            None keeps a setting as it is.
+
+        Raises:
+            ValueError: A setting out of its allowed values, naming it.
+        """
+        if clip_length is not None:
+            self.clip_length = _check_count("clip_length", clip_length, 1)
+        if train_size is not None:
+            self.train_size = check_resize(train_size, "train_size")
+        if train_data is not None:
+            self.train_data = _check_train_data(
+                train_data, train_root or self.train_root, self.backgrounds_root
+            )
+        if train_root is not None:
+            self.train_root = train_root
+        self.train_dataset = None  # built again, with these settings, by the next train_dataloader
+
     def train_dataloader(self) -> DataLoader:
-        """Shuffled synthetic frames with ground truth."""
+        """Shuffled training items with ground truth (see `train_data`)."""
+        if self.train_dataset is None:
+            self.train_dataset = self._train_dataset()
         return DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,

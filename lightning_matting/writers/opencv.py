@@ -9,6 +9,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import torch
 
 from lightning_matting.metadata import to_fraction
 
@@ -27,7 +28,8 @@ def make_parent(path: Path) -> None:
 class VideoWriter(FrameWriter):
     """Video file through OpenCV: `VideoWriter(path, frame_rate, width, height, fourcc="mp4v")`.
 
-    Frames: [B,C,H,W], C=3 (RGB) or C=1 (grey, written as three equal channels), float in [0,1] or uint8.
+    Frames: [B,C,H,W], C=3 (RGB) or C=1 (grey: a grey stream with FFV1, whose colour stream is 4-channel
+    bgra; three equal channels otherwise), float in [0,1] or uint8; the first batch fixes C.
     OpenCV's encoders crop odd sizes (65x47 is stored as 64x46); `odd_size="pad"` (default) pads by
     repeating the last column/row and warns, `odd_size="error"` refuses. `encoded_size` is what the
     file holds.
@@ -65,6 +67,7 @@ class VideoWriter(FrameWriter):
             raise ValueError(f"odd_size must be 'pad' or 'error', got {odd_size!r}")
         self.fourcc = fourcc
         self.odd_size = odd_size
+        self.grey = False  # a grey FFV1 stream, chosen at the first batch
         super().__init__(path, width, height, queue_size=queue_size)
 
     def _open(self) -> None:
@@ -84,9 +87,7 @@ class VideoWriter(FrameWriter):
         self._pad = (pad_w, pad_h)
         self.encoded_size = (self.width + pad_w, self.height + pad_h)
         make_parent(self.path)
-        self._writer = cv2.VideoWriter(
-            str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), float(self.frame_rate), self.encoded_size
-        )
+        self._writer = self._open_capture(colour=True)
         if not self._writer.isOpened():
             raise OSError(
                 f"OpenCV could not open {self.path} for writing with fourcc {self.fourcc!r} "
@@ -94,10 +95,39 @@ class VideoWriter(FrameWriter):
                 f"and that its FFmpeg has this encoder: 'mp4v', 'MJPG' and 'FFV1' work, 'avc1' does not)"
             )
 
+    def _open_capture(self, colour: bool) -> cv2.VideoWriter:
+        return cv2.VideoWriter(
+            str(self.path),
+            cv2.VideoWriter_fourcc(*self.fourcc),
+            float(self.frame_rate),
+            self.encoded_size,
+            colour,
+        )
+
+    def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
+        """Queue a batch [B,C,H,W] (see `FrameWriter.add_batch`); a first grey batch makes an FFV1 stream grey."""
+        if (
+            self.frames_added == 0
+            and self.fourcc == "FFV1"
+            and isinstance(frames, torch.Tensor)
+            and frames.dim() == 4
+            and frames.shape[0] > 0
+            and frames.shape[1] == 1
+            and not self.grey
+        ):
+            self._writer.release()  # nothing written yet: the file starts again as a grey stream
+            self._writer = self._open_capture(colour=False)
+            self.grey = True
+        elif self.grey and isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[1] != 1:
+            raise ValueError(
+                f"frames must have C=1 like the first batch (a grey FFV1 stream), got C={frames.shape[1]}"
+            )
+        super().add_batch(frames, hand_over)
+
     def _write(self, first_index: int, frames: np.ndarray) -> None:
         pad_w, pad_h = self._pad
         for frame in frames:
-            if frame.shape[2] == 1:
+            if frame.shape[2] == 1 and not self.grey:
                 frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
             if pad_w or pad_h:
                 frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
