@@ -237,6 +237,25 @@ def test_bad_video_files_raise_naming_the_path(tmp_path, content, error, message
         VideoReader(path)
 
 
+def test_a_file_without_a_video_stream_is_named_as_such(tmp_path):
+    av = pytest.importorskip("av", reason="PyAV tells the streams apart")
+    path = tmp_path / "talk.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=48000, layout="stereo")
+        for k in range(5):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((2, 1024), np.float32), format="fltp", layout="stereo"
+            )
+            frame.sample_rate, frame.pts = 48000, k * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with pytest.raises(
+        ValueError,
+        match=r"cannot decode video file .*talk\.m4a: it has no video stream \(its streams: audio\)",
+    ):
+        VideoReader(path)
+
+
 def test_video_reader_rejects_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match="expected a video file, got a folder"):
         VideoReader(tmp_path)

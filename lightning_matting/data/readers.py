@@ -157,7 +157,7 @@ class VideoReader(_Frames):
     def _open(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
-            raise ValueError(f"cannot decode video file {self.path}: OpenCV/FFmpeg could not open it")
+            raise ValueError(f"cannot decode video file {self.path}: {_why_unopened(self.path)}")
         return capture
 
     def read_uint8(self, index: int) -> Tensor:
@@ -187,6 +187,22 @@ class VideoReader(_Frames):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_capture": None, "_next_index": 0}
+
+
+def _why_unopened(path: Path) -> str:
+    """Why OpenCV could not open `path`: a file without a video stream is named as such (with PyAV)."""
+    try:
+        import av
+    except ImportError:
+        return "OpenCV/FFmpeg could not open it"
+    try:
+        with av.open(str(path)) as container:
+            kinds = sorted({stream.type for stream in container.streams})
+    except av.FFmpegError:
+        return "OpenCV/FFmpeg could not open it (not a video file FFmpeg knows)"
+    if "video" not in kinds:
+        return f"it has no video stream (its streams: {', '.join(kinds) or 'none'})"
+    return "OpenCV/FFmpeg could not open it"
 
 
 def _can_decode(capture: cv2.VideoCapture, index: int) -> bool:
