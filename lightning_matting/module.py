@@ -66,8 +66,8 @@ class MattingModule(L.LightningModule):
         inference: What eval mode (predict, validation, a direct call after `eval()`) runs. "fast": for our
             networks an inference copy with BatchNorm folded into the convolutions and, where it measures
             faster, channels_last memory (BGMv2), under torch.inference_mode, so outputs carry no gradient;
-            within 1e-4 of "eager" on the golden inputs (3e-7 but
-            for RVM's fast guided filter, 5e-5). The copy is rebuilt when the weights change.
+            within 1e-4 of "eager" on the golden inputs (3e-7; 5e-5 with RVM's fast guided filter). The
+            copy is rebuilt when the weights or refine settings change.
             "eager": the network itself, as called (gradients in eval mode). Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
             batch of each input size compiles (about a minute on a CPU); see the README for measured gains.
@@ -103,7 +103,10 @@ class MattingModule(L.LightningModule):
         threads: int | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=[] if isinstance(model, str | Path) else ["model"])
+        # threads changes the speed only: a resume on another machine must not be refused for it
+        self.save_hyperparameters(
+            ignore=["threads"] if isinstance(model, str | Path) else ["model", "threads"]
+        )
         options = {
             name: value
             for name, value in {
@@ -281,9 +284,7 @@ class MattingModule(L.LightningModule):
         self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
     ) -> tuple[dict[str, Tensor], Any]:
         """The adapter on the network of the mode: the training network, or in eval what `inference` says."""
-        if self.training:
-            return self.adapter(self.networks.for_training(self.net), src, bgr, state, wanted)
-        if not self.networks.rewrite:
+        if self.training or not self.networks.rewrite:
             return self.adapter(self.networks.for_training(self.net), src, bgr, state, wanted)
         with torch.inference_mode():
             return self.adapter(self.networks.for_inference(self.net), src, bgr, state, wanted)

@@ -159,16 +159,15 @@ def test_a_compiled_rvm_is_recurrent_and_carries_its_state():
 
 
 @pytest.mark.slow
-def test_compile_option_carries_the_state_and_equals_eager():
-    """compile=True with the default inductor backend; compiles three graphs (about a minute on 2 cores)."""
+def test_compile_option_carries_the_state_across_batches():
+    """compile=True with the default inductor backend: two graphs (a fresh and a carried state), about two
+    minutes on 2 CPU cores. Streamed in batches of 2 frames, it equals the eager network on the whole clip."""
     weights = reference_model("mobilenetv3").state_dict()
     compiled, eager = rvm_module(compile=True), rvm_module(inference="eager")
     compiled.net.load_state_dict(weights)
     eager.net.load_state_dict(weights)
     clip = torch.rand(4, 3, 32, 48, generator=torch.Generator().manual_seed(0))
-    streamed, whole = stream(compiled, clip, 2), stream(compiled, clip, 4)
-    torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=0)
-    torch.testing.assert_close(whole, stream(eager, clip, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(stream(compiled, clip, 2), stream(eager, clip, 4), atol=1e-5, rtol=0)
 
 
 def test_bad_options_are_named():

@@ -1,14 +1,15 @@
 """An inference copy of a network: BatchNorm folded into its convolution, the memory format that is faster.
 
-The copy computes the same function as the eval-mode network up to float rounding (on the golden inputs within
-3e-7, and 5e-5 where RVM's fast guided filter divides by a variance near 0; `tests/test_inference.py`), without the per-layer normalisation. The network it is made from
-keeps its own layers, so training and `state_dict()` are untouched. Only our own networks are rewritten:
-which convolution each BatchNorm follows is known for them, and unknown for a user's module.
-"""
+The copy computes the same function as the eval-mode network up to float rounding (on the golden inputs
+within 3e-7, and 5e-5 where RVM's fast guided filter divides by a variance near 0; tests/test_inference.py)
+without the per-layer normalisation. The network it is made from keeps its own layers, so training and
+`state_dict()` are untouched. Only our own networks are rewritten: which convolution each BatchNorm follows
+is known for them, and unknown for a user's module."""
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -91,16 +92,22 @@ class ChannelsLast(nn.Module):
     """Runs a channels_last network on channels_last inputs and returns contiguous (NCHW) outputs.
 
     Args:
-        net: A network converted with `.to(memory_format=torch.channels_last)`.
+        net: A network converted with `.to(memory_format=torch.channels_last)`; its [N,C,H,W] tensor
+            arguments are made channels_last, other arguments (None, numbers, [B,T,C,H,W] clips) pass as
+            they are.
     """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        outputs = self.net(*(x.contiguous(memory_format=torch.channels_last) for x in inputs))
+    def forward(self, *inputs: Any) -> tuple[Tensor, ...]:
+        outputs = self.net(*(_channels_last(x) for x in inputs))
         return tuple(x.contiguous() for x in outputs)
+
+
+def _channels_last(x: Any) -> Any:
+    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.dim() == 4 else x
 
 
 class InferenceNetworks:
@@ -112,7 +119,8 @@ class InferenceNetworks:
 
     Args:
         rewrite: Run our networks' inference copy (`inference_copy`) in eval; False runs the network itself.
-        compile: Compile what runs with `torch.compile` (the training network and the inference copy).
+        compile: Compile what runs with `torch.compile(dynamic=False)` (the training network and the inference
+            copy): one graph per input shape.
     """
 
     def __init__(self, rewrite: bool, compile: bool) -> None:
@@ -133,7 +141,7 @@ class InferenceNetworks:
         key = _network_key(net)
         if self._copy is None or key != self._copy_key:
             fast = inference_copy(net)
-            self._copy, self._copy_key = torch.compile(fast) if self.compile else fast, key
+            self._copy, self._copy_key = _compile(fast) if self.compile else fast, key
         return self._copy
 
     def clear(self) -> None:
@@ -142,8 +150,14 @@ class InferenceNetworks:
 
     def _compiled_once(self, net: nn.Module) -> nn.Module:
         if id(net) not in self._compiled:
-            self._compiled = {id(net): torch.compile(net)}
+            self._compiled = {id(net): _compile(net)}
         return self._compiled[id(net)]
+
+
+def _compile(net: nn.Module) -> nn.Module:
+    """torch.compile with static shapes: a graph per frame size (and RVM clip length), as a video keeps its
+    size; a second size would otherwise make a dynamic-shape graph, slower to build and to run here."""
+    return torch.compile(net, dynamic=False)
 
 
 def _network_key(net: nn.Module) -> tuple:
