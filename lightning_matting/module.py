@@ -66,11 +66,12 @@ class MattingModule(L.LightningModule):
         inference: What eval mode (predict, validation, a direct call after `eval()`) runs. "fast": for our
             networks an inference copy with BatchNorm folded into the convolutions and, where it measures
             faster, channels_last memory (BGMv2), under torch.inference_mode, so outputs carry no gradient;
-            within 1e-4 of "eager" on the golden inputs (3e-7; 5e-5 with RVM's fast guided filter). The
+            within 1e-4 of "eager" on the golden inputs (1e-5; 5e-5 with RVM's fast guided filter). The
             copy is rebuilt when the weights or refine settings change.
             "eager": the network itself, as called (gradients in eval mode). Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
-            batch of each input size compiles (about a minute on a CPU); see the README for measured gains.
+            batch of each input size compiles (about a minute on a CPU), and eval compiles again after the
+            weights change (each validation during fit); see the README for measured gains.
         threads: torch's intra-op threads during predict; None: the cores left after DataLoader workers and
             writer encoder threads (at least 1), or OMP_NUM_THREADS when set. Restored after predict.
 

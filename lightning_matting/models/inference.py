@@ -1,7 +1,7 @@
 """An inference copy of a network: BatchNorm folded into its convolution, the memory format that is faster.
 
 The copy computes the same function as the eval-mode network up to float rounding (on the golden inputs
-within 3e-7, and 5e-5 where RVM's fast guided filter divides by a variance near 0; tests/test_inference.py)
+within 1e-5, and 5e-5 where RVM's fast guided filter divides by a variance near 0; tests/test_inference.py)
 without the per-layer normalisation. The network it is made from keeps its own layers, so training and
 `state_dict()` are untouched. Only our own networks are rewritten: which convolution each BatchNorm follows
 is known for them, and unknown for a user's module."""
