@@ -8,7 +8,8 @@ made a run 3x slower than 1 torch thread (issue #20). So predict gives torch the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
@@ -56,10 +57,12 @@ def predict_threads(trainer: L.Trainer, requested: int | None) -> tuple[int, str
     return threads, reason + " (override: MattingModule(threads=N) or OMP_NUM_THREADS)"
 
 
-def _loaders(dataloaders: DataLoader | Iterable[DataLoader] | None) -> list[DataLoader]:
-    if dataloaders is None:
-        return []
-    return [dataloaders] if isinstance(dataloaders, DataLoader) else list(dataloaders)
+def _loaders(iterables: Any) -> list[DataLoader]:
+    """The DataLoaders among Lightning's predict iterables: one, or a sequence or mapping of them."""
+    if isinstance(iterables, DataLoader):
+        return [iterables]
+    values = iterables.values() if isinstance(iterables, Mapping) else iterables or ()
+    return [loader for loader in values if isinstance(loader, DataLoader)]
 
 
 def log_threads(threads: int, reason: str) -> None:

@@ -100,3 +100,5 @@ def test_workers_of_a_plain_dataloader_count(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
     assert predict_threads(Trainer(), None)[0] == 10
+    Trainer.predict_dataloaders = {"a": DataLoader(range(4), num_workers=1), "b": Trainer.predict_dataloaders}
+    assert predict_threads(Trainer(), None)[0] == 10  # the most workers of any one dataloader
