@@ -54,7 +54,7 @@ def predict_threads(trainer: L.Trainer, requested: int | None) -> tuple[int, str
     )
     threads = intra_op_threads(cores, workers, encoders)
     reason = f"{cores} cores - {workers} DataLoader workers - {encoders} encoder threads"
-    return threads, reason + " (override: MattingModule(threads=N) or OMP_NUM_THREADS)"
+    return threads, reason + "; to override: MattingModule(threads=N) or OMP_NUM_THREADS"
 
 
 def _loaders(iterables: Any) -> list[DataLoader]:
