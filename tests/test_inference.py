@@ -196,3 +196,8 @@ def test_a_users_module_runs_as_it_is_in_eval():
     module = MattingModule(Matte()).eval()
     module(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
     assert module.networks._copy is None
+    frames = torch.rand(2, 3, 8, 8)
+    with pytest.raises(
+        TypeError, match="MattingModule trains our BackgroundMattingV2 and RobustVideoMatting"
+    ):
+        module.train().training_step({"src": frames, "bgr": frames, "pha": frames[:, :1], "fgr": frames})
