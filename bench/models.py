@@ -1,110 +1,146 @@
-"""Model-only frames per second of each BackgroundMattingV2 and RobustVideoMatting variant (batch 1, eval, no_grad).
+"""Our eager fp32 network against its inference options, side by side in one process (same weights, inputs).
 
-    python bench/models.py [--iterations 5] [--warmup 2] [--variants mattingrefine-resnet50 ...]
+    python bench/models.py [--threads 1] [--iterations 7] [--sizes 512x288 1280x720]
+                           [--variants rvm-mobilenetv3 mattingrefine-mobilenetv2] [--options fast fold ...]
 
-CPU: 512x512, fp32. With CUDA also 1920x1080 and 3840x2160 in fp32 and fp16, refine variants at
-the reference's recommended settings (HD: backbone_scale 0.25, 80_000 pixels; 4K: 0.125, 320_000).
-Weights are freshly initialised and inputs random, so sampling runs with prevent_oversampling off
-(as the reference's speed test) to refine the full sample count. RVM runs frame after frame with its
-state carried: CPU 512x288 (downsample_ratio 1); GPU HD at 0.25, 4K at 0.125 (the reference's advice).
-Reports the median of the runs.
+Per variant and size: eager ms per frame (eval, no_grad: what the reference runs, bit-identical to it), then
+for each option the speed ratio (eager time / option time, medians of runs interleaved with eager's, so that
+a busy machine slows both alike) and the max abs error against eager fp32 over every output. Options:
+  fast           what MattingModule runs in eval by default: `inference_copy` (BatchNorm folded,
+                 channels_last for BGMv2) under inference_mode
+  fold           BatchNorm folded only (contiguous NCHW)
+  channels_last  BatchNorm folded and channels_last for every family
+  bf16           `fast` under torch.autocast(bfloat16) (what precision="bf16-mixed" does; on a CPU without
+                 bf16 instructions 4-50x slower: not a default)
+  compile        torch.compile(dynamic=False) of `fast`, as MattingModule(compile=True) (its compile time is
+                 printed: a minute or more per size on a CPU, less from a warm inductor cache)
+Weights are freshly initialised and inputs random, so refine variants run "sampling" with
+prevent_oversampling off (the reference's speed test): backbone_scale 0.25, 80,000 pixels. RVM runs frame
+after frame with its state carried, at the automatic downsample ratio (longest side to 512 px). CPU only.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
-from typing import NamedTuple
 
 import torch
+from torch import Tensor, nn
 
 from lightning_matting.models import VARIANTS, load_model
+from lightning_matting.models.inference import ChannelsLast, fold_batch_norms, inference_copy
+from lightning_matting.models.rvm import auto_downsample_ratio
 
-# (label, width, height, refine options) per device.
-CPU_SIZES = [("512x512", 512, 512, {"backbone_scale": 0.25, "refine_sample_pixels": 80_000})]
-GPU_SIZES = [
-    ("1920x1080", 1920, 1080, {"backbone_scale": 0.25, "refine_sample_pixels": 80_000}),
-    ("3840x2160", 3840, 2160, {"backbone_scale": 0.125, "refine_sample_pixels": 320_000}),
-]
-RVM_CPU_SIZES = [("512x288", 512, 288, {"downsample_ratio": 1.0})]
-RVM_GPU_SIZES = [
-    ("1920x1080", 1920, 1080, {"downsample_ratio": 0.25}),
-    ("3840x2160", 3840, 2160, {"downsample_ratio": 0.125}),
-]
+OPTIONS = ("fast", "fold", "channels_last", "bf16", "compile")
+REFINE_OPTIONS = {
+    "backbone_scale": 0.25,
+    "refine_mode": "sampling",
+    "refine_sample_pixels": 80_000,
+    "refine_prevent_oversampling": False,
+}
 
 
-class Case(NamedTuple):
-    variant: str
-    size: str
-    width: int
-    height: int
-    device: str
-    dtype: torch.dtype
-    options: dict
+def build(option: str, net: nn.Module) -> nn.Module:
+    """The network `option` runs, made from the eager network `net`."""
+    if option == "fold":
+        return fold_batch_norms(copy.deepcopy(net))
+    if option == "channels_last":
+        return ChannelsLast(fold_batch_norms(copy.deepcopy(net)).to(memory_format=torch.channels_last))
+    if option == "compile":
+        return torch.compile(inference_copy(net), dynamic=False)  # as MattingModule(compile=True)
+    return inference_copy(net)
 
 
-def cases(variants: list[str]) -> list[Case]:
-    """Every (variant, size, device, dtype) to measure on this machine."""
-    plans = [("cpu", torch.float32, CPU_SIZES, RVM_CPU_SIZES)]
-    if torch.cuda.is_available():
-        plans += [("cuda", dtype, GPU_SIZES, RVM_GPU_SIZES) for dtype in (torch.float32, torch.float16)]
-    found = []
-    for device, dtype, sizes, rvm_sizes in plans:
-        for variant in variants:
-            for label, width, height, refine_options in rvm_sizes if variant.startswith("rvm") else sizes:
-                options = {}
-                if variant.startswith("rvm"):
-                    options = refine_options
-                elif variant.startswith("mattingrefine"):
-                    options = {
-                        **refine_options,
-                        "refine_mode": "sampling",
-                        "refine_prevent_oversampling": False,
-                    }
-                found.append(Case(variant, label, width, height, device, dtype, options))
-    return found
+class Runner:
+    """Calls one network frame after frame (carrying RVM's state) and keeps its last outputs and times."""
 
+    def __init__(self, net: nn.Module, recurrent: bool, ratio: float, autocast: bool, eager: bool) -> None:
+        self.net, self.recurrent, self.ratio = net, recurrent, ratio
+        self.autocast, self.eager = autocast, eager
+        self.state: list[Tensor | None] = [None] * 4
+        self.times: list[float] = []
+        self.outputs: tuple[Tensor, ...] = ()
 
-def seconds_per_frame(case: Case, warmup: int, iterations: int) -> float:
-    """Median wall time of one forward pass of `case`, in seconds."""
-    recurrent = case.variant.startswith("rvm")
-    options = {} if recurrent else case.options
-    model = load_model(case.variant, **options).to(case.device, case.dtype)
-    src = torch.rand(1, 3, case.height, case.width, device=case.device, dtype=case.dtype)
-    bgr = torch.rand_like(src)
-    state = [None] * 4
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + iterations):
-            if case.device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            if recurrent:
-                _, _, *state = model(src, *state, case.options["downsample_ratio"])
+    def __call__(self, src: Tensor, bgr: Tensor, timed: bool) -> None:
+        start = time.perf_counter()
+        grad_mode = torch.no_grad() if self.eager else torch.inference_mode()
+        with grad_mode, torch.autocast(src.device.type, torch.bfloat16, enabled=self.autocast):
+            if self.recurrent:
+                outputs = self.net(src, *self.state, self.ratio)
+                self.state = list(outputs[2:])
             else:
-                model(src, bgr)
-            if case.device == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+                outputs = self.net(src, bgr)
+        if timed:
+            self.times.append(time.perf_counter() - start)
+        self.outputs = tuple(outputs)
+
+
+def max_error(got: tuple[Tensor, ...], want: tuple[Tensor, ...]) -> float:
+    return max((a.float() - b.float()).abs().max().item() for a, b in zip(got, want, strict=True))
+
+
+def measure(variant: str, width: int, height: int, options: list[str], warmup: int, iterations: int) -> str:
+    """One table row: eager ms/frame, then ratio and max error per option."""
+    recurrent = variant.startswith("rvm")
+    net = load_model(variant, **({} if recurrent or variant.startswith("mattingbase") else REFINE_OPTIONS))
+    net = net.eval()
+    ratio = auto_downsample_ratio(height, width)
+    generator = torch.Generator().manual_seed(0)
+    frames = [torch.rand(1, 3, height, width, generator=generator) for _ in range(warmup + iterations)]
+    bgr = torch.rand(1, 3, height, width, generator=generator)
+    eager = Runner(net, recurrent, ratio, autocast=False, eager=True)
+    runners: dict[str, Runner] = {}
+    compile_seconds = {}
+    for option in options:
+        start = time.perf_counter()
+        runners[option] = Runner(build(option, net), recurrent, ratio, option == "bf16", eager=False)
+        if option == "compile":  # the first call compiles
+            runners[option](frames[0], bgr, timed=False)
+            compile_seconds[option] = time.perf_counter() - start
+            runners[option].state = [None] * 4
+    errors = dict.fromkeys(options, 0.0)
+    for index, src in enumerate(frames):
+        timed = index >= warmup
+        eager(src, bgr, timed)
+        for option, runner in runners.items():
+            runner(src, bgr, timed)
+            errors[option] = max(errors[option], max_error(runner.outputs, eager.outputs))
+    base = statistics.median(eager.times)
+    cells = [f"{base * 1000:.0f}"]
+    for option, runner in runners.items():
+        note = f" (compiled in {compile_seconds[option]:.0f} s)" if option in compile_seconds else ""
+        cells.append(f"{base / statistics.median(runner.times):.2f}x, {errors[option]:.1e}{note}")
+    return f"| {variant} | {width}x{height} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=5, help="timed runs per case (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--variants", nargs="+", default=["rvm-mobilenetv3", "mattingrefine-mobilenetv2"])
+    parser.add_argument("--sizes", nargs="+", default=["512x288", "1280x720"], help="WIDTHxHEIGHT")
+    parser.add_argument("--options", nargs="+", default=["fast", "fold", "channels_last"], choices=OPTIONS)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed frames first")
+    parser.add_argument("--iterations", type=int, default=7, help="timed frames (median reported)")
     args = parser.parse_args()
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print(f"{'variant':<26} {'size':<10} {'device':<6} {'dtype':<8} {'ms/frame':>9} {'frames/s':>9}")
-    for case in cases(args.variants):
-        seconds = seconds_per_frame(case, args.warmup, args.iterations)
-        dtype = str(case.dtype).removeprefix("torch.")
-        row = f"{case.variant:<26} {case.size:<10} {case.device:<6} {dtype:<8}"
-        print(f"{row} {seconds * 1000:>9.1f} {1 / seconds:>9.2f}", flush=True)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {args.iterations} frames")
+    print(
+        "| variant | size | eager ms/frame | "
+        + " | ".join(f"{o}: speed, max error" for o in args.options)
+        + " |"
+    )
+    print("|---|---|---|" + "---|" * len(args.options))
+    for variant in args.variants:
+        for size in args.sizes:
+            width, height = (int(v) for v in size.split("x"))
+            print(measure(variant, width, height, args.options, args.warmup, args.iterations), flush=True)
 
 
 if __name__ == "__main__":

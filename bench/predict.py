@@ -10,7 +10,9 @@ On a synthetic clip (decoded by the datamodule in DataLoader workers), writing c
 (3) encode limit: our three writers fed ready tensors, no model;
 (4) ours: trainer.predict with VideoWriterCallback.
 The model is a GPU stand-in that sleeps `--model-ms` per frame (the CPU stays free, as with a GPU),
-then the real MattingBase-MobileNetV2 on CPU at `--real-size`.
+then the real MattingBase-MobileNetV2 on CPU at `--real-size`, which (1) and (4) run as MattingModule does in
+eval (`--inference fast`, the default: the inference copy; `eager`: the network itself) with the intra-op
+threads MattingModule chooses for predict, while (2) and (2b) call the eager network with torch's default.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
-def model_only(net: nn.Module, clip_dir: Path, batch_size: int) -> float:
-    module = MattingModule(net, outputs=list(OUTPUTS))
+def model_only(net: nn.Module, clip_dir: Path, batch_size: int, inference: str) -> float:
+    module = MattingModule(net, outputs=list(OUTPUTS), inference=inference)
     return timed(
         lambda: trainer([]).predict(
             module, datamodule=datamodule(clip_dir, batch_size), return_predictions=False
@@ -74,9 +76,9 @@ def model_only(net: nn.Module, clip_dir: Path, batch_size: int) -> float:
     )
 
 
-def ours(net: nn.Module, clip_dir: Path, batch_size: int, out: Path) -> float:
+def ours(net: nn.Module, clip_dir: Path, batch_size: int, out: Path, inference: str) -> float:
     callback = VideoWriterCallback(out / "ours", outputs=list(OUTPUTS), overwrite=True)
-    module = MattingModule(net)
+    module = MattingModule(net, inference=inference)
     dm = datamodule(clip_dir, batch_size)
     return timed(lambda: trainer([callback]).predict(module, datamodule=dm, return_predictions=False))
 
@@ -135,7 +137,13 @@ def write_clip(folder: Path, frames: int, size: tuple[int, int]) -> torch.Tensor
 
 
 def measure(
-    label: str, net: nn.Module, frames: int, size: tuple[int, int], batch_size: int, tmp: Path
+    label: str,
+    net: nn.Module,
+    frames: int,
+    size: tuple[int, int],
+    batch_size: int,
+    tmp: Path,
+    inference: str = "fast",
 ) -> None:
     clip_dir = tmp / f"clip_{size[0]}x{size[1]}_{frames}"
     first = write_clip(clip_dir, frames, size)
@@ -143,11 +151,11 @@ def measure(
         net(torch.rand(batch_size, 3, size[1], size[0]), torch.rand(batch_size, 3, size[1], size[0]))
     src = first.repeat(frames // len(first) + 1, 1, 1, 1)[:frames]  # the clip's own content, in memory
     fps = {
-        "model only": frames / model_only(net, clip_dir, batch_size),
+        "model only": frames / model_only(net, clip_dir, batch_size, inference),
         "reference style": frames / reference_loop(net, clip_dir, batch_size, tmp, size, num_workers=0),
         "reference + workers": frames / reference_loop(net, clip_dir, batch_size, tmp, size, num_workers=2),
         "encode limit": frames / encode_limit(src, batch_size, tmp),
-        "ours": frames / ours(net, clip_dir, batch_size, tmp),
+        "ours": frames / ours(net, clip_dir, batch_size, tmp, inference),
     }
     bound = min(fps["model only"], fps["encode limit"])
     print(
@@ -168,6 +176,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--real-size", type=int, nargs=2, default=(640, 360))
     parser.add_argument("--real-frames", type=int, default=48)
+    parser.add_argument(
+        "--inference", choices=["fast", "eager"], default="fast", help="MattingModule's inference"
+    )
     args = parser.parse_args()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, outputs com+pha+fgr"
@@ -191,12 +202,13 @@ def main() -> None:
         )
         real = MattingModule("mattingbase-mobilenetv2").net.eval()
         measure(
-            "MattingBase-MobileNetV2 (CPU)",
+            f"MattingBase-MobileNetV2 (CPU, {args.inference})",
             real,
             args.real_frames,
             tuple(args.real_size),
             args.batch_size,
             tmp,
+            args.inference,
         )
 
 

@@ -1,19 +1,21 @@
 """One small adapter per model family, so the module never sees a family's own call or tuple.
 
-Every adapter maps `(src, bgr or None, state, wanted)` to `({name: tensor}, state)`: src and bgr are
-[B,3,H,W] in [0,1] (B consecutive frames of one video for recurrent models), `wanted` names the raw
-outputs needed (pha, fgr, err, ref, seg), and every returned tensor is [B,C,H,W] at the input size.
-`state` is None for stateless models and the recurrent state otherwise (None starts a video). A bgr of
-batch size 1 is one plate for the whole batch.
+Every adapter maps `(net, src, bgr or None, state, wanted)` to `({name: tensor}, state)`: `net` is the
+network to run (the training network, its inference copy, or a compiled one: the adapter keeps none, so a
+network replaced later is the one that runs), src and bgr are [B,3,H,W] in [0,1] (B consecutive frames of
+one video for recurrent models), `wanted` names the raw outputs needed (pha, fgr, err, ref, seg), and every
+returned tensor is [B,C,H,W] at the input size. `state` is None for stateless models and the recurrent
+state otherwise (None starts a video). A bgr of batch size 1 is one plate for the whole batch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._dynamo.eval_frame import OptimizedModule
 
 from lightning_matting.losses import matting_base_loss, matting_refine_loss, rvm_loss
 from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
@@ -29,13 +31,23 @@ class Adapter:
     needs_background = True
     recurrent = False
 
-    def __init__(self, net: nn.Module):
-        self.net = net
-
     def __call__(
-        self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
+        self, net: nn.Module, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
     ) -> tuple[RawOutputs, Any]:
         raise NotImplementedError
+
+    def training_losses(
+        self, net: nn.Module, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+    ) -> RawOutputs:
+        """The family's losses; a network of unknown family (TorchScript, a user's module) has none.
+
+        Raises:
+            TypeError: Always, here: only our BGMv2 and RVM networks train through MattingModule.
+        """
+        raise TypeError(
+            f"MattingModule trains our BackgroundMattingV2 and RobustVideoMatting networks, whose losses it "
+            f"knows; {type(net).__name__} has none here: train it yourself or load it as a variant"
+        )
 
 
 def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -61,27 +73,27 @@ class BGMv2Adapter(Adapter):
     and ref nearest.
     """
 
-    def __init__(self, net: nn.Module, provides: frozenset[str]):
-        super().__init__(net)
-        self.provides = provides
+    def __init__(self, family: Literal["base", "refine", "other"]):
+        self.family = family
+        self.provides = frozenset({"pha", "fgr", "err"} if family == "base" else {"pha", "fgr", "err", "ref"})
 
     @classmethod
     def for_net(cls, net: nn.Module) -> BGMv2Adapter:
         if isinstance(net, MattingRefine):
-            return cls(net, frozenset({"pha", "fgr", "err", "ref"}))
+            return cls("refine")
         if isinstance(net, MattingBase):
-            return cls(net, frozenset({"pha", "fgr", "err"}))
+            return cls("base")
         # A black box: what it provides shows in its tuple's length at the first call.
-        return cls(net, frozenset({"pha", "fgr", "err", "ref"}))
+        return cls("other")
 
     def __call__(
-        self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
+        self, net: nn.Module, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
     ) -> tuple[RawOutputs, Any]:
         height, width = src.shape[-2:]
         bgr = bgr.expand_as(src) if bgr.shape[0] == 1 else bgr  # one static plate for the batch
         src_p, bgr_p = _pad_to_multiple(src, 4), _pad_to_multiple(bgr, 4)
         padded = tuple(src_p.shape[-2:])
-        result = self.net(src_p, bgr_p)
+        result = net(src_p, bgr_p)
         if len(result) == 6:
             pha, fgr, _, _, err, ref = result
             available = {"pha": pha, "fgr": fgr, "err": err, "ref": ref}
@@ -106,19 +118,19 @@ class BGMv2Adapter(Adapter):
         }, None
 
     def training_losses(
-        self, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+        self, net: nn.Module, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
     ) -> RawOutputs:
         """BackgroundMattingV2's losses: MattingBase's, or MattingRefine's with its coarse outputs; clips
         [B,T,C,H,W] count as B*T frames."""
         if src.dim() == 5:
             src, bgr, true_pha, true_fgr = (x.flatten(0, 1) for x in (src, bgr, true_pha, true_fgr))
-        if isinstance(self.net, MattingRefine):
-            pha, fgr, pha_sm, fgr_sm, err_sm, _ = self.net(src, bgr)
+        if self.family == "refine":
+            pha, fgr, pha_sm, fgr_sm, err_sm, _ = net(src, bgr)
             return matting_refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
-        if isinstance(self.net, MattingBase):
-            pha, fgr, err, _ = self.net(src, bgr)
+        if self.family == "base":
+            pha, fgr, err, _ = net(src, bgr)
             return matting_base_loss(pha, fgr, err, true_pha, true_fgr)
-        return super().training_losses(src, bgr, true_pha, true_fgr)
+        return super().training_losses(net, src, bgr, true_pha, true_fgr)
 
 
 class RVMAdapter(Adapter):
@@ -132,9 +144,9 @@ class RVMAdapter(Adapter):
     needs_background = False
     recurrent = True
 
-    def __init__(self, net: nn.Module, downsample_ratio: float | None):
-        super().__init__(net)
+    def __init__(self, downsample_ratio: float | None, trainable: bool):
         self.downsample_ratio = downsample_ratio
+        self.trainable = trainable
 
     def _ratio(self, src: Tensor) -> float:
         if self.downsample_ratio is not None:
@@ -142,7 +154,7 @@ class RVMAdapter(Adapter):
         return min(512 / max(src.shape[-2:]), 1.0)
 
     def __call__(
-        self, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
+        self, net: nn.Module, src: Tensor, bgr: Tensor | None, state: Any, wanted: set[str]
     ) -> tuple[RawOutputs, Any]:
         clip = src.unsqueeze(0)
         rec = list(state) if state is not None else [None] * 4
@@ -150,24 +162,24 @@ class RVMAdapter(Adapter):
         out: RawOutputs = {}
         new_state = None
         if wanted & {"pha", "fgr"}:
-            fgr, pha, *new_state = self.net(clip, *rec, ratio)
+            fgr, pha, *new_state = net(clip, *rec, ratio)
             out["fgr"], out["pha"] = fgr[0], pha[0]
         if "seg" in wanted:
-            seg, *seg_state = self.net(clip, *rec, ratio, True)
+            seg, *seg_state = net(clip, *rec, ratio, True)
             out["seg"] = seg[0].sigmoid()
             new_state = new_state or seg_state
         return {name: out[name] for name in wanted}, tuple(new_state)
 
     def training_losses(
-        self, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+        self, net: nn.Module, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
     ) -> RawOutputs:
         """RobustVideoMatting's matting loss from a fresh state: on clips [B,T,C,H,W], or on a batch of
         consecutive frames [B,C,H,W] as one clip [1,B,C,H,W]."""
-        if not isinstance(self.net, RobustVideoMatting):
-            return super().training_losses(src, bgr, true_pha, true_fgr)
+        if not self.trainable:
+            return super().training_losses(net, src, bgr, true_pha, true_fgr)
         if src.dim() == 4:
             src, true_pha, true_fgr = src.unsqueeze(0), true_pha.unsqueeze(0), true_fgr.unsqueeze(0)
-        fgr, pha, *_ = self.net(src, downsample_ratio=self._ratio(src))
+        fgr, pha, *_ = net(src, downsample_ratio=self._ratio(src))
         return rvm_loss(pha, fgr, true_pha, true_fgr)
 
 
@@ -176,9 +188,14 @@ def _script_argument_names(net: torch.jit.ScriptModule) -> list[str]:
 
 
 def make_adapter(net: nn.Module, downsample_ratio: float | None = None) -> Adapter:
-    """The adapter for `net`: RVM (ours, or TorchScript whose forward takes r1..r4), else BGMv2-style."""
+    """The adapter for `net`: RVM (ours, or TorchScript whose forward takes r1..r4), else BGMv2-style.
+
+    A network compiled with `torch.compile` counts as the network it compiles.
+    """
+    if isinstance(net, OptimizedModule):
+        net = net._orig_mod
     if isinstance(net, RobustVideoMatting):
-        return RVMAdapter(net, downsample_ratio)
+        return RVMAdapter(downsample_ratio, trainable=True)
     if isinstance(net, torch.jit.ScriptModule) and "r1" in _script_argument_names(net):
-        return RVMAdapter(net, downsample_ratio)
+        return RVMAdapter(downsample_ratio, trainable=False)
     return BGMv2Adapter.for_net(net)

@@ -1,0 +1,173 @@
+"""An inference copy of a network: BatchNorm folded into its convolution, the memory format that is faster.
+
+The copy computes the same function as the eval-mode network up to float rounding (on the golden inputs
+within 1e-5, and 5e-5 where RVM's fast guided filter divides by a variance near 0; tests/test_inference.py)
+without the per-layer normalisation. The network it is made from keeps its own layers, so training and
+`state_dict()` are untouched. Only our own networks are rewritten: which convolution each BatchNorm follows
+is known for them, and unknown for a user's module."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from lightning_matting.models.backbones import Bottleneck, ResNet
+from lightning_matting.models.bgmv2 import Decoder, MattingBase, MattingRefine, Refiner
+from lightning_matting.models.rvm import RobustVideoMatting
+
+# Modules whose forward applies bn<k> directly to the output of conv<k> (outside an nn.Sequential).
+_NAMED_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
+    Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    ResNet: (("conv1", "bn1"),),
+    Decoder: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    Refiner: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+}
+
+# Measured on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): channels_last makes BackgroundMattingV2
+# 1.5-1.9x faster (its refiner's patch batches above all) and RobustVideoMatting slower (its decoder's
+# concatenations and upsampling of channels_last tensors cost more than its convolutions gain).
+_CHANNELS_LAST: dict[type[nn.Module], bool] = {MattingBase: True, RobustVideoMatting: False}
+
+
+def can_rewrite(net: nn.Module) -> bool:
+    """Whether `net` is one of our networks, which `inference_copy` rewrites (others run as they are)."""
+    return isinstance(net, tuple(_CHANNELS_LAST))
+
+
+def fold_batch_norms(net: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that follows a Conv2d into it, in place; the BatchNorm becomes an Identity.
+
+    Args:
+        net: One of our networks in eval mode (its running statistics are what is folded).
+
+    Returns:
+        `net`, whose convolutions now carry the folded scale and bias.
+    """
+    for module in net.modules():
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for conv_name, norm_name in zip(names, names[1:], strict=False):
+                _fold_pair(module, conv_name, norm_name)
+        for conv_name, norm_name in _NAMED_PAIRS.get(type(module), ()):
+            _fold_pair(module, conv_name, norm_name)
+    return net
+
+
+def _fold_pair(parent: nn.Module, conv_name: str, norm_name: str) -> None:
+    conv, norm = parent._modules[conv_name], parent._modules[norm_name]
+    if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+        parent._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
+        parent._modules[norm_name] = nn.Identity()
+
+
+def inference_copy(net: nn.Module) -> nn.Module:
+    """A frozen eval-mode copy of one of our networks with BatchNorm folded, in its faster memory format.
+
+    Args:
+        net: MattingBase, MattingRefine or RobustVideoMatting, on any device and dtype.
+
+    Returns:
+        An independent module with the same call and outputs (up to float rounding); its parameters do not
+        require gradients and do not follow later changes to `net`.
+
+    Raises:
+        TypeError: `net` is not one of our networks (see `can_rewrite`).
+    """
+    if not can_rewrite(net):
+        raise TypeError(
+            f"inference_copy rewrites MattingBase, MattingRefine and RobustVideoMatting, got {type(net)}"
+        )
+    fast = fold_batch_norms(copy.deepcopy(net).eval())
+    fast.requires_grad_(False)
+    if next(flag for family, flag in _CHANNELS_LAST.items() if isinstance(net, family)):
+        return ChannelsLast(fast.to(memory_format=torch.channels_last))
+    return fast
+
+
+class ChannelsLast(nn.Module):
+    """Runs a channels_last network on channels_last inputs and returns contiguous (NCHW) outputs.
+
+    Args:
+        net: A network converted with `.to(memory_format=torch.channels_last)`; its [N,C,H,W] tensor
+            arguments are made channels_last, other arguments (None, numbers, [B,T,C,H,W] clips) pass as
+            they are.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *inputs: Any) -> tuple[Tensor, ...]:
+        outputs = self.net(*(_channels_last(x) for x in inputs))
+        return tuple(x.contiguous() for x in outputs)
+
+
+def _channels_last(x: Any) -> Any:
+    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.dim() == 4 else x
+
+
+class InferenceNetworks:
+    """The networks a module runs: its training network (compiled or not) and a cached inference copy.
+
+    The inference copy is rebuilt when the network changes: a parameter or buffer replaced, moved or
+    modified in place (an optimizer step, `load_state_dict`: their version counters), or a BGMv2 refine
+    setting changed. It is dropped with `clear()`, e.g. on entering training.
+
+    Args:
+        rewrite: Run our networks' inference copy (`inference_copy`) in eval; False runs the network itself.
+        compile: Compile what runs with `torch.compile(dynamic=False)` (the training network and the inference
+            copy): one graph per input shape.
+    """
+
+    def __init__(self, rewrite: bool, compile: bool) -> None:
+        self.rewrite = rewrite
+        self.compile = compile
+        self._copy: nn.Module | None = None
+        self._copy_key: tuple | None = None
+        self._compiled: dict[int, nn.Module] = {}
+
+    def for_training(self, net: nn.Module) -> nn.Module:
+        """`net`, compiled when `compile` (the compiled module shares its parameters)."""
+        return self._compiled_once(net) if self.compile else net
+
+    def for_inference(self, net: nn.Module) -> nn.Module:
+        """What eval mode runs for `net`: the (compiled) inference copy of our networks, else `for_training`."""
+        if not (self.rewrite and can_rewrite(net)):
+            return self.for_training(net)
+        key = _network_key(net)
+        if self._copy is None or key != self._copy_key:
+            fast = inference_copy(net)
+            self._copy, self._copy_key = _compile(fast) if self.compile else fast, key
+        return self._copy
+
+    def clear(self) -> None:
+        """Drop the inference copy (its memory) until the next `for_inference`."""
+        self._copy, self._copy_key = None, None
+
+    def _compiled_once(self, net: nn.Module) -> nn.Module:
+        if id(net) not in self._compiled:
+            self._compiled = {id(net): _compile(net)}
+        return self._compiled[id(net)]
+
+
+def _compile(net: nn.Module) -> nn.Module:
+    """torch.compile with static shapes: a graph per frame size (and RVM clip length), as a video keeps its
+    size; a second size would otherwise make a dynamic-shape graph, slower to build and to run here."""
+    return torch.compile(net, dynamic=False)
+
+
+def _network_key(net: nn.Module) -> tuple:
+    """What the inference copy of `net` depends on: every tensor's storage and version, the refine settings."""
+    tensors = tuple(
+        (t.data_ptr(), t._version, t.dtype, t.device) for t in (*net.parameters(), *net.buffers())
+    )
+    settings = ()
+    if isinstance(net, MattingRefine):
+        refiner = net.refiner
+        settings = (net.backbone_scale, refiner.mode, refiner.sample_pixels, refiner.threshold)
+        settings += (refiner.prevent_oversampling,)
+    return tensors, settings

@@ -1,0 +1,104 @@
+"""torch's intra-op threads in predict: the cores left after DataLoader workers and encoders, logged,
+overridable, restored afterwards."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.data import VideoMattingDataModule, make_clip
+from lightning_matting.module import MattingModule
+from lightning_matting.threads import intra_op_threads, predict_threads
+from lightning_matting.writers import VideoWriter
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:MattingModule.*untrained weights"),
+    pytest.mark.filterwarnings("ignore:The 'predict_dataloader' does not have many workers"),
+    pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "encoders", "expected"),
+    [(2, 2, 3, 1), (2, 0, 0, 2), (16, 4, 3, 9), (8, 0, 2, 6), (1, 0, 0, 1)],
+)
+def test_threads_are_the_cores_left_and_at_least_one(cores, workers, encoders, expected):
+    assert intra_op_threads(cores, workers, encoders) == expected
+
+
+class RecordThreads(L.Callback):
+    """Records torch's intra-op thread count at each predict batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_predict_batch_start(self, *args) -> None:
+        self.seen.append(torch.get_num_threads())
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """Every test leaves torch's thread count as it found it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("clip") / "clip.mkv"
+    with VideoWriter(path, 30, 32, 24, fourcc="FFV1") as writer:
+        writer.add_batch(make_clip(32, 24, 4, seed=0).src)
+    return str(path)
+
+
+def predict(module: MattingModule, clip: str, tmp_path, outputs: list[str]) -> list[int]:
+    record = RecordThreads()
+    writer = VideoWriterCallback(tmp_path / "out", outputs=outputs, fourcc="FFV1", overwrite=True)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[writer, record]
+    )
+    trainer.predict(
+        module, datamodule=VideoMattingDataModule(sources=[clip], batch_size=2), return_predictions=False
+    )
+    return record.seen
+
+
+def test_predict_uses_the_cores_left_logs_why_and_restores(clip, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(6)))
+    before = torch.get_num_threads()
+    with caplog.at_level(logging.INFO):
+        seen = predict(MattingModule("rvm-mobilenetv3"), clip, tmp_path, ["pha", "fgr"])
+    assert seen == [4, 4]  # 6 cores - 0 workers - 2 encoders
+    assert "torch runs 4 intra-op threads (6 cores - 0 DataLoader workers - 2 encoder threads" in caplog.text
+    assert torch.get_num_threads() == before
+
+
+def test_threads_argument_and_omp_num_threads_override(clip, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with caplog.at_level(logging.INFO):
+        assert predict(MattingModule("rvm-mobilenetv3", threads=3), clip, tmp_path, ["pha"]) == [3, 3]
+    assert "torch runs 3 intra-op threads (threads=3 as set)" in caplog.text
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)  # as torch would have read it at start-up
+    with caplog.at_level(logging.INFO):
+        assert predict(MattingModule("rvm-mobilenetv3"), clip, tmp_path, ["pha"]) == [1, 1]
+    assert "torch runs 1 intra-op thread (OMP_NUM_THREADS=1 as set)" in caplog.text
+
+
+def test_workers_of_a_plain_dataloader_count(monkeypatch):
+    class Trainer:  # what predict_threads reads of a Trainer
+        predict_dataloaders = DataLoader(range(4), num_workers=3)
+        callbacks = [VideoWriterCallback("unused", outputs=["com", "pha", "fgr"])]
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert predict_threads(Trainer(), None)[0] == 10
+    Trainer.predict_dataloaders = {"a": DataLoader(range(4), num_workers=1), "b": Trainer.predict_dataloaders}
+    assert predict_threads(Trainer(), None)[0] == 10  # the most workers of any one dataloader
