@@ -95,8 +95,10 @@ def test_the_copy_follows_a_training_step():
     module.eval()
     after, eager = module(src, bgr), refine_module(inference="eager").eval()
     eager.load_state_dict(module.state_dict())
-    assert max_error(after, before) > 1e-3  # the step changed the weights ...
-    assert max_error(after, eager(src, bgr)) <= REWRITE_TOLERANCE  # ... and eval runs the new ones
+    assert max_error(after, before) > 1e-2  # the step changed the weights ...
+    # ... and eval runs the new ones (a step of SGD at 0.1 leaves weights far from trained ones, on which
+    # folding measured up to 1.3e-4 and the backward pass is not bit-reproducible across threads)
+    assert max_error(after, eager(src, bgr)) <= 1e-3
 
 
 def test_the_copy_follows_load_state_dict_and_settings_changed_in_eval():
