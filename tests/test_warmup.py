@@ -105,13 +105,20 @@ def reference_rvm() -> RobustVideoMatting:
 
 
 def loop_alpha(model: RobustVideoMatting, src: torch.Tensor, start: int) -> np.ndarray:
-    """uint8 alpha [N-start,H,W] of frames start.. with a fresh state at `start`, frame after frame."""
+    """uint8 alpha [N-start,H,W] of frames start.. with a fresh state at `start`, frame after frame, on 2
+    threads as `predict` runs the module here: at 1 thread torch picks other kernels for 1x1 convolutions by
+    batch size (3 frames there, 1 here), which moved a pixel by one 8-bit level."""
     state: list = [None] * 4
     out = []
-    with torch.no_grad():
-        for frame in src[start:]:
-            _, pha, *state = model(frame[None], *state, downsample_ratio=1)
-            out.append(pha[0, 0])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            for frame in src[start:]:
+                _, pha, *state = model(frame[None], *state, downsample_ratio=1)
+                out.append(pha[0, 0])
+    finally:
+        torch.set_num_threads(threads)
     return torch.stack(out).mul(255).round().to(torch.uint8).numpy()
 
 
@@ -137,7 +144,9 @@ def predict(source, out, warmup: int, stop_at: int | None = None, resume=False) 
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[writer, spy])
     # eager: the written alpha is compared bit for bit with an eager loop (the fast copy's rounding differs
     # by up to 1e-5, which can move a pixel across an 8-bit step; tests/test_inference.py bounds it)
-    module = MattingModule(reference_rvm(), downsample_ratio=1, warmup_frames=warmup, inference="eager")
+    module = MattingModule(
+        reference_rvm(), downsample_ratio=1, warmup_frames=warmup, inference="eager", threads=2
+    )
     dm = VideoMattingDataModule(sources=[str(source)], batch_size=3)
     trainer.predict(module, datamodule=dm, return_predictions=False)
     return spy
