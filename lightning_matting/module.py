@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
-from lightning_matting.models.adapters import make_adapter
+from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
 from lightning_matting.models.inference import InferenceNetworks
 from lightning_matting.models.loading import VariantName
 from lightning_matting.outputs import (
@@ -61,8 +61,17 @@ class MattingModule(L.LightningModule):
         refine_prevent_oversampling: BGMv2: never refine more pixels than the frame has.
         downsample_ratio: RVM: the scale its encoder runs at; None: automatic (longest side to 512 px).
         warmup_frames: Recurrent models: frames predicted, unwritten, before a share that starts mid-video.
-        learning_rate: Adam's learning rate of the decoder and refiner.
+        learning_rate: Adam's learning rate of the decoder (and ASPP).
         backbone_learning_rate: Adam's learning rate of the backbone.
+        refiner_learning_rate: Adam's learning rate of the refiner (BGMv2's MattingRefine, RVM's guided
+            filter); None: `learning_rate`.
+        bgmv2_stage: What training trains of a BGMv2 network: "base" the base network alone at the input size
+            with MattingBase's losses (the reference's train_base.py; a MattingRefine's refiner is left as it
+            is), "refine" the whole MattingRefine with its losses (train_refine.py). None: what the network
+            is. `TrainingStages` can switch it within a fit.
+        high_res_downsample_ratio: RVM: the scale its encoder runs at in the high-resolution training pass
+            (batches {"low": ..., "high": ...} from a datamodule given `high_res_size`), which trains the
+            refiner; the reference's 0.25.
         inference: What eval mode (predict, validation, a direct call after `eval()`) runs. "fast": for our
             networks an inference copy with BatchNorm folded into the convolutions and, where it measures
             faster, channels_last memory (BGMv2), under torch.inference_mode, so outputs carry no gradient;
@@ -99,6 +108,9 @@ class MattingModule(L.LightningModule):
         warmup_frames: int = DEFAULT_WARMUP_FRAMES,
         learning_rate: float = 5e-4,
         backbone_learning_rate: float = 1e-4,
+        refiner_learning_rate: float | None = None,
+        bgmv2_stage: Literal["base", "refine"] | None = None,
+        high_res_downsample_ratio: float = 0.25,
         inference: Literal["fast", "eager"] = "fast",
         compile: bool = False,
         threads: int | None = None,
@@ -148,6 +160,9 @@ class MattingModule(L.LightningModule):
         self.outputs = None if outputs is None else self._check_available(check_output_names(outputs))
         self.learning_rate = learning_rate
         self.backbone_learning_rate = backbone_learning_rate
+        self.refiner_learning_rate = refiner_learning_rate
+        self.set_bgmv2_stage(bgmv2_stage)
+        self.high_res_downsample_ratio = _check_ratio(high_res_downsample_ratio, "high_res_downsample_ratio")
         self.val_metrics = MetricCollection(
             [SAD(), MSE(), GradientError(), ConnectivityError(), DtSSD()], prefix="val/"
         )
@@ -241,24 +256,61 @@ class MattingModule(L.LightningModule):
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(batch["src"]))
         return out
 
+    def set_bgmv2_stage(self, stage: Literal["base", "refine"] | None) -> None:
+        """Train a BGMv2 network's base alone ("base") or the whole MattingRefine ("refine") from the next
+        step on; None: what the network is (see `bgmv2_stage`).
+
+        Raises:
+            ValueError: A stage other than these, "refine" for a MattingBase, or a stage for another family.
+        """
+        family = self.adapter.family if isinstance(self.adapter, BGMv2Adapter) else None
+        self.bgmv2_stage = _check_bgmv2_stage(stage, family, self.variant)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
-        """The family's reference losses on a batch of frames [B,C,H,W] or clips [B,T,C,H,W] (uint8 or float)."""
-        src, bgr, pha, fgr = (self._as_float(batch.get(key)) for key in ("src", "bgr", "pha", "fgr"))
-        terms = self.adapter.training_losses(self.networks.for_training(self.net), src, bgr, pha, fgr)
+        """The family's reference losses on a batch of frames [B,C,H,W] or clips [B,T,C,H,W] (uint8 or float),
+        or on {"low": batch, "high": batch}: RVM's two passes, the second at `high_res_downsample_ratio`,
+        their losses summed (logged as "train/<term>" and "train/high/<term>")."""
+        if isinstance(batch, dict) and set(batch) == {"low", "high"}:
+            low, high = (
+                self._losses(batch["low"], None),
+                self._losses(batch["high"], self.high_res_downsample_ratio),
+            )
+            terms = {name: value for name, value in low.items() if name != "loss"}
+            terms |= {f"high/{name}": value for name, value in high.items()}
+            terms["loss"] = low["loss"] + high["loss"]
+            batch = batch["low"]
+        else:
+            terms = self._losses(batch, None)
         self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=len(batch["src"]))
         return terms["loss"]
 
+    def _losses(self, batch: dict[str, Any], downsample_ratio: float | None) -> dict[str, Tensor]:
+        src, bgr, pha, fgr = (self._as_float(batch.get(key)) for key in ("src", "bgr", "pha", "fgr"))
+        return self.adapter.training_losses(
+            self.networks.for_training(self.net),
+            src,
+            bgr,
+            pha,
+            fgr,
+            base_only=self.bgmv2_stage == "base",
+            downsample_ratio=downsample_ratio,
+        )
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with the backbone at `backbone_learning_rate` and the rest at `learning_rate`: parameter groups
-        named "backbone" and "rest" (`TrainingStages` changes their rates by name)."""
-        backbone = list(self.net.backbone.parameters()) if hasattr(self.net, "backbone") else []
-        backbone_ids = {id(p) for p in backbone}
-        rest = [p for p in self.net.parameters() if id(p) not in backbone_ids]
-        groups = [
-            {"params": backbone, "lr": self.backbone_learning_rate, "name": "backbone"},
-            {"params": rest, "lr": self.learning_rate, "name": "rest"},
-        ]
-        return torch.optim.Adam([group for group in groups if group["params"]])
+        """Adam over parameter groups named "backbone", "refiner" and "rest" (`TrainingStages` changes their
+        rates by name) at `backbone_learning_rate`, `refiner_learning_rate` and `learning_rate`; a network
+        of unknown family is all "rest"."""
+        rates = {
+            "backbone": self.backbone_learning_rate,
+            "refiner": self.learning_rate
+            if self.refiner_learning_rate is None
+            else self.refiner_learning_rate,
+            "rest": self.learning_rate,
+        }
+        groups = parameter_groups(self.net)
+        return torch.optim.Adam(
+            [{"params": params, "lr": rates[name], "name": name} for name, params in groups.items() if params]
+        )
 
     def _matte(self, batch: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
         """{name: [B,C,H,W]} for `names`, plus "video" and "index", carrying a recurrent state."""
@@ -330,6 +382,28 @@ def _single_video(names: Any) -> str:
             f"a batch must hold frames of one video (use VideoBatchSampler), got frames of {sorted(unique)}"
         )
     return names[0]
+
+
+def _check_bgmv2_stage(stage: object, family: str | None, variant: str) -> str | None:
+    """The BGMv2 stage to train: `stage`, or for None what the network is (None outside BGMv2)."""
+    if stage is None:
+        return family if family in ("base", "refine") else None
+    if stage not in ("base", "refine"):
+        raise ValueError(f"bgmv2_stage must be 'base', 'refine' or None, got {stage!r}")
+    if family not in ("base", "refine"):
+        raise ValueError(f"bgmv2_stage applies to BackgroundMattingV2 networks, not {variant}; leave it None")
+    if stage == "refine" and family == "base":
+        raise ValueError(
+            f"bgmv2_stage='refine' needs a MattingRefine network (mattingrefine-*), got {variant}; a MattingBase "
+            "checkpoint loads into one: MattingModule('mattingrefine-<backbone>', checkpoint=<base weights>)"
+        )
+    return stage
+
+
+def _check_ratio(ratio: object, name: str) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
+    return float(ratio)
 
 
 def _check_color(color: Sequence[float]) -> tuple[float, float, float]:

@@ -245,12 +245,19 @@ def test_variants_listing_names_every_reference_variant():
 # --- strict loading diagnostics ------------------------------------------------------------------
 
 
-def test_base_checkpoint_into_refine_variant_names_the_base_variant():
-    with pytest.raises(
-        ValueError,
-        match=r"(?s)missing keys \(20\): refiner\.conv1\.weight.*\(\+12 more\).*looks like mattingbase-resnet50",
+def test_a_base_checkpoint_loads_into_its_refine_variant_with_an_untrained_refiner():
+    base = reference_weights("mattingbase-resnet50")
+    with pytest.warns(
+        UserWarning,
+        match=r"holds a MattingBase: mattingrefine-resnet50 takes its weights and "
+        r"starts its refiner untrained",
     ):
-        load_model("mattingrefine-resnet50", reference_weights("mattingbase-resnet50"))
+        model = load_model("mattingrefine-resnet50", base)
+    state = model.state_dict()
+    assert all(torch.equal(state[key], value) for key, value in base.items())
+    assert sorted({key.split(".")[0] for key in state} - {key.split(".")[0] for key in base}) == ["refiner"]
+    with pytest.raises(ValueError, match=r"(?s)missing keys.*looks like mattingbase-resnet50"):
+        load_model("mattingrefine-mobilenetv2", base)  # another backbone's base is still refused
 
 
 def test_refine_checkpoint_into_base_variant_names_the_refine_variant():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import pytest
+import torch
 from test_matting_sets import DEMO_WEIGHTS, SIZE, backgrounds, videomatte
 
 from lightning_matting.callbacks import Stage, TrainingStages
@@ -19,7 +20,118 @@ class Spy(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         rates = {group["name"]: group["lr"] for group in trainer.optimizers[0].param_groups}
-        self.seen.setdefault(trainer.current_epoch, (tuple(batch["src"].shape), rates))
+        self.seen.setdefault(trainer.current_epoch, (_shapes(batch), rates))
+
+
+def _shapes(batch: dict) -> tuple | dict:
+    """src's shape, or per pass for a two-pass batch {"low": ..., "high": ...}."""
+    if "src" in batch:
+        return tuple(batch["src"].shape)
+    return {name: tuple(part["src"].shape) for name, part in batch.items()}
+
+
+class RefinerWatch(L.Callback):
+    """Whether each epoch changed the refiner's weights, and the base network's."""
+
+    def __init__(self):
+        self.changed: dict[int, tuple[bool, bool]] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.before = _weights(pl_module.net)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        after = _weights(pl_module.net)
+        self.changed[trainer.current_epoch] = tuple(
+            not torch.equal(self.before[part], after[part]) for part in ("refiner", "others")
+        )
+
+
+def _weights(net) -> dict[str, torch.Tensor]:
+    parts = {"refiner": [], "others": []}
+    for name, value in net.named_parameters():
+        parts["refiner" if name.startswith("refiner.") else "others"].append(value.detach().flatten().clone())
+    return {part: torch.cat(values) for part, values in parts.items()}
+
+
+def _trainer(max_epochs: int, *callbacks: L.Callback) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=max_epochs,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=False,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def _videomatte_data(tmp_path, **settings) -> VideoMattingDataModule:
+    return VideoMattingDataModule(
+        train_data="videomatte",
+        train_root=str(videomatte(tmp_path / "videomatte")),
+        backgrounds_root=str(backgrounds(tmp_path / "backgrounds")),
+        augment=False,
+        **settings,
+    )
+
+
+def test_bgmv2_trains_its_base_then_the_whole_refine_network_in_one_fit(tmp_path):
+    dm = _videomatte_data(tmp_path, train_size=SIZE, batch_size=2)
+    with pytest.warns(UserWarning, match=r"holds a MattingBase: mattingrefine-mobilenetv2 takes its weights"):
+        module = MattingModule(
+            "mattingrefine-mobilenetv2",
+            checkpoint=str(DEMO_WEIGHTS),
+            bgmv2_stage="base",
+            learning_rate=5e-4,
+            backbone_learning_rate=1e-4,
+        )
+    stages = TrainingStages(
+        [
+            Stage(
+                1,
+                bgmv2_stage="refine",
+                train_size=(128, 96),  # the base network runs at a quarter: 32x24
+                learning_rate=1e-4,
+                backbone_learning_rate=5e-5,
+                refiner_learning_rate=3e-4,
+            )
+        ]
+    )
+    spy, watch = Spy(), RefinerWatch()
+    _trainer(2, stages, spy, watch).fit(module, datamodule=dm)
+    assert spy.seen == {
+        0: ((2, 3, 48, 64), {"backbone": 1e-4, "refiner": 5e-4, "rest": 5e-4}),
+        1: ((2, 3, 96, 128), {"backbone": 5e-5, "refiner": 3e-4, "rest": 1e-4}),
+    }
+    assert watch.changed == {0: (False, True), 1: (True, True)}  # the refiner trains from the refine stage
+
+
+def test_rvm_adds_a_high_resolution_pass_that_trains_its_refiner(tmp_path):
+    dm = _videomatte_data(tmp_path, train_size=(64, 64), clip_length=2, batch_size=1)
+    module = MattingModule("rvm-mobilenetv3", downsample_ratio=1.0)
+    stages = TrainingStages(
+        [Stage(1, high_res_size=(128, 128), high_res_clip_length=3, refiner_learning_rate=2e-4)]
+    )
+    spy, watch = Spy(), RefinerWatch()
+    trainer = _trainer(2, stages, spy, watch)
+    trainer.fit(module, datamodule=dm)
+    assert spy.seen[0][0] == (1, 2, 3, 64, 64)
+    assert spy.seen[1] == (
+        {"low": (1, 2, 3, 64, 64), "high": (1, 3, 3, 128, 128)},
+        {"backbone": 1e-4, "refiner": 2e-4, "rest": 5e-4},
+    )
+    # at ratio 1 the guided filter is not run; at the high-resolution pass's 0.25 it is, and trains
+    assert watch.changed == {0: (False, True), 1: (True, True)}
+    logged = trainer.callback_metrics
+    assert float(logged["train/loss"]) == pytest.approx(
+        float(logged["train/high/loss"])
+        + sum(
+            float(value) for name, value in logged.items() if name.count("/") == 1 and name != "train/loss"
+        ),
+        rel=1e-5,
+    )
 
 
 def test_each_stage_changes_the_clip_length_and_the_rates_from_its_epoch(tmp_path):
@@ -70,6 +182,11 @@ def test_each_stage_changes_the_clip_length_and_the_rates_from_its_epoch(tmp_pat
         ([Stage(2), Stage(1)], r"stages must start at strictly increasing epochs, got epochs \[2, 1\]"),
         ([{"epoch": -1}], r"a stage's epoch must be an int >= 0, got -1"),
         ([{"epoch": 0, "learning_rate": -1.0}], r"a stage's learning_rate must be a number >= 0, got -1.0"),
+        (
+            [{"epoch": 0, "refiner_learning_rate": "x"}],
+            r"a stage's refiner_learning_rate must be a number >= 0",
+        ),
+        ([{"epoch": 0, "bgmv2_stage": "coarse"}], r"a stage's bgmv2_stage must be 'base', 'refine' or None"),
     ],
 )
 def test_bad_stages_are_named(stages, match):
@@ -84,3 +201,48 @@ def test_a_datamodule_that_cannot_change_its_training_data_is_refused():
             MattingModule("mattingbase-mobilenetv2", checkpoint=str(DEMO_WEIGHTS)),
             datamodule=L.LightningDataModule(),
         )
+
+
+@pytest.mark.parametrize(
+    ("model", "stage", "match"),
+    [
+        ("mattingbase-mobilenetv2", "refine", r"bgmv2_stage='refine' needs a MattingRefine network"),
+        (
+            "rvm-mobilenetv3",
+            "base",
+            r"bgmv2_stage applies to BackgroundMattingV2 networks, not rvm-mobilenetv3",
+        ),
+        (
+            "mattingrefine-mobilenetv2",
+            "coarse",
+            r"bgmv2_stage must be 'base', 'refine' or None, got 'coarse'",
+        ),
+    ],
+)
+def test_bad_bgmv2_stages_are_named(model, stage, match):
+    with pytest.raises(ValueError, match=match):
+        MattingModule(model, bgmv2_stage=stage)
+
+
+def test_bad_high_resolution_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"high_res_downsample_ratio must be a number in \(0, 1\], got 0"):
+        MattingModule("rvm-mobilenetv3", high_res_downsample_ratio=0)
+    with pytest.raises(ValueError, match=r"high_res_size needs real training data"):
+        VideoMattingDataModule(high_res_size=(128, 128))
+    with pytest.raises(ValueError, match=r"high_res_clip_length must be an integer >= 1, got 0"):
+        _videomatte_data(tmp_path, high_res_size=(128, 128), high_res_clip_length=0)
+
+
+def test_a_bgmv2_stage_needs_a_module_that_can_switch_it(tmp_path):
+    class Plain(L.LightningModule):
+        def training_step(self, batch, batch_idx):
+            return None
+
+        def configure_optimizers(self):
+            return None
+
+    trainer = _trainer(1, TrainingStages([Stage(0, bgmv2_stage="refine")]))
+    with pytest.raises(
+        ValueError, match=r"a stage's bgmv2_stage needs a module implementing set_bgmv2_stage"
+    ):
+        trainer.fit(Plain(), datamodule=_videomatte_data(tmp_path))

@@ -21,8 +21,14 @@ class Stage:
         train_size: (width, height) in pixels of training items.
         train_data: "synthetic", "videomatte" or "images".
         train_root: The dataset folder of "videomatte" or "images".
-        learning_rate: Adam's rate of everything but the backbone.
+        batch_size: Training items per batch.
+        high_res_size: (width, height) of RVM's high-resolution training pass, which then runs beside the
+            low-resolution one (see the datamodule's `high_res_size`).
+        high_res_clip_length: Frames per item of the high-resolution pass.
+        bgmv2_stage: BGMv2: "base" trains the base network alone, "refine" the whole MattingRefine.
+        learning_rate: Adam's rate of the decoder (and ASPP).
         backbone_learning_rate: Adam's rate of the backbone.
+        refiner_learning_rate: Adam's rate of the refiner.
     """
 
     epoch: int
@@ -30,13 +36,22 @@ class Stage:
     train_size: tuple[int, int] | None = None
     train_data: TrainData | None = None
     train_root: str | None = None
+    batch_size: int | None = None
+    high_res_size: tuple[int, int] | None = None
+    high_res_clip_length: int | None = None
+    bgmv2_stage: Literal["base", "refine"] | None = None
     learning_rate: float | None = None
     backbone_learning_rate: float | None = None
+    refiner_learning_rate: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0:
             raise ValueError(f"a stage's epoch must be an int >= 0, got {self.epoch!r}")
-        for name in ("learning_rate", "backbone_learning_rate"):
+        if self.bgmv2_stage not in (None, "base", "refine"):
+            raise ValueError(
+                f"a stage's bgmv2_stage must be 'base', 'refine' or None, got {self.bgmv2_stage!r}"
+            )
+        for name in ("learning_rate", "backbone_learning_rate", "refiner_learning_rate"):
             rate = getattr(self, name)
             if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0):
                 raise ValueError(f"a stage's {name} must be a number >= 0, got {rate!r}")
@@ -52,8 +67,20 @@ class StagedTrainingData(Protocol):
         train_size: tuple[int, int] | None = None,
         train_data: TrainData | None = None,
         train_root: str | None = None,
+        batch_size: int | None = None,
+        high_res_size: tuple[int, int] | None = None,
+        high_res_clip_length: int | None = None,
     ) -> None:
         """Train on these settings from the next training dataloader on (None: unchanged)."""
+        ...
+
+
+@runtime_checkable
+class StagedBGMv2Module(Protocol):
+    """A module whose BGMv2 training stage a `Stage` can switch (MattingModule)."""
+
+    def set_bgmv2_stage(self, stage: Literal["base", "refine"] | None) -> None:
+        """Train the base network alone ("base") or the whole MattingRefine ("refine") from the next step."""
         ...
 
 
@@ -72,9 +99,9 @@ class TrainingStages(L.Callback):
     """Runs a training schedule in stages, as the references do across several commands, in one `fit`.
 
     At the start of each stage's epoch the datamodule trains on the stage's data settings (its training
-    dataloader is made again: this callback sets `reload_dataloaders_every_n_epochs=1`) and the optimizer's
-    "backbone" and "rest" groups (MattingModule's) take the stage's rates. A run resumed from a checkpoint
-    continues in the stage of its epoch.
+    dataloader is made again: this callback sets `reload_dataloaders_every_n_epochs=1`), the module trains the
+    stage's `bgmv2_stage`, and the optimizer's "backbone", "refiner" and "rest" groups (MattingModule's) take
+    the stage's rates. A run resumed from a checkpoint continues in the stage of its epoch.
 
     Args:
         stages: The stages by first epoch (`Stage`, or in YAML a list of mappings `{epoch: 20, clip_length:
@@ -82,7 +109,8 @@ class TrainingStages(L.Callback):
 
     Raises:
         ValueError: Stages out of order or with bad settings; at fit, a datamodule that is not a
-            `StagedTrainingData` or an optimizer without the named groups.
+            `StagedTrainingData`, a `bgmv2_stage` for a module that is not a `StagedBGMv2Module`, or an
+            optimizer without the named groups.
 
     Example (RobustVideoMatting's first two stages)::
 
@@ -106,6 +134,11 @@ class TrainingStages(L.Callback):
                 "TrainingStages needs a datamodule implementing set_training (StagedTrainingData), such as "
                 f"VideoMattingDataModule; got {type(trainer.datamodule).__name__ if trainer.datamodule else None}"
             )
+        if any(stage.bgmv2_stage for stage in self.stages) and not isinstance(pl_module, StagedBGMv2Module):
+            raise ValueError(
+                "a stage's bgmv2_stage needs a module implementing set_bgmv2_stage (StagedBGMv2Module), such as "
+                f"MattingModule; got {type(pl_module).__name__}"
+            )
         trainer.reload_dataloaders_every_n_epochs = 1  # a stage's data is made at its epoch's start
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -120,14 +153,27 @@ class TrainingStages(L.Callback):
             return
         self._applied = stage
         trainer.datamodule.set_training(
-            stage.clip_length, stage.train_size, stage.train_data, stage.train_root
+            stage.clip_length,
+            stage.train_size,
+            stage.train_data,
+            stage.train_root,
+            stage.batch_size,
+            stage.high_res_size,
+            stage.high_res_clip_length,
         )
-        rates = {"backbone": stage.backbone_learning_rate, "rest": stage.learning_rate}
+        if stage.bgmv2_stage is not None:
+            trainer.lightning_module.set_bgmv2_stage(stage.bgmv2_stage)
+        rates = {
+            "backbone": stage.backbone_learning_rate,
+            "refiner": stage.refiner_learning_rate,
+            "rest": stage.learning_rate,
+        }
         for optimizer in trainer.optimizers:
             names = {group.get("name") for group in optimizer.param_groups}
             if not names & set(rates):
                 raise ValueError(
-                    "TrainingStages sets the rates of the optimizer's parameter groups named 'backbone' and 'rest' "
+                    "TrainingStages sets the rates of the optimizer's parameter groups named 'backbone', 'refiner' "
+                    "and 'rest' "
                     f"(MattingModule.configure_optimizers); this optimizer's groups are named {sorted(map(str, names))}"
                 )
             for group in optimizer.param_groups:

@@ -81,6 +81,18 @@ def _check_mix(mix_synthetic: object, train_data: str, train_clips: int) -> floa
     return float(mix_synthetic)
 
 
+def _check_high_res(size: object, train_data: str) -> tuple[int, int] | None:
+    """A high-resolution pass's (width, height), on real training data only; None: no such pass."""
+    if size is None:
+        return None
+    if train_data == "synthetic":
+        raise ValueError(
+            "high_res_size needs real training data (train_data 'videomatte' or 'images'): synthetic clips have "
+            "one size, synthetic_size"
+        )
+    return check_resize(size, "high_res_size")
+
+
 def _check_count(label: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
@@ -124,6 +136,11 @@ class VideoMattingDataModule(LightningDataModule):
             None: synthetic validation clips.
         clip_length: Frames per training item: 1 for BackgroundMattingV2, a time run for RVM.
         train_size: (width, height) in pixels of training items from real datasets.
+        high_res_size: RVM: (width, height) in pixels of a second, high-resolution training pass beside the
+            first (the reference's stages 3 and 4, 2048x2048): training batches become {"low": ..., "high": ...}
+            of the same data, the second at this size (MattingModule's `high_res_downsample_ratio`); None: one
+            pass. Real `train_data` only.
+        high_res_clip_length: Frames per item of the high-resolution pass (the reference's 6).
         mix_synthetic: With a real `train_data`, the share of training items that are windows of `train_clips`
             procedural clips (`SyntheticWindows`, `synthetic_frames` frames each, at `train_size`), in [0, 1):
             0.2 makes one item in five synthetic; 0: none.
@@ -166,6 +183,8 @@ class VideoMattingDataModule(LightningDataModule):
         val_root: str | None = None,
         clip_length: int = 1,
         train_size: tuple[int, int] = (512, 288),
+        high_res_size: tuple[int, int] | None = None,
+        high_res_clip_length: int = 6,
         mix_synthetic: float = 0.0,
     ) -> None:
         super().__init__()
@@ -202,6 +221,8 @@ class VideoMattingDataModule(LightningDataModule):
         self.val_root = val_root
         self.clip_length = _check_count("clip_length", clip_length, 1)
         self.train_size = check_resize(train_size, "train_size")
+        self.high_res_size = _check_high_res(high_res_size, self.train_data)
+        self.high_res_clip_length = _check_count("high_res_clip_length", high_res_clip_length, 1)
         self.seed = _check_count("seed", seed, 0)
         self.videos: list[VideoInfo] = []
         self._predict_ranges: list[list[range]] | None = None  # this rank's frames per video (plan_predict)
@@ -218,7 +239,7 @@ class VideoMattingDataModule(LightningDataModule):
             self.videos = self.predict_dataset.videos
             self._predict_ranges = None
         if stage == "fit":
-            self.train_dataset = self._train_dataset()
+            self._make_train_datasets()
         if stage in ("fit", "validate"):
             self.val_dataset = (
                 EvaluationClips(self.val_root, fps=self.fps)
@@ -226,17 +247,18 @@ class VideoMattingDataModule(LightningDataModule):
                 else self._synthetic_dataset("val", self.val_clips)
             )
 
-    def _train_dataset(self) -> Dataset:
+    def _train_dataset(self, clip_length: int, size: tuple[int, int]) -> Dataset:
+        """The training items: `clip_length` frames at `size` (real data; synthetic clips keep theirs)."""
         if self.train_data == "synthetic":
             return self._synthetic_dataset("train", self.train_clips)
         kind = VideoMatteDataset if self.train_data == "videomatte" else ImageMattingDataset
-        real = kind(self.train_root, self.backgrounds_root, self.clip_length, self.train_size, self.augment)
+        real = kind(self.train_root, self.backgrounds_root, clip_length, size, self.augment)
         if not self.mix_synthetic:
             return real
         count = round(len(real) * self.mix_synthetic / (1 - self.mix_synthetic))
         seeds = split_seeds(self.seed, "train", self.train_clips)
-        frames = max(self.synthetic_frames, self.clip_length)
-        synthetic = SyntheticWindows(seeds, self.clip_length, real.size, frames, count, self.augment)
+        frames = max(self.synthetic_frames, clip_length)
+        synthetic = SyntheticWindows(seeds, clip_length, real.size, frames, count, self.augment)
         return ConcatDataset([real, synthetic])
 
     def plan_predict(
@@ -381,6 +403,9 @@ class VideoMattingDataModule(LightningDataModule):
         train_size: tuple[int, int] | None = None,
         train_data: Literal["synthetic", "videomatte", "images"] | None = None,
         train_root: str | None = None,
+        batch_size: int | None = None,
+        high_res_size: tuple[int, int] | None = None,
+        high_res_clip_length: int | None = None,
     ) -> None:
         """Change what `fit` trains on from the next training dataloader on (a stage of `TrainingStages`).
 
@@ -389,6 +414,9 @@ class VideoMattingDataModule(LightningDataModule):
             train_size: (width, height) in pixels of real training items.
             train_data: "synthetic", "videomatte" or "images" (see `train_data` of the datamodule).
             train_root: The dataset folder of "videomatte" or "images".
+            batch_size: Items per batch (training and validation).
+            high_res_size: (width, height) of RVM's high-resolution pass, which starts if it was off.
+            high_res_clip_length: Frames per item of the high-resolution pass.
             None keeps a setting as it is.
 
         Raises:
@@ -404,14 +432,34 @@ class VideoMattingDataModule(LightningDataModule):
             )
         if train_root is not None:
             self.train_root = train_root
+        if batch_size is not None:
+            self.batch_size = _check_count("batch_size", batch_size, 1)
+        if high_res_size is not None:
+            self.high_res_size = _check_high_res(high_res_size, self.train_data)
+        if high_res_clip_length is not None:
+            self.high_res_clip_length = _check_count("high_res_clip_length", high_res_clip_length, 1)
         self.train_dataset = None  # built again, with these settings, by the next train_dataloader
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training items with ground truth (see `train_data`)."""
+    def _make_train_datasets(self) -> None:
+        self.train_dataset = self._train_dataset(self.clip_length, self.train_size)
+        self.high_res_dataset = (
+            None
+            if self.high_res_size is None
+            else self._train_dataset(self.high_res_clip_length, self.high_res_size)
+        )
+
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """Shuffled training items with ground truth (see `train_data`); with `high_res_size`, the loaders of
+        both passes as {"low": ..., "high": ...} (Lightning cycles the shorter)."""
         if self.train_dataset is None:
-            self.train_dataset = self._train_dataset()
+            self._make_train_datasets()
+        if self.high_res_dataset is None:
+            return self._shuffled(self.train_dataset)
+        return {"low": self._shuffled(self.train_dataset), "high": self._shuffled(self.high_res_dataset)}
+
+    def _shuffled(self, dataset: Dataset) -> DataLoader:
         return DataLoader(
-            self.train_dataset,
+            dataset,
             batch_size=self.batch_size,
             shuffle=True,
             num_workers=self.num_workers,

@@ -37,9 +37,29 @@ class Adapter:
         raise NotImplementedError
 
     def training_losses(
-        self, net: nn.Module, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+        self,
+        net: nn.Module,
+        src: Tensor,
+        bgr: Tensor | None,
+        true_pha: Tensor,
+        true_fgr: Tensor,
+        *,
+        base_only: bool = False,
+        downsample_ratio: float | None = None,
     ) -> RawOutputs:
         """The family's losses; a network of unknown family (TorchScript, a user's module) has none.
+
+        Args:
+            net: The network to train.
+            src: Source frames [B,3,H,W] or clips [B,T,3,H,W] in [0,1].
+            bgr: Background plates like src (BGMv2), or None.
+            true_pha: Ground-truth alpha [B,1,H,W] or [B,T,1,H,W] in [0,1].
+            true_fgr: Ground-truth foreground like src.
+            base_only: BGMv2 MattingRefine: train its base network alone, at the input size.
+            downsample_ratio: RVM: the scale its encoder runs at; None: the adapter's own.
+
+        Returns:
+            {term: scalar} with their sum under "loss".
 
         Raises:
             TypeError: Always, here: only our BGMv2 and RVM networks train through MattingModule.
@@ -118,12 +138,23 @@ class BGMv2Adapter(Adapter):
         }, None
 
     def training_losses(
-        self, net: nn.Module, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+        self,
+        net: nn.Module,
+        src: Tensor,
+        bgr: Tensor | None,
+        true_pha: Tensor,
+        true_fgr: Tensor,
+        *,
+        base_only: bool = False,
+        downsample_ratio: float | None = None,
     ) -> RawOutputs:
-        """BackgroundMattingV2's losses: MattingBase's, or MattingRefine's with its coarse outputs; clips
-        [B,T,C,H,W] count as B*T frames."""
+        """BackgroundMattingV2's losses: MattingBase's (also a MattingRefine's base network with
+        `base_only`), or MattingRefine's with its coarse outputs; clips [B,T,C,H,W] count as B*T frames."""
         if src.dim() == 5:
             src, bgr, true_pha, true_fgr = (x.flatten(0, 1) for x in (src, bgr, true_pha, true_fgr))
+        if self.family == "refine" and base_only:
+            pha, fgr, err, _ = net.base_forward(src, bgr)
+            return matting_base_loss(pha, fgr, err, true_pha, true_fgr)
         if self.family == "refine":
             pha, fgr, pha_sm, fgr_sm, err_sm, _ = net(src, bgr)
             return matting_refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
@@ -171,16 +202,37 @@ class RVMAdapter(Adapter):
         return {name: out[name] for name in wanted}, tuple(new_state)
 
     def training_losses(
-        self, net: nn.Module, src: Tensor, bgr: Tensor | None, true_pha: Tensor, true_fgr: Tensor
+        self,
+        net: nn.Module,
+        src: Tensor,
+        bgr: Tensor | None,
+        true_pha: Tensor,
+        true_fgr: Tensor,
+        *,
+        base_only: bool = False,
+        downsample_ratio: float | None = None,
     ) -> RawOutputs:
         """RobustVideoMatting's matting loss from a fresh state: on clips [B,T,C,H,W], or on a batch of
-        consecutive frames [B,C,H,W] as one clip [1,B,C,H,W]."""
+        consecutive frames [B,C,H,W] as one clip [1,B,C,H,W]; at `downsample_ratio` when given."""
         if not self.trainable:
             return super().training_losses(net, src, bgr, true_pha, true_fgr)
         if src.dim() == 4:
             src, true_pha, true_fgr = src.unsqueeze(0), true_pha.unsqueeze(0), true_fgr.unsqueeze(0)
-        fgr, pha, *_ = net(src, downsample_ratio=self._ratio(src))
+        ratio = self._ratio(src) if downsample_ratio is None else downsample_ratio
+        fgr, pha, *_ = net(src, downsample_ratio=ratio)
         return rvm_loss(pha, fgr, true_pha, true_fgr)
+
+
+def parameter_groups(net: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """`net`'s parameters as {"backbone", "refiner", "rest"} for our BGMv2 and RVM networks (the references'
+    groups, ASPP and decoder together); any other network's all under "rest"."""
+    parts = {"backbone": [], "refiner": []}
+    if isinstance(net, MattingBase | RobustVideoMatting):
+        parts["backbone"] = list(net.backbone.parameters())
+        if isinstance(net, MattingRefine | RobustVideoMatting):
+            parts["refiner"] = list(net.refiner.parameters())
+    grouped = {id(p) for params in parts.values() for p in params}
+    return {**parts, "rest": [p for p in net.parameters() if id(p) not in grouped]}
 
 
 def _script_argument_names(net: torch.jit.ScriptModule) -> list[str]:

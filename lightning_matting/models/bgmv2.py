@@ -175,6 +175,10 @@ class MattingRefine(MattingBase):
             refine_prevent_oversampling,
         )
 
+    def base_forward(self, src: Tensor, bgr: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The base network alone at the input size, as MattingBase: (pha, fgr, err, hid) [B,C,H,W]."""
+        return MattingBase.forward(self, src, bgr)
+
     def forward(self, src: Tensor, bgr: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         check_inputs(src, bgr, multiple_of=4)
         size = (int(src.size(2) * self.backbone_scale), int(src.size(3) * self.backbone_scale))

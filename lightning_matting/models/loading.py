@@ -103,6 +103,9 @@ def load_model(
 ) -> nn.Module:
     """Build a variant (see `VARIANTS`) and load `checkpoint` strictly; returns the model in eval mode.
 
+    One exception, as the reference's train_refine.py starts: a MattingBase checkpoint loads into the
+    MattingRefine of the same backbone, whose refiner then starts untrained (a warning says so).
+
     `load_model("mattingrefine-resnet50", "pytorch_resnet50.pth", refine_mode="full")`. Without a
     checkpoint the weights are freshly initialised. `load_model(path)` reads the variant from a
     Lightning checkpoint's hyper_parameters or from the state dict's keys, and returns a TorchScript
@@ -147,10 +150,12 @@ def load_model(
                 f"cannot tell which variant {loaded.source} holds ({_closest_description(loaded.state_dict)}); "
                 f"pass one of {sorted(VARIANTS)} as variant_or_path"
             )
-    elif loaded.variant is not None and loaded.variant != variant:
-        raise ValueError(f"{loaded.source} was saved from variant {loaded.variant!r}, not {variant!r}")
     model = build_model(variant, **options)
     state_dict = loaded.state_dict
+    if _holds_base_of(loaded, variant):
+        state_dict = _with_fresh_refiner(state_dict, model, variant, loaded.source)
+    elif loaded.variant is not None and loaded.variant != variant:
+        raise ValueError(f"{loaded.source} was saved from variant {loaded.variant!r}, not {variant!r}")
     unused = VARIANTS[variant].unused_weights(options)
     if unused is not None:
         state_dict = {key: value for key, value in state_dict.items() if not key.startswith(unused)}
@@ -182,6 +187,27 @@ def expected_shapes(variant: str) -> Mapping[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = VARIANTS[variant].build()
     return MappingProxyType({key: tuple(value.shape) for key, value in model.state_dict().items()})
+
+
+def _holds_base_of(loaded: _Loaded, variant: str) -> bool:
+    """Whether `loaded` holds the MattingBase of the MattingRefine `variant` (same backbone)."""
+    if not variant.startswith("mattingrefine-"):
+        return False
+    base = variant.replace("mattingrefine-", "mattingbase-")
+    return (loaded.variant or identify_variant(loaded.state_dict)) == base
+
+
+def _with_fresh_refiner(
+    state_dict: dict[str, Tensor], model: nn.Module, variant: str, source: str
+) -> dict[str, Tensor]:
+    """A MattingBase state dict completed with `model`'s freshly initialised refiner."""
+    warnings.warn(
+        f"{source} holds a MattingBase: {variant} takes its weights and starts its refiner untrained; "
+        "train it (MattingModule(bgmv2_stage='refine')) before predicting with it",
+        stacklevel=3,
+    )
+    refiner = {key: value for key, value in model.state_dict().items() if key.startswith("refiner.")}
+    return {**state_dict, **refiner}
 
 
 def identify_variant(state_dict: Mapping[str, Tensor]) -> str | None:
