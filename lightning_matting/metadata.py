@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -25,6 +26,9 @@ class VideoInfo:
         height: Frame height in pixels.
         num_frames: Number of frames.
         source: The video file it comes from (its audio can be copied), if any.
+        frame_times: A variable-rate video's presentation time of each frame, in seconds from its first
+            frame (exact, from the container's timestamps; `num_frames` of them, increasing); None: constant
+            rate, frame i at i / fps.
     """
 
     name: str
@@ -33,6 +37,34 @@ class VideoInfo:
     height: int
     num_frames: int
     source: str | None = None
+    frame_times: tuple[Fraction, ...] | None = None
+
+    @property
+    def variable_rate(self) -> bool:
+        """Whether frames are shown at their own `frame_times` rather than every 1 / fps."""
+        return self.frame_times is not None
+
+    def time_of(self, index: int) -> Fraction:
+        """Presentation time in seconds of frame `index` from the first frame (see `frame_time`)."""
+        return frame_time(index, self.fps, self.frame_times)
+
+    def largest_drift(self) -> Fraction:
+        """The largest gap in seconds between a frame's time and where a constant-rate copy shows it (i / fps)."""
+        if self.frame_times is None:
+            return Fraction(0)
+        return max(abs(time - index / self.fps) for index, time in enumerate(self.frame_times))
+
+
+def frame_time(index: int, fps: Fraction, frame_times: Sequence[Fraction] | None) -> Fraction:
+    """Presentation time in seconds of frame `index` from the first frame: `frame_times[index]`, or index / fps
+    at a constant rate. Past the last of `frame_times` (the video's end at index len(frame_times)) the last
+    frame's duration repeats; before frame 0, 1 / fps does."""
+    if frame_times is None or index < 0:
+        return index / Fraction(fps)
+    if index < len(frame_times):
+        return frame_times[index]
+    last = frame_times[-1] - frame_times[-2] if len(frame_times) > 1 else 1 / Fraction(fps)
+    return frame_times[-1] + (index - len(frame_times) + 1) * last
 
 
 def to_fraction(fps: float | int | str | Fraction, argument: str = "fps") -> Fraction:

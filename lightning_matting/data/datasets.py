@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
         src_info = self.source.info
         width, height = size or (src_info.width, src_info.height)
         source_file = str(source) if Path(source).is_file() else None
-        self.info = VideoInfo(src_info.name, src_info.fps, width, height, src_info.num_frames, source_file)
+        self.info = replace(src_info, width=width, height=height, source=source_file)
         self.align = align
         self._plate: Tensor | None = None
         self._plate_reader: FrameReader | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -432,7 +433,7 @@ class EvaluationClips(Dataset[dict[str, Any]]):
             }
             _check_same(name, readers)
             info = readers["src"].info
-            self.videos.append(VideoInfo(name, info.fps, info.width, info.height, len(readers["src"])))
+            self.videos.append(replace(info, name=name, num_frames=len(readers["src"])))
         self._offsets = [0, *accumulate(video.num_frames for video in self.videos)]
 
     def __len__(self) -> int:

@@ -104,8 +104,10 @@ class VideoReader(_Frames):
     `reader[i]` is frame i as float32 in [0,1]; `reader.read_uint8(i)` the same frame as decoded, uint8 in
     [0, 255] (a quarter of the bytes, no float conversion: what datasets hand to DataLoader workers).
 
-    `info` holds the name (file stem unless given), the container's fps as an exact fraction, the size and
-    the number of frames. The header's frame count is trusted only after reading its last frame: when that
+    `info` holds the name (file stem unless given), the container's fps as an exact fraction (the average
+    rate of a variable-rate file), the size and the number of frames; for a variable-rate file (as phones
+    record) also each frame's presentation time (`frame_times`, read from the container's packets with
+    PyAV; without the `[av]` extra every file counts as constant-rate). The header's frame count is trusted only after reading its last frame: when that
     fails the last decodable frame is found by a bounded backwards search (exponential steps, then
     bisection); a header without a count costs one full decode. Sequential reads never seek; a request a
     little ahead decodes forward, anything else seeks. The OpenCV capture opens lazily, so a reader can be
@@ -117,7 +119,8 @@ class VideoReader(_Frames):
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is empty, has no decodable frame or no frame rate (naming it).
+        ValueError: The file is empty, has no decodable frame or no frame rate, or two frames of a variable-rate
+            file share a timestamp (naming it, and the frames).
 
     Example::
 
@@ -142,6 +145,7 @@ class VideoReader(_Frames):
             ok, first = capture.read()
             if not ok:
                 raise ValueError(f"cannot decode video file {self.path}: no decodable frame")
+            self._first_ms = capture.get(cv2.CAP_PROP_POS_MSEC)  # frame 0's time, as OpenCV reports times
             fps = capture.get(cv2.CAP_PROP_FPS)
             if not math.isfinite(fps) or fps <= 0:
                 raise ValueError(f"video file {self.path} has no frame rate in its header")
@@ -150,7 +154,12 @@ class VideoReader(_Frames):
         finally:
             capture.release()
         height, width = first.shape[:2]
-        self.info = VideoInfo(name or self.path.stem, to_fraction(fps), width, height, num_frames)
+        fps = to_fraction(fps)
+        times = _variable_frame_times(self.path, fps, num_frames)
+        if times is not None:  # OpenCV counts a variable-rate file by time at the average rate: short or long
+            num_frames = len(times)
+            self._half_gap_ms = min(float(b - a) for a, b in zip(times, times[1:], strict=False)) * 500
+        self.info = VideoInfo(name or self.path.stem, fps, width, height, num_frames, frame_times=times)
         self._capture: cv2.VideoCapture | None = None
         self._next_index: int | None = 0
 
@@ -170,14 +179,38 @@ class VideoReader(_Frames):
         if self._next_index is not None and 0 <= index - self._next_index <= _MAX_FORWARD_SKIP:
             for _ in range(index - self._next_index):
                 self._capture.grab()
+            ok, frame = self._capture.read()
+        elif self.info.frame_times is not None:
+            ok, frame = self._read_by_time(index)
         else:
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, frame = self._capture.read()
+            ok, frame = self._capture.read()
         if not ok:
             self._next_index = None  # position unknown: the next request seeks
             raise RuntimeError(f"cannot decode frame {index} of {self.path} ({len(self)} frames)")
         self._next_index = index + 1
         return _bgr_to_tensor(frame)
+
+    def _read_by_time(self, index: int) -> tuple[bool, np.ndarray | None]:
+        """Frame `index` of a variable-rate file: OpenCV seeks such files by time at the average rate, so seek
+        by time a little early and decode forward to the frame with this frame's timestamp; failing that,
+        decode from the first frame, counting."""
+        times = self.info.frame_times
+        target = float(times[index]) * 1000  # ms from the first frame
+        tolerance = self._half_gap_ms
+        for lead in (1000.0, 5000.0):
+            self._capture.set(cv2.CAP_PROP_POS_MSEC, max(0.0, self._first_ms + target - lead))
+            while self._capture.grab():
+                shown = self._capture.get(cv2.CAP_PROP_POS_MSEC) - self._first_ms
+                if abs(shown - target) < tolerance:
+                    return self._capture.retrieve()
+                if shown > target:
+                    break
+        self._capture.release()
+        self._capture = self._open()
+        for _ in range(index):
+            self._capture.grab()
+        return self._capture.read()
 
     def close(self) -> None:
         """Release the decoder; a later read reopens it."""
@@ -203,6 +236,55 @@ def _why_unopened(path: Path) -> str:
     if "video" not in kinds:
         return f"it has no video stream (its streams: {', '.join(kinds) or 'none'})"
     return "OpenCV/FFmpeg could not open it"
+
+
+def _variable_frame_times(path: Path, fps: Fraction, num_frames: int) -> tuple[Fraction, ...] | None:
+    """Each frame's time in seconds from the first (one per video packet), for a variable-rate file; None for a
+    constant-rate one, whose frames OpenCV counts and seeks exactly.
+
+    Only a file that looks variable-rate has its packets' timestamps read (demuxed, not decoded): its average
+    and base rates differ (MP4/MOV compute the average from the timestamps), or its duration is not
+    `num_frames / fps` (Matroska, whose average rate is a guess), or it has no duration. Without PyAV: None.
+    """
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if not _looks_variable_rate(container, stream, fps, num_frames):
+                return None
+            pts = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None)
+            time_base = stream.time_base
+    except (av.FFmpegError, IndexError):
+        return None
+    if len(pts) < 2:
+        return None
+    times = tuple((value - pts[0]) * time_base for value in pts)
+    repeated = next((index for index in range(1, len(times)) if times[index] == times[index - 1]), None)
+    if repeated is not None:
+        raise ValueError(
+            f"video file {path}: frames {repeated - 1} and {repeated} have the same timestamp "
+            f"({float(times[repeated]):.6f} s); remux it with fresh timestamps (ffmpeg -fflags +genpts)"
+        )
+    tick = time_base / 2
+    if all(abs(time - index / fps) <= tick for index, time in enumerate(times)):
+        return None
+    return times
+
+
+def _looks_variable_rate(container: Any, stream: Any, fps: Fraction, num_frames: int) -> bool:
+    """Whether a PyAV video stream's header hints at variable frame timing (see `_variable_frame_times`)."""
+    if not (stream.average_rate and stream.base_rate) or stream.average_rate != stream.base_rate:
+        return True
+    if stream.duration:
+        duration = stream.duration * stream.time_base
+    elif container.duration:
+        duration = Fraction(container.duration, 1_000_000)  # FFmpeg's AV_TIME_BASE
+    else:
+        return True
+    return abs(duration - num_frames / fps) > Fraction(3, 2) / fps
 
 
 def _can_decode(capture: cv2.VideoCapture, index: int) -> bool:

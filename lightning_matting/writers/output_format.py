@@ -7,8 +7,10 @@ callback (or a script) composes it instead of knowing each backend.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -172,8 +174,17 @@ class OutputFormat:
             A writer whose `add_batch` takes [B,C,H,W] frames and whose `close` finalizes.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.format == "video" and self.codec is None and info.variable_rate:
+            warnings.warn(
+                f"{info.name} is variable-rate and OpenCV writes its videos at a constant {float(info.fps):.3f} "
+                f"fps: their frames drift up to {float(info.largest_drift()):.3f} s from the source's times; "
+                "codec='h264' or 'ffv1' (PyAV) keeps each frame's timestamp",
+                stacklevel=3,
+            )
         if self.format == "image_sequence" or not chunked:
-            return self._open_file(path, info, output, first_frame, self.audio_from(info, output))
+            return self._open_file(
+                path, info, output, first_frame, self.audio_from(info, output), info.frame_times
+            )
         return SegmentedWriter(
             path,
             lambda part: self._open_file(part, info, output),
@@ -189,8 +200,16 @@ class OutputFormat:
         return Path(info.source) if self.audio and output in AUDIO_OUTPUTS and info.source else None
 
     def _open_file(
-        self, file: Path, info: VideoInfo, output: str, start: int = 0, audio_from: Path | None = None
+        self,
+        file: Path,
+        info: VideoInfo,
+        output: str,
+        start: int = 0,
+        audio_from: Path | None = None,
+        frame_times: tuple[Fraction, ...] | None = None,
     ) -> FrameWriter:
+        """One file of `output`: a whole video (`frame_times` its frames' times, PyAV) or a chunk (none: the
+        join gives the chunks' frames their times)."""
         if self.format == "image_sequence":
             return ImageSequenceWriter(
                 file,
@@ -209,6 +228,7 @@ class OutputFormat:
                 codec=self.codec,
                 options=self.codec_options,
                 audio_from=audio_from,
+                frame_times=frame_times,
                 queue_size=self.queue_size,
             )
         return VideoWriter(
@@ -218,8 +238,20 @@ class OutputFormat:
     def join(self, path: Path, info: VideoInfo, output: str) -> None:
         """Join the chunks of `path` (`<path>.parts/`), which must hold every frame of `info`'s video, with
         `output`'s audio, and remove them."""
-        join_parts(path, info.fps, self.join_fourcc, self.audio_from(info, output), info.num_frames)
+        join_parts(
+            path,
+            info.fps,
+            self.join_fourcc,
+            self.audio_from(info, output),
+            info.num_frames,
+            self._times(info),
+        )
 
     def preview(self, path: Path, info: VideoInfo, output: str) -> None:
         """An interrupted run's playable `path`: its chunks from frame 0 up to the first gap, kept for a resume."""
-        preview_parts(path, info.fps, self.join_fourcc, self.audio_from(info, output))
+        preview_parts(path, info.fps, self.join_fourcc, self.audio_from(info, output), self._times(info))
+
+    def _times(self, info: VideoInfo) -> tuple[Fraction, ...] | None:
+        """The frame times a join writes: the source's for PyAV outputs (OpenCV's stay constant-rate, as its
+        unsegmented files are)."""
+        return info.frame_times if self.codec is not None else None

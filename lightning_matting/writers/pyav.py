@@ -7,7 +7,7 @@ so this module imports without it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from lightning_matting.metadata import to_fraction
+from lightning_matting.metadata import frame_time, to_fraction
 
 from .base import FrameWriter
 from .durable import check_storage
@@ -128,6 +128,24 @@ def _choose_codec(path: Path, codec: object) -> str:
     return codec
 
 
+def _check_frame_times(frame_times: object) -> tuple[Fraction, ...] | None:
+    """Frame times as exact Fractions, checked to start at 0 and increase."""
+    if frame_times is None:
+        return None
+    times = tuple(Fraction(time) for time in frame_times)  # type: ignore[union-attr]
+    backwards = next((i for i in range(1, len(times)) if times[i] <= times[i - 1]), None)
+    if (times and times[0] != 0) or backwards is not None:
+        raise ValueError(
+            "frame_times must start at 0 and increase (seconds from the first frame), got "
+            + (
+                f"{float(times[0])} first"
+                if backwards is None
+                else f"frame {backwards} at {float(times[backwards])} after {float(times[backwards - 1])}"
+            )
+        )
+    return times
+
+
 def _check_options(options: object) -> dict[str, str]:
     if options is None:
         return {}
@@ -136,6 +154,11 @@ def _check_options(options: object) -> dict[str, str]:
             f"options must be a dict of FFmpeg encoder options such as {{'crf': 18}}, got {options!r}"
         )
     return {key: str(value) for key, value in options.items()}
+
+
+# The time base of variable-rate outputs: fine enough for the phones' 1/600 and the broadcast 1/90000 (Matroska
+# keeps its own 1/1000).
+VARIABLE_RATE_TIME_BASE = Fraction(1, 90000)
 
 
 class AudioCopy:
@@ -243,7 +266,8 @@ class AVWriter(FrameWriter):
     what the file holds. `frame_rate` is stored exactly (30000/1001 reads back as 30000/1001).
     `audio_from`: a file whose first audio stream is copied (re-encoded to AAC/Opus where the container
     cannot hold it) up to the last frame written, aligned with its first video frame; a file without audio
-    warns, and the video is silent.
+    warns, and the video is silent. `frame_times`: frame i is presented at `frame_times[i]` seconds (a
+    variable-rate source's timestamps, in a 1/90000 s time base), `frame_rate` then being the average rate.
 
     Args:
         path: The video file; its extension picks the container.
@@ -253,6 +277,8 @@ class AVWriter(FrameWriter):
         codec: h264, hevc, prores4444, vp9 or ffv1; None: chosen by the extension.
         options: FFmpeg encoder options over the preset's.
         audio_from: A file whose first audio stream is copied, cut to the video's length.
+        frame_times: Each frame's presentation time in seconds from the first, increasing (a variable-rate
+            source's `VideoInfo.frame_times`); None: every 1 / frame_rate.
         odd_size: "pad" or "error" for odd sizes with h264/hevc.
         queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
 
@@ -279,10 +305,13 @@ class AVWriter(FrameWriter):
         codec: str | None = None,
         options: Mapping[str, object] | None = None,
         audio_from: str | Path | None = None,
+        frame_times: Sequence[Fraction] | None = None,
         odd_size: Literal["pad", "error"] = "pad",
         queue_size: int = 4,
     ):
         self.frame_rate = to_fraction(frame_rate, "frame_rate")
+        self.frame_times = _check_frame_times(frame_times)
+        self.time_base = 1 / self.frame_rate if self.frame_times is None else VARIABLE_RATE_TIME_BASE
         self.codec = _choose_codec(Path(path), codec)
         self.preset = PRESETS[self.codec]
         options = _check_options(options)
@@ -347,7 +376,7 @@ class AVWriter(FrameWriter):
         """Size, rate and colour tags of a codec context before it opens."""
         context.width, context.height = self.encoded_size
         context.pix_fmt = pix_fmt
-        context.time_base = 1 / self.frame_rate
+        context.time_base = self.time_base
         context.framerate = self.frame_rate
         if pix_fmt.startswith("yuv"):
             context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
@@ -376,7 +405,7 @@ class AVWriter(FrameWriter):
             self.preset.encoder, rate=self.frame_rate, options=dict(self.options)
         )
         self._configure(stream.codec_context, self.preset.pix_fmts[3])
-        stream.time_base = 1 / self.frame_rate
+        stream.time_base = self.time_base
         if self.preset.mp4_tag and self.path.suffix.lower() in (".mp4", ".mov"):
             stream.codec_tag = self.preset.mp4_tag
         return stream
@@ -405,7 +434,7 @@ class AVWriter(FrameWriter):
             for offset, frame in enumerate(frames):
                 self._encode(first_index + offset, frame)
             if self._audio is not None:
-                self._audio.copy_until(self._frames_encoded / self.frame_rate)
+                self._audio.copy_until(self._time_of(self._frames_encoded))
         except OSError as error:
             self._failed = True
             check_storage(self.path, error)
@@ -429,10 +458,14 @@ class AVWriter(FrameWriter):
                 dst_colorspace=self._av.video.reformatter.Colorspace.ITU709,
                 dst_color_range=self._av.video.reformatter.ColorRange.MPEG,
             )
-        video_frame.pts = index
+        video_frame.pts = round(self._time_of(index) / context.time_base)
         video_frame.time_base = context.time_base
         self._container.mux(self._stream.encode(video_frame))
         self._frames_encoded = index + 1
+
+    def _time_of(self, index: int) -> Fraction:
+        """When frame `index` is shown (the video's end for index = frames written), in seconds."""
+        return frame_time(index, self.frame_rate, self.frame_times)
 
     def _finalize(self) -> None:
         """Flush the encoder, copy the audio up to the last frame encoded, and write the trailer.
@@ -446,7 +479,7 @@ class AVWriter(FrameWriter):
                 self._container.mux(self._stream.encode(None))
                 self._container.start_encoding()  # the header, for a file with no frame
                 if self._audio is not None:
-                    self._audio.finish(self._frames_encoded / self.frame_rate)
+                    self._audio.finish(self._time_of(self._frames_encoded))
         except OSError as error:
             failed = True
             check_storage(self.path, error)

@@ -14,7 +14,7 @@ import math
 import re
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 import cv2
 import torch
 
+from lightning_matting.metadata import frame_time
+
 from .base import FrameWriter
 from .durable import StorageError, check_storage, replace_durably, storage_error
-from .pyav import AudioCopy, open_audio_source
+from .pyav import VARIABLE_RATE_TIME_BASE, AudioCopy, open_audio_source
 from .threaded import BackgroundWorkers
 
 if TYPE_CHECKING:
@@ -254,6 +256,7 @@ def join_parts(
     fourcc: str | None = None,
     audio_from: Path | None = None,
     num_frames: int | None = None,
+    frame_times: Sequence[Fraction] | None = None,
 ) -> Path:
     """Join the finished chunks of `<path>.parts/` into `path` (see `join_segments`) and remove the folder.
 
@@ -264,25 +267,31 @@ def join_parts(
         audio_from: A file whose audio is copied beside the video.
         num_frames: The video's frame count: the chunks must tile [0, num_frames). None: frames from 0 on, up to
             the first gap.
+        frame_times: A variable-rate video's frame times in seconds (`VideoInfo.frame_times`), given to the
+            joined frames (PyAV); None: constant `frame_rate`.
 
     Raises:
         ValueError: A frame no chunk holds, or one held twice, naming them.
     """
     path = Path(path)
-    join_segments(_tiling_chunks(path, num_frames), path, frame_rate, fourcc, audio_from)
+    join_segments(_tiling_chunks(path, num_frames), path, frame_rate, fourcc, audio_from, frame_times)
     shutil.rmtree(parts_folder(path))
     return path
 
 
 def preview_parts(
-    path: str | Path, frame_rate: Fraction, fourcc: str | None = None, audio_from: Path | None = None
+    path: str | Path,
+    frame_rate: Fraction,
+    fourcc: str | None = None,
+    audio_from: Path | None = None,
+    frame_times: Sequence[Fraction] | None = None,
 ) -> None:
     """Join the chunks from frame 0 up to the first gap into `path`, keeping them (an interrupted run's
     playable file; nothing when frame 0 is not written)."""
     path = Path(path)
     chunks = _tiling_chunks(path, None)
     if chunks:
-        join_segments(chunks, path, frame_rate, fourcc, audio_from)
+        join_segments(chunks, path, frame_rate, fourcc, audio_from, frame_times)
 
 
 def join_segments(
@@ -291,11 +300,12 @@ def join_segments(
     frame_rate: Fraction,
     fourcc: str | None = None,
     audio_from: Path | None = None,
+    frame_times: Sequence[Fraction] | None = None,
 ) -> None:
     """Concatenate video segments (same codec and settings) into `output`, atomically (temp + rename).
 
-    With PyAV, packets are copied (no re-encoding) with continuous timestamps at `frame_rate`, and the first
-    audio stream of `audio_from` is copied beside them up to the last frame (see `AudioCopy`). Without PyAV,
+    With PyAV, packets are copied (no re-encoding) with continuous timestamps at `frame_rate` (frame i of the
+    joined video at `frame_times[i]` seconds when given: a variable-rate source's), and the first audio stream of `audio_from` is copied beside them up to the last frame (see `AudioCopy`). Without PyAV,
     OpenCV decodes and re-encodes with `fourcc`: exact for lossless FFV1, a generation loss otherwise (warns).
     """
     if not segments:
@@ -311,7 +321,7 @@ def join_segments(
         have_av = True
     try:
         if have_av:
-            _stream_copy(segments, temporary, frame_rate, audio_from)
+            _stream_copy(segments, temporary, frame_rate, audio_from, frame_times)
         else:
             _reencode(segments, temporary, frame_rate, fourcc)
         check_storage(temporary)
@@ -326,9 +336,15 @@ def join_segments(
     replace_durably(temporary, output)
 
 
-def _stream_copy(segments: list[Path], output: Path, frame_rate: Fraction, audio_from: Path | None) -> None:
-    """Copy the packets of each segment, timestamps renumbered: pts frame offset + index, dts in order; the
-    audio of `audio_from` follows segment by segment."""
+def _stream_copy(
+    segments: list[Path],
+    output: Path,
+    frame_rate: Fraction,
+    audio_from: Path | None,
+    frame_times: Sequence[Fraction] | None,
+) -> None:
+    """Copy the packets of each segment, timestamps renumbered: pts at the time of frame (frame offset +
+    index), dts in order; the audio of `audio_from` follows segment by segment."""
     import av
 
     audio_source = None if audio_from is None else open_audio_source(audio_from, output)
@@ -353,20 +369,24 @@ def _stream_copy(segments: list[Path], output: Path, frame_rate: Fraction, audio
                     video = source.streams.video[0]
                     if stream is None:
                         stream = _joined_video_stream(out, video, frame_rate)
+                        time_base = video.time_base if frame_times is None else VARIABLE_RATE_TIME_BASE
+                        stream.time_base = time_base
                         if audio_source is not None:
                             audio = AudioCopy(audio_source, out)
                     packets = (p for p in source.demux(video) if p.pts is not None)
                     for j, packet in enumerate(packets):
-                        packet.pts = round((offset + round(packet.pts / ticks) - first) * ticks)
-                        dts = round((offset + j - lead) * ticks)
+                        shown = offset + round(packet.pts / ticks) - first
+                        packet.pts = round(frame_time(shown, frame_rate, frame_times) / time_base)
+                        dts = round(frame_time(offset + j - lead, frame_rate, frame_times) / time_base)
                         packet.dts = last_dts = dts if last_dts is None else max(dts, last_dts + 1)
+                        packet.time_base = time_base
                         packet.stream = stream
                         out.mux(packet)
                 offset += len(order)
                 if audio is not None:
-                    audio.copy_until(offset / frame_rate)
+                    audio.copy_until(frame_time(offset, frame_rate, frame_times))
             if audio is not None:
-                audio.finish(offset / frame_rate)
+                audio.finish(frame_time(offset, frame_rate, frame_times))
     finally:
         if audio_source is not None:
             audio_source.close()
