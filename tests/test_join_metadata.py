@@ -12,12 +12,9 @@ from lightning_matting.writers import AVWriter
 from lightning_matting.writers.pyav import available_codecs
 from lightning_matting.writers.segments import SegmentedWriter
 
-TAG_LOST = pytest.mark.xfail(
-    strict=True, reason="the join's MP4/MOV stream takes FFmpeg's default tag (hev1, apch): not restored yet"
-)
 CASES = [
-    pytest.param("hevc", "mp4", 3, marks=TAG_LOST, id="hevc"),
-    pytest.param("prores4444", "mov", 4, marks=TAG_LOST, id="prores4444"),
+    pytest.param("hevc", "mp4", 3, id="hevc"),
+    pytest.param("prores4444", "mov", 4, id="prores4444"),
     pytest.param("vp9", "webm", 4, id="vp9"),
     pytest.param("ffv1", "mkv", 4, id="ffv1"),
 ]

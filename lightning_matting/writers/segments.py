@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 SegmentFactory = Callable[[Path], FrameWriter]
 # Matroska statistics tags that describe one segment, not the joined file
+_TAGGED_FORMATS = ("mp4", "mov")  # muxers that store a codec tag per stream
 _PER_SEGMENT_TAGS = ("DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "_STATISTICS")
 _CHUNK_NAME = re.compile(r"(\d{8})-(\d{8})\.(.+)")
 
@@ -394,10 +395,12 @@ def _stream_copy(
 
 def _joined_video_stream(out: OutputContainer, video: VideoStream, frame_rate: Fraction) -> VideoStream:
     """The joined file's video stream, made from a segment's `video`, plus what the template leaves out: stream
-    tags, and Matroska's AlphaMode (without it browsers show VP9 alpha as opaque black). The MP4/MOV codec tag
-    (hvc1, ap4h) is not restored yet: setting it on a template stream corrupts PyAV 18's heap (seen with HEVC).
+    tags, the MP4/MOV codec tag (hvc1 for Apple players, ap4h for ProRes 4444), and Matroska's AlphaMode
+    (without it browsers show VP9 alpha as opaque black).
     """
     stream = out.add_stream_from_template(video)
+    if out.format.name in _TAGGED_FORMATS:
+        stream.codec_tag = video.codec_tag  # the template leaves FFmpeg's default (hev1 for hvc1, apch for ap4h)
     stream.time_base = video.time_base
     stream.codec_context.framerate = frame_rate
     for key, value in video.metadata.items():
