@@ -400,7 +400,9 @@ def _joined_video_stream(out: OutputContainer, video: VideoStream, frame_rate: F
     """
     stream = out.add_stream_from_template(video)
     if out.format.name in _TAGGED_FORMATS:
-        stream.codec_tag = video.codec_tag  # the template leaves FFmpeg's default (hev1 for hvc1, apch for ap4h)
+        stream.codec_tag = (
+            video.codec_tag
+        )  # the template leaves FFmpeg's default (hev1 for hvc1, apch for ap4h)
     stream.time_base = video.time_base
     stream.codec_context.framerate = frame_rate
     for key, value in video.metadata.items():
