@@ -304,9 +304,10 @@ class VideoWriterCallback(BasePredictionWriter):
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)
-        if _storage_failure(exception) is not None and self._predict is not None:
+        failure = _storage_failure(exception)
+        if failure is not None and self._predict is not None:
             _console.error(
-                f"VideoWriterCallback: {_storage_failure(exception)}. Every finished segment is kept: free space "
+                f"VideoWriterCallback: {failure}. Every finished segment is kept: free space "
                 "(or raise the file size limit) and rerun with --resume=true (resume=True) to continue after them"
             )
         for info in self._plan.videos if self._plan and trainer.is_global_zero else ():
