@@ -408,3 +408,20 @@ def test_random_and_truncated_files_always_give_the_clear_error(tmp_path, data):
     with pytest.raises(ValueError, match=r"bad.pth") as error:
         load_model("mattingbase-mobilenetv2", path)
     assert "weights_only=False" not in str(error.value)
+
+
+def test_eval_sampling_selects_without_a_host_sync_and_as_the_selection_does():
+    torch.manual_seed(0)
+    model = MattingRefine("mobilenetv2", refine_mode="sampling", refine_sample_pixels=10**9).eval()
+    src, bgr = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
+    with torch.no_grad(), torch.profiler.profile() as profile:
+        sampled = model(src, bgr)
+    assert not [event for event in profile.events() if event.name == "aten::nonzero"]  # no device->host sync
+    model.refiner.mode, model.refiner.threshold = "thresholding", 0.0  # the same patches: error > 0
+    with torch.no_grad():
+        selected = model(src, bgr)
+    ref = sampled[5]
+    assert 0 < ref.mean() < 1  # some patches with error 0 were sampled and kept coarse
+    assert torch.equal(ref, selected[5])
+    for got, want in zip(sampled, selected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)

@@ -269,9 +269,12 @@ class Refiner(nn.Module):
             return x[:, :1], x[:, 1:], ref
 
         err = F.interpolate(err, size=quarter, mode="bilinear", align_corners=False)
-        ref = self._select_refinement_regions(err)
-        idx = torch.nonzero(ref.squeeze(1))
-        idx_b, idx_y, idx_x = idx[:, 0], idx[:, 1], idx[:, 2]
+        if self.mode == "sampling" and not self.training:
+            ref, (idx_b, idx_y, idx_x), keep = self._sampled_patches(err)
+        else:
+            ref = self._select_refinement_regions(err)
+            idx = torch.nonzero(ref.squeeze(1))  # a host sync: the count depends on the data
+            idx_b, idx_y, idx_x, keep = idx[:, 0], idx[:, 1], idx[:, 2], None
         out = F.interpolate(
             torch.cat([pha, fgr], dim=1), size=(full_h, full_w), mode="bilinear", align_corners=False
         )
@@ -285,6 +288,8 @@ class Refiner(nn.Module):
             x = F.interpolate(x, size=(8, 8) if self.kernel_size == 3 else (4, 4), mode="nearest")
             y = _crop_patches(src_bgr, idx_b, idx_y, idx_x, 4, 2 if self.kernel_size == 3 else 0)
             x = self._full_resolution_stage(torch.cat([x, y], dim=1))
+            if keep is not None:  # patches sampled but not selected keep the upsampled coarse result
+                x = torch.where(keep.view(-1, 1, 1, 1), x, _crop_patches(out, idx_b, idx_y, idx_x, 4, 0))
             out = _replace_patches(out, x, idx_b, idx_y, idx_x)
         return out[:, :1], out[:, 1:], ref
 
@@ -295,6 +300,21 @@ class Refiner(nn.Module):
     def _full_resolution_stage(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn3(self.conv3(x)))
         return self.conv4(x)
+
+    def _sampled_patches(self, err: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
+        """ "sampling" without a host sync (eval): the top `sample_pixels // 16` patches of each frame's error
+        [B,1,h,w], all refined, of which those with error 0 are kept coarse under `prevent_oversampling`, so
+        the result is the selection's. Returns the ref map [B,1,h,w], the patches' (b, y, x) [P] and which
+        of them are selected (bool [P])."""
+        b, _, h, w = err.shape
+        flat = err.view(b, -1)
+        count = min(self.sample_pixels // 16, h * w)
+        scores, idx = flat.topk(count, dim=1, sorted=False)
+        keep = scores.gt(0) if self.prevent_oversampling else torch.ones_like(scores, dtype=torch.bool)
+        ref = torch.zeros_like(flat).scatter_(1, idx, keep.to(flat.dtype)).view(b, 1, h, w)
+        idx_b = torch.arange(b, device=err.device).repeat_interleave(count)
+        idx = idx.reshape(-1)
+        return ref, (idx_b, idx // w, idx % w), keep.reshape(-1)
 
     def _select_refinement_regions(self, err: Tensor) -> Tensor:
         """[B, 1, h, w] error -> [B, 1, h, w] map, 1 where the 4x4 patch is refined, else 0."""
