@@ -70,7 +70,7 @@ def test_exr_sequence_holds_the_floats_exactly(tmp_path):
 
 def test_exr_without_an_encoder_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(exr.cv2, "haveImageWriter", lambda name: False)
-    monkeypatch.setattr(av, "codecs_available", set())
+    monkeypatch.setattr(exr, "has_encoder", lambda av, name: False)
     with pytest.raises(ValueError, match=r"OpenEXR output needs an OpenCV build with OpenEXR .*pip install"):
         ImageSequenceWriter(tmp_path / "com", "exr")
 

@@ -94,7 +94,10 @@ def decode_image(path: str | Path, alpha: bool = False) -> Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    # IMREAD_UNCHANGED keeps the alpha but ignores a JPEG's EXIF orientation; without alpha, ANYCOLOR | ANYDEPTH
+    # keeps the depth and applies it (COLOR | ANYDEPTH fails on grey float TIFF in OpenCV 5.0).
+    flags = cv2.IMREAD_UNCHANGED if alpha else cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+    image = cv2.imread(str(path), flags)
     if image is None:
         raise ValueError(f"cannot decode image file {path} (expected png, jpg, bmp, tiff or webp)")
     if image.dtype not in (np.uint8, np.uint16):

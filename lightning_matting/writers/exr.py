@@ -12,6 +12,8 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
+from .pyav import has_encoder
+
 ExrEncoder = Callable[[np.ndarray], bytes]
 # PyAV's planar float formats by channel count; from_ndarray takes [H,W,C] in RGB(A) order.
 _PYAV_FORMATS = {1: "grayf32le", 3: "gbrpf32le", 4: "gbrapf32le"}
@@ -29,7 +31,7 @@ def exr_encoder() -> tuple[str, ExrEncoder]:
         import av
     except ImportError:
         av = None
-    if av is not None and "exr" in av.codecs_available:
+    if av is not None and has_encoder(av, "exr"):
         return "rgb", _pyav_exr
     raise ValueError(
         "OpenEXR output needs an OpenCV build with OpenEXR (opencv-python-headless 5 has none; "

@@ -109,7 +109,8 @@ def _import_av() -> Any:
     return av
 
 
-def _has_encoder(av: Any, name: str) -> bool:
+def has_encoder(av: Any, name: str) -> bool:
+    """Whether this PyAV build's FFmpeg has the encoder `name`."""
     try:
         av.codec.Codec(name, "w")
     except av.codec.codec.UnknownCodecError:
@@ -120,7 +121,7 @@ def _has_encoder(av: Any, name: str) -> bool:
 def available_codecs() -> list[str]:
     """The names of the presets (keys of PRESETS) whose encoder this PyAV/FFmpeg build carries."""
     av = _import_av()
-    return [name for name, preset in PRESETS.items() if _has_encoder(av, preset.encoder)]
+    return [name for name, preset in PRESETS.items() if has_encoder(av, preset.encoder)]
 
 
 def _choose_codec(path: Path, codec: object) -> str:
@@ -350,7 +351,7 @@ class AVWriter(FrameWriter):
 
     def _open(self) -> None:
         self._av = av = _import_av()
-        if not _has_encoder(av, self.preset.encoder):
+        if not has_encoder(av, self.preset.encoder):
             raise ValueError(
                 f"codec {self.codec!r} needs the FFmpeg encoder {self.preset.encoder!r}, which this PyAV "
                 f"build lacks; codecs available here: {', '.join(available_codecs()) or 'none'}"
