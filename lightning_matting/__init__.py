@@ -7,6 +7,11 @@ Lightning and torchmetrics.
 
 from __future__ import annotations
 
+import os
+
+# OpenCV reads this before its first EXR image; its builds with OpenEXR refuse EXR without it.
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any

@@ -39,7 +39,8 @@ class MattingModule(L.LightningModule):
     `target_color`. Recurrent models carry their state across batches of a video and restart it at frame 0;
     a share of a video that starts mid-video (a distributed rank's range, a resumed run) is preceded by
     `warmup_frames` frames that build the state and are not returned ("warmup" in the batch). Batch frames
-    ("src", "bgr", "tgt") may be uint8 (0-255, as decoded: converted on the device) or floats in [0,1].
+    ("src", "bgr", "tgt") may be uint8 (0-255) or uint16 (0-65535), as decoded (converted on the device), or
+    floats in [0,1].
     Training uses the family's reference losses (BGMv2 base/refine, RVM) with Adam; validation logs SAD,
     MSE, Grad, Conn and dtSSD of the alpha (`lightning_matting.metrics` scales) under "val/" and returns
     the outputs so that a VideoWriterCallback can write them. It implements `PredictVideoModule`.
@@ -344,10 +345,15 @@ class MattingModule(L.LightningModule):
             return self.adapter(self.networks.for_inference(self.net), src, bgr, state, wanted)
 
     def _as_float(self, frames: Tensor | None) -> Tensor | None:
-        """uint8 frames (0-255, as decoded) as floats in [0, 1] in the module's dtype, on their device."""
-        if frames is None or frames.dtype != torch.uint8:
+        """uint8 (0-255) or uint16 (0-65535) frames, as decoded, as floats in [0, 1] in the module's dtype, on
+        their device (uint16 through float32: float16 cannot hold 65535)."""
+        if frames is None:
             return frames
-        return frames.to(self.dtype).div_(255)
+        if frames.dtype == torch.uint8:
+            return frames.to(self.dtype).div_(255)
+        if frames.dtype == torch.uint16:
+            return frames.to(torch.float32).div_(65535).to(self.dtype)
+        return frames
 
     def _state_before(self, video: str, first_index: int, warmup: bool) -> Any:
         """The carried state when this batch continues the last one; None (a fresh start) otherwise."""

@@ -132,7 +132,10 @@ def test_frame_conversions_round_trip_every_level_and_round_to_nearest():
     assert torch.equal(frame_to_uint8(as_float), levels)
     values = torch.tensor([-0.5, 0.3 / 255, 0.6 / 255, 254.4 / 255, 2.0])
     assert frame_to_uint8(values).tolist() == [0, 0, 1, 254, 255]
-    with pytest.raises(ValueError, match="frame must be a uint8 tensor .*got dtype torch.float32"):
+    with pytest.raises(
+        ValueError,
+        match=r"frame must be a uint8 \(0-255\) or uint16 \(0-65535\) tensor, got dtype torch.float32",
+    ):
         frame_to_float(as_float)
 
 

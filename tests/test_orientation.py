@@ -23,12 +23,12 @@ av = pytest.importorskip("av")
 STORED = (64, 48)  # width, height as encoded; shown rotated by 90 degrees: 48x64
 
 
-def rotated_clip(path: Path, frames: int = 6) -> Path:
+def rotated_clip(path: Path, frames: int = 6, pix_fmt: str = "yuv420p") -> Path:
     """H.264 in MP4, stored 64x48 with a white block top-left, its track matrix set to a 90-degree rotation
     (the MP4 `tkhd` matrix, from which FFmpeg makes the display matrix, as a phone held upright writes it)."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = *STORED, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = *STORED, pix_fmt
         for i in range(frames):
             image = np.full((STORED[1], STORED[0], 3), 40, np.uint8)
             image[:8, :16] = 255
@@ -46,9 +46,11 @@ def rotated_clip(path: Path, frames: int = 6) -> Path:
     return path
 
 
-def test_a_rotated_source_is_read_upright(tmp_path):
-    reader = VideoReader(rotated_clip(tmp_path / "phone.mp4"))
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv420p10le"])  # OpenCV's path, PyAV's 16-bit path
+def test_a_rotated_source_is_read_upright(tmp_path, pix_fmt):
+    reader = VideoReader(rotated_clip(tmp_path / "phone.mp4", pix_fmt=pix_fmt))
     assert (reader.info.width, reader.info.height) == (48, 64)
+    assert reader.bit_depth == (16 if pix_fmt.endswith("10le") else 8)
     frame = reader.read_uint8(0).numpy()[0]  # red plane [64, 48]
     assert frame[:16, -8:].min() > 200 and frame[-16:, :8].max() < 100  # the block turned to the top right
 

@@ -36,11 +36,11 @@ def distinct_frames(count: int) -> torch.Tensor:
     return frames
 
 
-def phone_clip(path: Path) -> Path:
+def phone_clip(path: Path, pix_fmt: str = "yuv420p") -> Path:
     """H.264 in MP4 at the issue's variable timing, with 4 s of AAC audio (made with PyAV)."""
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=30, options={"crf": "12"})
-        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, pix_fmt
         video.codec_context.time_base = video.time_base = Fraction(1, 90000)
         audio = out.add_stream("aac", rate=AUDIO_RATE, layout="mono")
         for time, frame in zip(TIMES, distinct_frames(len(TIMES)), strict=True):
@@ -89,6 +89,16 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_a_variable_rate_source_gives_every_frame_with_its_time_and_seeks_by_it(clip):
+    check_variable_rate_reads(clip)
+
+
+def test_a_10_bit_variable_rate_source_is_sought_by_time_too(tmp_path):
+    clip = phone_clip(tmp_path / "deep.mp4", pix_fmt="yuv420p10le")
+    assert VideoReader(clip).bit_depth == 16  # decoded by PyAV, not OpenCV
+    check_variable_rate_reads(clip)
+
+
+def check_variable_rate_reads(clip: Path) -> None:
     reader = VideoReader(clip)
     assert len(reader) == 90 and reader.info.variable_rate
     assert reader.info.frame_times == TIMES

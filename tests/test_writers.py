@@ -127,9 +127,9 @@ def test_a_handed_over_batch_is_converted_on_the_encoder_thread_to_the_same_pixe
     clip = torch.rand(5, 3, 16, 24, generator=torch.Generator().manual_seed(5))
     clip[1, 0, 0, 0] = float("nan")
     converted_on = []
-    original = base.to_uint8_hwc
+    original = base.to_hwc
     monkeypatch.setattr(
-        base, "to_uint8_hwc", lambda *a: converted_on.append(threading.current_thread().name) or original(*a)
+        base, "to_hwc", lambda *a: converted_on.append(threading.current_thread().name) or original(*a)
     )
     with VideoWriter(tmp_path / "v.mkv", 30, 24, 16, fourcc="FFV1") as writer:
         writer.add_batch(clip[:2], hand_over=True)

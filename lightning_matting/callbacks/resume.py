@@ -110,6 +110,7 @@ def fingerprint(
             output_format.resolved_extension,
             output_format.alpha,
             output_format.audio,
+            output_format.bit_depth,
         ),
         "codec": (output_format.fourcc, output_format.codec, output_format.codec_options),
     }

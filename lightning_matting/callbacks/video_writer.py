@@ -31,7 +31,7 @@ from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
 from lightning_matting.writers.durable import StorageError
-from lightning_matting.writers.output_format import Codec, Format, OutputFormat
+from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
 from lightning_matting.writers.segments import parts_folder
 
 Layout = Literal["outputs", "compare"]
@@ -77,6 +77,9 @@ class VideoWriterCallback(BasePredictionWriter):
         audio: com and fgr carry the source's audio (PyAV `codec`, datamodule metadata).
         queue_size: Batches that may wait per writer before the step blocks.
         segment_seconds: Predict video in finalized segments of this many seconds; 0 or None: one file.
+        bit_depth: Bits per sample stored: 8; 10 (h264, hevc, prores4444); 16 (ffv1, png, tif); 32 (float:
+            tif, exr). None: the format's default (8; 10 for prores4444, 32 for exr). An unsupported
+            format/depth pair is refused, naming the formats that store it.
         overwrite: Replace existing outputs; otherwise they are refused.
         resume: Continue an interrupted predict run (needs a `PredictVideoSource` datamodule, one device).
         fps: Frame rate of videos without metadata: a number or a fraction such as "30000/1001".
@@ -111,6 +114,7 @@ class VideoWriterCallback(BasePredictionWriter):
         audio: bool = False,
         queue_size: int = 4,
         segment_seconds: float | None = 2.0,
+        bit_depth: BitDepth | None = None,
         overwrite: bool = False,
         resume: bool = False,
         fps: float | str = 30,
@@ -125,7 +129,16 @@ class VideoWriterCallback(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.outputs = check_output_names(outputs)
         self.output_format = OutputFormat(
-            format, fourcc, codec, codec_options, extension, alpha, audio, queue_size, segment_seconds
+            format,
+            fourcc,
+            codec,
+            codec_options,
+            extension,
+            alpha,
+            audio,
+            queue_size,
+            segment_seconds,
+            bit_depth,
         )
         self.overwrite = overwrite
         self.resume = resume

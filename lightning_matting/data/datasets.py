@@ -21,10 +21,11 @@ from lightning_matting.data.readers import (
     IMAGE_EXTENSIONS,
     FrameReader,
     VideoInfo,
+    decode_image,
+    float_to_frame,
     frame_to_float,
     frame_to_uint8,
     open_reader,
-    read_image_uint8,
     to_fraction,
 )
 from lightning_matting.data.synthetic import SyntheticScene
@@ -94,10 +95,12 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
     """Frames of one source (video file or image folder) with its background plate and composite target.
 
     Item i: {"src": [3,H,W], "bgr": [3,H,W] (only with a plate), "tgt": [3,H,W] (only with a target),
-    "aligned": bool (only with `align`), "index": i, "video": name}; tensors uint8 RGB in [0, 255], so that
-    DataLoader workers pass a quarter of the bytes of float32 (MattingModule turns them into floats in [0,1]
-    on the device). A frame at the output size is the decoded frame as it is; a frame that is resized (or a
-    plate that is aligned) is processed in float and rounded to uint8 once. A still plate or target (image
+    "aligned": bool (only with `align`), "index": i, "video": name}; tensors RGB as their file decodes (see
+    `FrameReader.read`): uint8 in [0, 255] from 8-bit files, so that DataLoader workers pass a quarter of the
+    bytes of float32, and uint16 in [0, 65535] from deeper ones (10-bit video, 16-bit PNG/TIFF), so that
+    nothing is truncated to 8 bits (MattingModule, or `collate_frames`, turns either into floats in [0,1]).
+    A frame at the output size is the decoded frame as it is; a frame that is resized (or a plate that is
+    aligned) is processed in float and rounded once to its own sample type. A still plate or target (image
     or colour) is one tensor shared by every item, which `collate_frames` sends once per batch.
 
     Size policy: frames come out at `resize` (width, height) if given, else at the source's size; the
@@ -147,7 +150,7 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
 
     def _open_background(self, path: Path) -> None:
         if _is_image_file(path):
-            plate = read_image_uint8(path)
+            plate = decode_image(path)
             plate_width, plate_height = plate.shape[2], plate.shape[1]
         else:
             self._plate_reader = open_reader(path, fps=self.info.fps)
@@ -182,15 +185,17 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
                 "existing image, video or image folder"
             )
         if _is_image_file(path):
-            self._target_frame = self._at_output_size(read_image_uint8(path))
+            self._target_frame = self._at_output_size(decode_image(path))
         else:
             self._target_reader = open_reader(path, fps=self.info.fps)
 
     def _at_output_size(self, frame: Tensor) -> Tensor:
-        """A uint8 [3,h,w] frame at the output size: itself if it has that size, else resized and rounded."""
+        """A decoded [3,h,w] frame (uint8 or uint16) at the output size: itself if it has that size, else
+        resized and rounded to its sample type."""
         if frame.shape[1:] == (self.info.height, self.info.width):
             return frame
-        return frame_to_uint8(resize_frame(frame_to_float(frame), self.info.width, self.info.height))
+        resized = resize_frame(frame_to_float(frame), self.info.width, self.info.height)
+        return float_to_frame(resized, frame.dtype)
 
     @property
     def videos(self) -> list[VideoInfo]:
@@ -201,19 +206,19 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
         return self.info.num_frames
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        src = self._at_output_size(self.source.read_uint8(index))
+        src = self._at_output_size(self.source.read(index))
         item: dict[str, Any] = {"src": src}
         if self._plate is not None or self._plate_reader is not None:
             bgr = (
                 self._plate
                 if self._plate_reader is None
-                else self._at_output_size(self._plate_reader.read_uint8(index))
+                else self._at_output_size(self._plate_reader.read(index))
             )
             if self.align:
                 warped, aligned = align_background(frame_to_float(bgr), frame_to_float(src))
                 item["aligned"] = aligned
                 if aligned:
-                    bgr = frame_to_uint8(warped)
+                    bgr = float_to_frame(warped, bgr.dtype)
                 else:
                     warnings.warn(
                         f"background alignment failed on some frames of video {self.info.name!r}; they use the "
@@ -225,7 +230,7 @@ class MattingVideoDataset(Dataset[dict[str, Any]]):
         if self._target_frame is not None:
             item["tgt"] = self._target_frame
         elif self._target_reader is not None:
-            frame = self._target_reader.read_uint8(index % len(self._target_reader))
+            frame = self._target_reader.read(index % len(self._target_reader))
             item["tgt"] = self._at_output_size(frame)
         item["index"] = index
         item["video"] = self.info.name

@@ -1,7 +1,12 @@
-"""Frame readers for video files (OpenCV) and image folders: RGB tensors, uint8 or float, exact metadata."""
+"""Frame readers for video files and image folders: RGB(A) tensors at the source's precision, exact metadata.
+
+8-bit sources decode to uint8 (OpenCV); deeper ones (10/12-bit video through PyAV, 16-bit PNG/TIFF) to uint16,
+so nothing is truncated to 8 bits; `frame_to_float` makes floats in [0, 1] of either.
+"""
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from abc import ABC, abstractmethod
@@ -15,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_matting.metadata import VideoInfo, to_fraction
+from lightning_matting.metadata import VideoInfo, frame_time, to_fraction
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 # Decode forward instead of seeking when the requested frame is at most this many frames ahead.
@@ -23,17 +28,22 @@ _MAX_FORWARD_SKIP = 64
 
 
 class FrameReader(Protocol):
-    """What datasets need from a reader: metadata, an exact length and frames [3,H,W] RGB.
+    """What datasets need from a reader: metadata, an exact length and frames [C,H,W], RGB (C=3) or RGBA (C=4).
 
-    `read_uint8(i)` is frame i as decoded, uint8 in [0, 255]; `reader[i]` is the same frame as float32 in
-    [0, 1], exactly `frame_to_float(reader.read_uint8(i))`.
+    `read(i)` is frame i as decoded: uint8 in [0, 255] for an 8-bit source (`bit_depth` 8), uint16 in
+    [0, 65535] for a deeper one (`bit_depth` 16: 10/12-bit video scaled to the 16-bit range, 16-bit images as
+    stored). `reader[i]` is the same frame as float32 in [0, 1], exactly `frame_to_float(reader.read(i))`;
+    `read_uint8(i)` is it at 8 bits (a deeper frame rounded to nearest).
     """
 
     info: VideoInfo
+    bit_depth: int
 
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Tensor: ...
+
+    def read(self, index: int) -> Tensor: ...
 
     def read_uint8(self, index: int) -> Tensor: ...
 
@@ -44,65 +54,118 @@ def natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)) + (name,)
 
 
+# The largest value of each integer sample type: what 1.0 is.
+_FULL_SCALE = {torch.uint8: 255, torch.uint16: 65535}
+
+
 def frame_to_float(frame: Tensor) -> Tensor:
-    """uint8 frame(s) in [0, 255] -> float32 in [0, 1]: value / 255, which `frame_to_uint8` undoes exactly."""
-    if frame.dtype != torch.uint8:
-        raise ValueError(f"frame must be a uint8 tensor (0-255), got dtype {frame.dtype}")
-    return frame.float().div_(255)
+    """uint8 [0, 255] or uint16 [0, 65535] frame(s) -> float32 in [0, 1]: value / 255 or / 65535, which
+    `float_to_frame` undoes exactly."""
+    if frame.dtype not in _FULL_SCALE:
+        raise ValueError(f"frame must be a uint8 (0-255) or uint16 (0-65535) tensor, got dtype {frame.dtype}")
+    return frame.float().div_(_FULL_SCALE[frame.dtype])
+
+
+def float_to_frame(frame: Tensor, dtype: torch.dtype = torch.uint8) -> Tensor:
+    """Float frame(s) in [0, 1] -> `dtype` (uint8 or uint16): clamped, scaled, rounded to nearest (half to even)."""
+    return frame.clamp(0, 1).mul_(_FULL_SCALE[dtype]).round_().to(dtype)
 
 
 def frame_to_uint8(frame: Tensor) -> Tensor:
     """Float frame(s) in [0, 1] -> uint8 in [0, 255]: clamped, x255, rounded to nearest (half to even)."""
-    return frame.clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    return float_to_frame(frame, torch.uint8)
 
 
-def _bgr_to_tensor(image: np.ndarray) -> Tensor:
-    """OpenCV uint8 BGR [H,W,3] -> contiguous uint8 RGB tensor [3,H,W], values unchanged."""
+def _planes_to_tensor(image: np.ndarray) -> Tensor:
+    """OpenCV BGR(A) [H,W,3|4] (uint8 or uint16) -> contiguous RGB(A) tensor [3|4,H,W], values unchanged."""
     # The planes in reverse order: one copy, about 3x cheaper than cvtColor + permute + contiguous.
-    return torch.from_numpy(np.stack(cv2.split(image)[::-1]))
+    planes = cv2.split(image)
+    rgb = planes[2::-1] + planes[3:]
+    return torch.from_numpy(np.stack(rgb))
 
 
-def read_image(path: str | Path) -> Tensor:
-    """One image file as float32 RGB [3,H,W] in [0,1]: `frame_to_float(read_image_uint8(path))`."""
-    return frame_to_float(read_image_uint8(path))
+def decode_image(path: str | Path, alpha: bool = False) -> Tensor:
+    """One image file as decoded: RGB [3,H,W] (RGBA [4,H,W] with `alpha`), uint8 for an 8-bit image, uint16
+    (0-65535) for a 16-bit one; a float image (32-bit TIFF) is clamped to [0, 1] and becomes uint16.
 
-
-def read_image_uint8(path: str | Path) -> Tensor:
-    """One image file as uint8 RGB [3,H,W] in [0, 255] as decoded (alpha dropped, 16-bit reduced to 8-bit)."""
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: It cannot be decoded, or `alpha` and it has no alpha channel (naming it).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # IMREAD_UNCHANGED keeps the alpha but ignores a JPEG's EXIF orientation; without alpha, ANYCOLOR | ANYDEPTH
+    # keeps the depth and applies it (COLOR | ANYDEPTH fails on grey float TIFF in OpenCV 5.0).
+    flags = cv2.IMREAD_UNCHANGED if alpha else cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+    image = cv2.imread(str(path), flags)
     if image is None:
         raise ValueError(f"cannot decode image file {path} (expected png, jpg, bmp, tiff or webp)")
-    return _bgr_to_tensor(image)
+    if image.dtype not in (np.uint8, np.uint16):
+        image = np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if alpha and channels not in (2, 4):
+        raise ValueError(
+            f"image file {path} has no alpha channel ({channels} channels); read it with alpha=False"
+        )
+    if channels <= 2:  # grey (and alpha): the grey plane as R, G and B
+        grey = image if channels == 1 else image[..., 0]
+        image = cv2.merge([grey, grey, grey] + ([image[..., 1]] if channels == 2 else []))
+    if not alpha:
+        image = image[..., :3]
+    return _planes_to_tensor(image)
+
+
+def read_image(path: str | Path) -> Tensor:
+    """One image file as float32 RGB [3,H,W] in [0,1]: `frame_to_float(decode_image(path))`."""
+    return frame_to_float(decode_image(path))
+
+
+def read_image_uint8(path: str | Path) -> Tensor:
+    """One image file as uint8 RGB [3,H,W] in [0, 255] (alpha dropped, 16-bit rounded to 8-bit)."""
+    return to_uint8(decode_image(path))
+
+
+def to_uint8(frame: Tensor) -> Tensor:
+    """A frame as decoded (uint8 or uint16) at 8 bits: uint8 as it is, uint16 rounded to nearest."""
+    return frame if frame.dtype == torch.uint8 else frame_to_uint8(frame_to_float(frame))
 
 
 class _Frames(ABC):
-    """The float view and iteration shared by the readers: `reader[i]` is `frame_to_float(read_uint8(i))`."""
+    """The float and 8-bit views and iteration shared by the readers: `reader[i]` is
+    `frame_to_float(read(i))`, `read_uint8(i)` is `to_uint8(read(i))`."""
 
     info: VideoInfo
+    bit_depth: int
 
     @abstractmethod
+    def read(self, index: int) -> Tensor:
+        """Frame `index` as decoded: RGB(A) [C,H,W], uint8 (`bit_depth` 8) or uint16 (16)."""
+
     def read_uint8(self, index: int) -> Tensor:
-        """Frame `index` as uint8 RGB [3,H,W] in [0, 255], exactly as decoded."""
+        """Frame `index` as uint8 RGB(A) [C,H,W] in [0, 255]: as decoded, or rounded from a deeper source."""
+        return to_uint8(self.read(index))
 
     def __len__(self) -> int:
         return self.info.num_frames
 
     def __getitem__(self, index: int) -> Tensor:
-        """Frame `index` as float32 RGB [3,H,W] in [0,1]."""
-        return frame_to_float(self.read_uint8(index))
+        """Frame `index` as float32 RGB(A) [C,H,W] in [0,1]."""
+        return frame_to_float(self.read(index))
 
     def __iter__(self) -> Iterator[Tensor]:
         return (self[i] for i in range(len(self)))
 
 
 class VideoReader(_Frames):
-    """Frames of a video file as RGB tensors [3,H,W]; `len()` is the exact decodable count.
+    """Frames of a video file as RGB tensors [3,H,W] (RGBA [4,H,W] with `alpha`); `len()` is the exact count.
 
-    `reader[i]` is frame i as float32 in [0,1]; `reader.read_uint8(i)` the same frame as decoded, uint8 in
-    [0, 255] (a quarter of the bytes, no float conversion: what datasets hand to DataLoader workers).
+    `reader.read(i)` is frame i as decoded: uint8 in [0, 255] from an 8-bit source (through OpenCV: a
+    quarter of float32's bytes, what datasets hand to DataLoader workers), uint16 in [0, 65535] from a source
+    of more than 8 bits (10-bit H.264/HEVC, ProRes at 10-12 bits, decoded through PyAV at 16 bits;
+    `bit_depth` says which). `reader[i]` is the same frame as float32 in [0,1]. Without PyAV every source is
+    read at 8 bits through OpenCV. `alpha=True` reads the source's alpha channel too (ProRes 4444, FFV1 with
+    alpha; needs PyAV), as the fourth channel.
 
     `info` holds the name (file stem unless given), the container's fps as an exact fraction (the average
     rate of a variable-rate file), the size and the number of frames; for a variable-rate file (as phones
@@ -110,27 +173,28 @@ class VideoReader(_Frames):
     PyAV; without the `[av]` extra every file counts as constant-rate). The header's frame count is trusted only after reading its last frame: when that
     fails the last decodable frame is found by a bounded backwards search (exponential steps, then
     bisection); a header without a count costs one full decode. Sequential reads never seek; a request a
-    little ahead decodes forward, anything else seeks. The OpenCV capture opens lazily, so a reader can be
-    pickled into DataLoader workers.
+    little ahead decodes forward, anything else seeks. The decoder opens lazily, so a reader can be pickled
+    into DataLoader workers.
 
     Args:
         path: The video file.
         name: The video's name; None: the file's stem.
+        alpha: Read RGBA [4,H,W]; the source must have an alpha channel.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is empty, has no decodable frame or no frame rate, or two frames of a variable-rate
-            file share a timestamp (naming it, and the frames).
+        ValueError: The file is empty, has no decodable frame or no frame rate, two frames of a variable-rate
+            file share a timestamp (naming them), or `alpha` and it has no alpha channel or PyAV is missing.
 
     Example::
 
-        reader = VideoReader("clip.mp4")
-        print(reader.info.fps, len(reader))
+        reader = VideoReader("clip.mov")
+        print(reader.info.fps, len(reader), reader.bit_depth)
         first = reader[0]  # float32 [3, H, W] in [0, 1]
-        first_uint8 = reader.read_uint8(0)  # uint8 [3, H, W], as decoded
+        decoded = reader.read(0)  # uint8 (8-bit source) or uint16 (deeper) [3, H, W]
     """
 
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, alpha: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"video file not found: {self.path}")
@@ -160,6 +224,9 @@ class VideoReader(_Frames):
             num_frames = len(times)
             self._half_gap_ms = min(float(b - a) for a, b in zip(times, times[1:], strict=False)) * 500
         self.info = VideoInfo(name or self.path.stem, fps, width, height, num_frames, frame_times=times)
+        self.alpha = alpha
+        self._decoder: _AVDecoder | None = _AVDecoder.for_source(self.path, fps, times, alpha)
+        self.bit_depth = 8 if self._decoder is None else self._decoder.bit_depth
         self._capture: cv2.VideoCapture | None = None
         self._next_index: int | None = 0
 
@@ -169,10 +236,12 @@ class VideoReader(_Frames):
             raise ValueError(f"cannot decode video file {self.path}: {_why_unopened(self.path)}")
         return capture
 
-    def read_uint8(self, index: int) -> Tensor:
-        """Frame `index` as uint8 RGB [3,H,W] in [0, 255], exactly as decoded."""
+    def read(self, index: int) -> Tensor:
+        """Frame `index` as decoded: RGB(A) [C,H,W], uint8 in [0, 255] or uint16 in [0, 65535] (`bit_depth`)."""
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} out of range for {self.path} with {len(self)} frames")
+        if self._decoder is not None:
+            return torch.from_numpy(self._decoder.read(index)).permute(2, 0, 1).contiguous()
         if self._capture is None:
             self._capture = self._open()
             self._next_index = 0
@@ -189,7 +258,7 @@ class VideoReader(_Frames):
             self._next_index = None  # position unknown: the next request seeks
             raise RuntimeError(f"cannot decode frame {index} of {self.path} ({len(self)} frames)")
         self._next_index = index + 1
-        return _bgr_to_tensor(frame)
+        return _planes_to_tensor(frame)
 
     def _read_by_time(self, index: int) -> tuple[bool, np.ndarray | None]:
         """Frame `index` of a variable-rate file: OpenCV seeks such files by time at the average rate, so seek
@@ -217,9 +286,95 @@ class VideoReader(_Frames):
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+        if self._decoder is not None:
+            self._decoder.close()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_capture": None, "_next_index": 0}
+
+
+class _AVDecoder:
+    """Frames of a video decoded by PyAV at 16 bits (rgb48le, rgba64le) or, for 8-bit alpha, as rgba, turned
+    upright by the display matrix as OpenCV turns them; the container opens lazily and is left out of pickles.
+    Sequential reads decode on, anything else seeks; frames are found by timestamp (a variable-rate file's
+    `frame_times`, else index / fps)."""
+
+    def __init__(
+        self, path: Path, fps: Fraction, frame_times: tuple[Fraction, ...] | None, bit_depth: int, alpha: bool
+    ) -> None:
+        self.path, self.fps, self.bit_depth, self.alpha = path, fps, bit_depth, alpha
+        self.frame_times = frame_times
+        deep = bit_depth > 8
+        self.format = ("rgba64le" if deep else "rgba") if alpha else "rgb48le"
+        self._container: Any = None
+        self._frames: Iterator[Any] | None = None
+        self._next_index = 0
+
+    @classmethod
+    def for_source(
+        cls, path: Path, fps: Fraction, frame_times: tuple[Fraction, ...] | None, alpha: bool
+    ) -> _AVDecoder | None:
+        """The decoder of a source OpenCV would truncate (more than 8 bits) or `alpha`; None: OpenCV's."""
+        try:
+            import av
+        except ImportError:
+            if alpha:
+                raise ValueError(
+                    f"reading the alpha of {path} needs PyAV: pip install 'lightning-matting[av]'"
+                ) from None
+            return None
+        with av.open(str(path)) as container:
+            components = av.VideoFormat(container.streams.video[0].codec_context.pix_fmt).components
+        bits = max(component.bits for component in components)
+        if alpha and not any(component.is_alpha for component in components):
+            raise ValueError(f"video file {path} has no alpha channel; read it with alpha=False")
+        if bits <= 8 and not alpha:
+            return None
+        return cls(path, fps, frame_times, 16 if bits > 8 else 8, alpha)
+
+    def read(self, index: int) -> np.ndarray:
+        """Frame `index` as [H,W,C] RGB(A), uint16 (`bit_depth` 16) or uint8."""
+        if self._frames is None or not 0 <= index - self._next_index <= _MAX_FORWARD_SKIP:
+            self._seek(index)
+        for frame in self._frames:
+            position = self._index_of(frame)
+            if position >= index:
+                self._next_index = position + 1
+                if position == index:
+                    # rotation: the display matrix's counter-clockwise degrees; OpenCV's frames are turned so
+                    return np.ascontiguousarray(
+                        np.rot90(frame.to_ndarray(format=self.format), frame.rotation // 90)
+                    )
+                break
+        self._frames = None  # position unknown: the next request seeks
+        raise RuntimeError(f"cannot decode frame {index} of {self.path} (PyAV)")
+
+    def _seek(self, index: int) -> None:
+        import av
+
+        if self._container is None:
+            self._container = av.open(str(self.path))
+        stream = self._container.streams.video[0]
+        self._start = stream.start_time or 0
+        self._time_base = stream.time_base
+        target = self._start + round(frame_time(index, self.fps, self.frame_times) / self._time_base)
+        self._container.seek(target, stream=stream, backward=True)
+        self._frames = self._container.decode(stream)
+
+    def _index_of(self, frame: Any) -> int:
+        time = (frame.pts - self._start) * self._time_base
+        if self.frame_times is None:
+            return round(time * self.fps)
+        return bisect.bisect_left(self.frame_times, time - self._time_base)  # within a tick of its time
+
+    def close(self) -> None:
+        """Close the container; a later read reopens it."""
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames = None, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_container": None, "_frames": None}
 
 
 def _why_unopened(path: Path) -> str:
@@ -320,15 +475,24 @@ def _count_decodable_frames(capture: cv2.VideoCapture, header_count: int) -> int
 
 
 class ImageSequenceReader(_Frames):
-    """Frames of a folder of images, in natural order (2.png before 10.png), as RGB tensors [3,H,W].
+    """Frames of a folder of images, in natural order (2.png before 10.png), as RGB tensors [3,H,W] (RGBA
+    [4,H,W] with `alpha`).
 
-    `reader[i]` is image i as float32 in [0,1]; `reader.read_uint8(i)` the same image as decoded, uint8.
+    `reader.read(i)` is image i as decoded (see `decode_image`): uint8 for 8-bit images, uint16 in
+    [0, 65535] for 16-bit (and float) ones; `bit_depth` (8 or 16) is the first image's. `reader[i]` is the
+    same image as float32 in [0,1].
 
-    The fps is the user's (default 30); the size is the first image's and every frame must match it.
-    Files with other extensions are ignored; see `IMAGE_EXTENSIONS`.
+    The fps is the user's (default 30); the size and the sample type are the first image's and every frame
+    must match them. Files with other extensions are ignored; see `IMAGE_EXTENSIONS`.
     """
 
-    def __init__(self, folder: str | Path, fps: float | str | Fraction = 30, name: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        fps: float | str | Fraction = 30,
+        name: str | None = None,
+        alpha: bool = False,
+    ) -> None:
         self.folder = Path(folder)
         if not self.folder.exists():
             raise FileNotFoundError(f"image folder not found: {self.folder}")
@@ -339,27 +503,36 @@ class ImageSequenceReader(_Frames):
             extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise ValueError(f"image folder {self.folder} holds no images ({extensions})")
         self.files = sorted(files, key=lambda p: natural_key(p.name))
-        _, height, width = read_image_uint8(self.files[0]).shape
+        self.alpha = alpha
+        first = decode_image(self.files[0], alpha)
+        self.dtype = first.dtype
+        self.bit_depth = 8 if first.dtype == torch.uint8 else 16
+        _, height, width = first.shape
         self.info = VideoInfo(name or self.folder.name, to_fraction(fps), width, height, len(self.files))
 
-    def read_uint8(self, index: int) -> Tensor:
-        """Image `index` as uint8 RGB [3,H,W] in [0, 255], exactly as decoded."""
+    def read(self, index: int) -> Tensor:
+        """Image `index` as decoded: RGB(A) [C,H,W], uint8 in [0, 255] or uint16 in [0, 65535] (`bit_depth`)."""
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} out of range for {self.folder} with {len(self)} images")
-        frame = read_image_uint8(self.files[index])
+        frame = decode_image(self.files[index], self.alpha)
         if frame.shape[1:] != (self.info.height, self.info.width):
             raise ValueError(
                 f"image {self.files[index]} is {frame.shape[2]}x{frame.shape[1]} but the sequence is "
                 f"{self.info.width}x{self.info.height} (size of {self.files[0].name})"
             )
+        if frame.dtype != self.dtype:
+            raise ValueError(
+                f"image {self.files[index]} has {8 if frame.dtype == torch.uint8 else 16}-bit samples but the "
+                f"sequence has {self.bit_depth}-bit ones (those of {self.files[0].name})"
+            )
         return frame
 
 
 def open_reader(
-    path: str | Path, fps: float | str | Fraction = 30, name: str | None = None
+    path: str | Path, fps: float | str | Fraction = 30, name: str | None = None, alpha: bool = False
 ) -> VideoReader | ImageSequenceReader:
     """A folder -> ImageSequenceReader at `fps`; anything else -> VideoReader (fps from the container)."""
     path = Path(path)
     if path.is_dir():
-        return ImageSequenceReader(path, fps=fps, name=name)
-    return VideoReader(path, name=name)
+        return ImageSequenceReader(path, fps=fps, name=name, alpha=alpha)
+    return VideoReader(path, name=name, alpha=alpha)

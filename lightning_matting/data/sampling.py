@@ -10,8 +10,14 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler, default_collate
 
+from lightning_matting.data.readers import frame_to_float
+
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
-FRAME_KEYS = ("src", "bgr", "tgt")  # image keys of a batch: uint8 0-255 (as decoded) or float in [0, 1]
+FRAME_KEYS = (
+    "src",
+    "bgr",
+    "tgt",
+)  # image keys of a batch: uint8 0-255 or uint16 0-65535 (as decoded), or float in [0, 1]
 HOST_KEYS = ("index", "warmup")  # bookkeeping read on the host every batch: not sent to the device
 
 
@@ -170,7 +176,7 @@ def collate_frames(
     background plate crosses to the device once per batch (and MattingModule keeps it once per video).
     With `written` ({video: ranges of frames written}, see `VideoBatchSampler.written`), a batch holding other
     frames gets "warmup": BoolTensor [B], True for those (predicted for the state, not written).
-    `to_float` turns uint8 frames into float32 in [0,1] here, in the DataLoader worker: for a model on the
+    `to_float` turns integer frames (uint8, or uint16 from deep sources) into float32 in [0,1] here, in the DataLoader worker: for a model on the
     CPU, where converting in the main process would hold up the model (on a GPU the module converts).
     """
     shared = [
@@ -182,8 +188,8 @@ def collate_frames(
     if shared:
         batch["static"] = shared
     for key in FRAME_KEYS if to_float else ():
-        if key in batch and batch[key].dtype == torch.uint8:
-            batch[key] = batch[key].float().div_(255)
+        if key in batch and batch[key].dtype in (torch.uint8, torch.uint16):
+            batch[key] = frame_to_float(batch[key])
     if written is not None:
         warmup = torch.tensor(
             [not any(item["index"] in frames for frames in written.get(item["video"], ())) for item in items]

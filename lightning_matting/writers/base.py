@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .frames import HostFrames, check_frames, to_host, to_uint8_hwc
+from .frames import HostFrames, Samples, check_frames, to_host, to_hwc
 from .threaded import BackgroundWorkers
 
 _OPEN_WRITERS: weakref.WeakSet[FrameWriter] = weakref.WeakSet()
@@ -45,6 +45,7 @@ class FrameWriter(ABC):
 
     channels: tuple[int, ...] = (1, 3)
     channel_order = "bgr"
+    samples: Samples = "uint8"  # what `_write` receives; deeper writers set it before `__init__` runs
 
     def __init__(
         self,
@@ -77,7 +78,7 @@ class FrameWriter(ABC):
 
     @abstractmethod
     def _write(self, first_index: int, frames: np.ndarray) -> None:
-        """Encode uint8 frames [B,H,W,C] (backend channel order) on a worker thread."""
+        """Encode frames [B,H,W,C] of `samples` (backend channel order) on a worker thread."""
 
     @abstractmethod
     def _finalize(self) -> None:
@@ -86,7 +87,7 @@ class FrameWriter(ABC):
     def _write_item(self, item: tuple[int, HostFrames | torch.Tensor]) -> None:
         first_index, frames = item
         if isinstance(frames, torch.Tensor):  # a handed-over CPU batch, converted here
-            frames = to_uint8_hwc(frames, self.channel_order)
+            frames = to_hwc(frames, self.channel_order, self.samples)
         self._write(first_index, frames.numpy())
 
     def add_batch(self, frames: torch.Tensor, hand_over: bool = False) -> None:
@@ -104,7 +105,9 @@ class FrameWriter(ABC):
         if hand_over and frames.device.type == "cpu":
             self._workers.put((self.frames_added, frames.detach()))
         else:
-            self._workers.put((self.frames_added, to_host(to_uint8_hwc(frames.detach(), self.channel_order))))
+            self._workers.put(
+                (self.frames_added, to_host(to_hwc(frames.detach(), self.channel_order, self.samples)))
+            )
         self.frames_added += frames.shape[0]
 
     def close(self) -> None:

@@ -1,18 +1,26 @@
-"""The one place that turns tensor batches into uint8 frames for an encoder backend.
+"""The one place that turns tensor batches into the samples an encoder backend takes (uint8 by default).
 
-All arithmetic runs on the tensor's device, so a GPU batch crosses to the host once, as uint8,
-through one pinned, non-blocking copy.
+All arithmetic runs on the tensor's device, so a GPU batch crosses to the host once, in its sample type
+(uint8 for 8-bit outputs), through one pinned, non-blocking copy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# What an encoder takes: uint8 in [0, 255] (8-bit outputs), uint16 in [0, 65535] (deeper integer outputs,
+# which the encoder reduces to its depth), float32 in [0, 1] (float outputs such as OpenEXR).
+Samples = Literal["uint8", "uint16", "float32"]
+_DTYPES = {"uint8": torch.uint8, "uint16": torch.uint16, "float32": torch.float32}
+_SCALES = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}
+_CV_DEPTHS = {"uint8": cv2.CV_8U, "uint16": cv2.CV_16U}
 
 # Channel permutations from RGB(A) to each backend's order, keyed by input channel count.
 _ORDERS = {
@@ -45,42 +53,66 @@ def check_frames(
     return frames
 
 
-def to_uint8_hwc(frames: torch.Tensor, order: str = "bgr") -> torch.Tensor:
-    """[B,C,H,W] float in [0,1] (clamped, NaN -> 0, rounded to nearest) or uint8 -> uint8 [B,H,W,C].
+def samples_for_bits(bits: int) -> Samples:
+    """The sample type that carries `bits` per sample to an encoder: 8 uint8, 9-16 uint16, 32 float32."""
+    return "uint8" if bits == 8 else "float32" if bits == 32 else "uint16"
 
-    Runs on the tensor's device; `order` is the backend's channel order ("bgr" or "rgb"; alpha last).
+
+def to_hwc(frames: torch.Tensor, order: str = "bgr", samples: Samples = "uint8") -> torch.Tensor:
+    """[B,C,H,W] float in [0,1] or uint8 -> [B,H,W,C] `samples`, in the backend's channel `order`.
+
+    Floats are clamped to [0, 1] with NaN -> 0, scaled to the sample range (uint8 255, uint16 65535,
+    float32 1) and rounded to nearest for integer samples; uint8 frames become uint16 exactly (x257) and
+    float32 as value / 255. Runs on the tensor's device; `order` is "bgr" or "rgb" (alpha last).
     """
     index = _ORDERS[order][frames.shape[1]]
     if frames.device.type == "cpu" and frames.dtype != torch.uint8:
-        return _cpu_float_to_uint8_hwc(frames, index)
-    return _torch_to_uint8_hwc(frames, index)
+        return _cpu_float_to_hwc(frames, index, samples)
+    return _torch_to_hwc(frames, index, samples)
 
 
-def _torch_to_uint8_hwc(frames: torch.Tensor, index: list[int]) -> torch.Tensor:
-    """Torch ops on the tensor's device (the GPU path, and CPU frames holding inf or NaN)."""
-    if frames.dtype != torch.uint8:
-        scaled = frames.to(torch.float32).mul(255.0)  # a new tensor: the caller's batch is never touched
-        frames = scaled.nan_to_num_(nan=0.0).clamp_(0.0, 255.0).round_().to(torch.uint8)
+def _torch_scaled(frames: torch.Tensor, samples: Samples) -> torch.Tensor:
+    """Frames [B,C,H,W] as `samples` (see `to_hwc`), torch ops on their device; never modifies `frames`."""
+    if frames.dtype == torch.uint8:
+        if samples == "uint8":
+            return frames
+        if samples == "uint16":
+            return frames.to(torch.int32).mul_(257).to(torch.uint16)
+        return frames.to(torch.float32).div_(255.0)
+    scale = _SCALES[samples]
+    scaled = frames.to(torch.float32).mul(scale)  # a new tensor: the caller's batch is never touched
+    scaled = scaled.nan_to_num_(nan=0.0).clamp_(0.0, scale)
+    return scaled if samples == "float32" else scaled.round_().to(_DTYPES[samples])
+
+
+def _torch_to_hwc(frames: torch.Tensor, index: list[int], samples: Samples) -> torch.Tensor:
+    """Torch ops on the tensor's device (the GPU path, uint8 input, and CPU frames holding inf or NaN)."""
+    frames = _torch_scaled(frames, samples)
     # Stacking the planes in the backend's order is the cheapest CHW -> HWC copy (one pass, contiguous).
     return torch.stack([frames[:, c] for c in index], dim=-1)
 
 
-def _cpu_float_to_uint8_hwc(frames: torch.Tensor, index: list[int]) -> torch.Tensor:
+def _cpu_float_to_hwc(frames: torch.Tensor, index: list[int], samples: Samples) -> torch.Tensor:
     """The CPU path: OpenCV per plane with small buffers (torch's batch-sized float temporaries cost page
-    faults); about 7x faster at 720p on 2 cores. addWeighted's saturate_cast scales by 255, rounds half to
-    even and clamps to [0, 255]; a frame with inf or NaN (where saturate_cast gives 0) takes the torch path.
+    faults); about 7x faster at 720p on 2 cores. addWeighted's saturate_cast scales, rounds half to even and
+    clamps to the integer range (float32 samples are clipped to [0, 1]); a frame with inf or NaN (where
+    saturate_cast gives 0) takes the torch path.
     """
     batch, _, height, width = frames.shape
-    out = np.empty((batch, height, width, len(index)), np.uint8)
+    out = np.empty((batch, height, width, len(index)), np.dtype(samples))
     for i in range(batch):
         frame = frames[i].to(torch.float32)
         planes = [np.ascontiguousarray(frame[c].numpy()) for c in index]
         # numpy's max (NaN propagates) finds inf/NaN in one fast single-threaded pass; torch's amax spins
         # OpenMP threads that fight the encoder threads for the cores.
         if not all(np.isfinite(plane.max()) for plane in planes):
-            out[i] = _torch_to_uint8_hwc(frame[None], index)[0].numpy()
+            out[i] = _torch_to_hwc(frame[None], index, samples)[0].numpy()
             continue
-        planes = [cv2.addWeighted(plane, 255.0, plane, 0.0, 0.0, dtype=cv2.CV_8U) for plane in planes]
+        if samples == "float32":
+            planes = [np.clip(plane, 0.0, 1.0) for plane in planes]
+        else:
+            scale, depth = _SCALES[samples], _CV_DEPTHS[samples]
+            planes = [cv2.addWeighted(plane, scale, plane, 0.0, 0.0, dtype=depth) for plane in planes]
         if len(planes) == 1:
             out[i, ..., 0] = planes[0]
         else:
@@ -90,7 +122,7 @@ def _cpu_float_to_uint8_hwc(frames: torch.Tensor, index: list[int]) -> torch.Ten
 
 @dataclass
 class HostFrames:
-    """A uint8 batch [B,H,W,C] on its way to the host; `numpy()` waits for the copy to land."""
+    """A batch of samples [B,H,W,C] on its way to the host; `numpy()` waits for the copy to land."""
 
     tensor: torch.Tensor
     ready: torch.cuda.Event | None = None
@@ -102,7 +134,7 @@ class HostFrames:
 
 
 def to_host(frames: torch.Tensor) -> HostFrames:
-    """Start one copy of a uint8 batch to host memory (pinned and non-blocking for CUDA tensors)."""
+    """Start one copy of a batch of samples to host memory (pinned and non-blocking for CUDA tensors)."""
     if frames.device.type != "cuda":
         return HostFrames(frames.cpu())
     host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)

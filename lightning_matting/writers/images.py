@@ -11,21 +11,42 @@ import torch
 
 from .base import FrameWriter
 from .durable import check_storage
+from .exr import exr_encoder
+from .frames import samples_for_bits
 
-EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp")
-ALPHA_EXTENSIONS = ("png", "tif", "tiff", "webp")
+EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "exr")
+ALPHA_EXTENSIONS = ("png", "tif", "tiff", "webp", "exr")
+# Bits per sample each image type stores (first: the default): 16 unsigned integers, 32 float.
+IMAGE_DEPTHS = {"png": (8, 16), "tif": (8, 16, 32), "tiff": (8, 16, 32), "exr": (32,)}
+
+
+def check_image_depth(extension: str, bit_depth: object) -> int:
+    """The bits per sample of `extension` images: `bit_depth`, or the type's default when None."""
+    depths = IMAGE_DEPTHS.get(extension, (8,))
+    if bit_depth is None:
+        return depths[0]
+    if bit_depth not in depths:
+        raise ValueError(
+            f"bit_depth {bit_depth!r} is not stored by {extension} images, which take "
+            f"{' or '.join(map(str, depths))}; 16 needs png or tif, 32 (float) tif or exr"
+        )
+    return bit_depth
 
 
 class ImageSequenceWriter(FrameWriter):
     """Frames as `<path>/<index:05d>.<extension>`, numbered from `start_index`.
 
     `width`/`height` default to the first batch's size; later batches must match it.
-    Frames: [B,C,H,W], C=1 (grey), 3 (RGB) or 4 (RGBA, straight alpha; png/tif/webp only), float in
-    [0,1] or uint8. A file appears complete or not at all (written under a hidden name, then renamed). At most `queue_size` batches wait while `threads` batches are being encoded.
+    Frames: [B,C,H,W], C=1 (grey), 3 (RGB) or 4 (RGBA, straight alpha; png/tif/webp/exr only), float in
+    [0,1] or uint8. A file appears complete or not at all (written under a hidden name, then renamed). At most
+    `queue_size` batches wait while `threads` batches are being encoded. `bit_depth`: 8 (uint8 files), 16
+    (png, tif: uint16, value x 65535 rounded) or 32 (tif, exr: float32, value clamped to [0, 1]); exr is
+    written by OpenCV where its build has OpenEXR, else by PyAV.
 
     Args:
         path: The folder of the images; created when missing.
-        extension: The image type: png, jpg, jpeg, bmp, tif, tiff or webp.
+        extension: The image type: png, jpg, jpeg, bmp, tif, tiff, webp or exr.
+        bit_depth: Bits per sample: 8, 16 or 32 (see above); None: 8, or 32 for exr.
         width: Frame width in pixels; None: the first batch's.
         height: Frame height in pixels; None: the first batch's.
         start_index: The number of the first image.
@@ -33,7 +54,7 @@ class ImageSequenceWriter(FrameWriter):
         queue_size: Batches that may wait before `add_batch` blocks.
 
     Raises:
-        ValueError: A bad extension or start_index.
+        ValueError: A bad extension, bit_depth or start_index, or exr with no encoder for it.
     """
 
     channels = (1, 3, 4)
@@ -43,6 +64,7 @@ class ImageSequenceWriter(FrameWriter):
         path: str | Path,
         extension: str = "png",
         *,
+        bit_depth: int | None = None,
         width: int | None = None,
         height: int | None = None,
         start_index: int = 0,
@@ -55,7 +77,12 @@ class ImageSequenceWriter(FrameWriter):
         if isinstance(start_index, bool) or not isinstance(start_index, int) or start_index < 0:
             raise ValueError(f"start_index must be a non-negative int, got {start_index!r}")
         self.extension = extension
+        self.bit_depth = check_image_depth(extension, bit_depth)
+        self.samples = samples_for_bits(self.bit_depth)
         self.start_index = start_index
+        self._encode = self._opencv_encode
+        if extension == "exr":
+            self.channel_order, self._encode = exr_encoder()
         super().__init__(path, width, height, threads=threads, queue_size=queue_size)
 
     def _open(self) -> None:
@@ -86,17 +113,22 @@ class ImageSequenceWriter(FrameWriter):
         """Each file is written under a hidden name and renamed: a killed process leaves no partial image."""
         for offset, frame in enumerate(frames):
             path = self.frame_path(first_index + offset)
-            ok, encoded = cv2.imencode(f".{self.extension}", frame)
-            if not ok:
-                raise OSError(f"OpenCV could not encode {path}")
+            encoded = self._encode(frame)
             temporary = path.with_name(f".writing-{path.name}")
             try:
-                temporary.write_bytes(encoded.tobytes())
+                temporary.write_bytes(encoded)
                 os.replace(temporary, path)
             except OSError as error:
                 temporary.unlink(missing_ok=True)
                 check_storage(path, error)
                 raise OSError(f"OpenCV could not write {path}") from error
+
+    def _opencv_encode(self, frame: np.ndarray) -> bytes:
+        """One frame [H,W,C] (BGR(A), of `samples`) as the bytes of an image file of `extension`."""
+        ok, encoded = cv2.imencode(f".{self.extension}", frame)
+        if not ok:
+            raise OSError(f"OpenCV could not encode a {self.extension} image")
+        return encoded.tobytes()
 
     def _finalize(self) -> None:
         """Image files are complete once written: nothing to finish."""

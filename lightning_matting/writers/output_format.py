@@ -17,13 +17,15 @@ from typing import Literal
 from lightning_matting.metadata import VideoInfo
 
 from .base import FrameWriter
-from .images import ImageSequenceWriter
+from .images import ImageSequenceWriter, check_image_depth
 from .opencv import VideoWriter
-from .pyav import ALPHA_CODECS, PRESETS, AVWriter
+from .pyav import ALPHA_CODECS, PRESETS, AVWriter, check_video_depth
 from .segments import SegmentedWriter, join_parts, preview_parts, segment_frames_for
 
 Format = Literal["video", "image_sequence"]
 Codec = Literal["h264", "hevc", "prores4444", "vp9", "ffv1"]
+BitDepth = Literal[8, 10, 16, 32]
+BIT_DEPTHS = (8, 10, 16, 32)
 AUDIO_OUTPUTS = ("com", "fgr")  # the outputs that carry the source's audio with audio=True
 
 # The container each OpenCV fourcc is written in unless `extension` says otherwise.
@@ -69,6 +71,25 @@ def check_audio(audio: bool, format: str, codec: str | None) -> None:
         raise ValueError("audio=True needs PyAV video output: give codec= one of " + ", ".join(PRESETS))
 
 
+def check_bit_depth(bit_depth: object, format: str, codec: str | None, extension: str) -> int:
+    """Bits per sample the files store: `bit_depth` if this format holds it, else an error naming what does;
+    None: the format's default (8; 10 for prores4444, 32 for exr)."""
+    if bit_depth is not None and (type(bit_depth) is not int or bit_depth not in BIT_DEPTHS):
+        raise ValueError(
+            f"bit_depth must be one of {', '.join(map(str, BIT_DEPTHS))} or None, got {bit_depth!r}"
+        )
+    if format == "image_sequence":
+        return check_image_depth(extension, bit_depth)
+    if codec is not None:
+        return check_video_depth(codec, bit_depth)
+    if bit_depth not in (None, 8):
+        raise ValueError(
+            f"bit_depth {bit_depth} needs PyAV video (codec= ffv1 for 16, h264, hevc or prores4444 for 10) or "
+            f"format='image_sequence' (png or tif for 16, tif or exr for 32); OpenCV video stores 8 bits"
+        )
+    return 8
+
+
 def check_queue_size(queue_size: object) -> int:
     """Batches that may wait per writer: an int >= 1."""
     if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
@@ -93,6 +114,9 @@ class OutputFormat:
         queue_size: Batches that may wait per writer before `add_batch` blocks.
         segment_seconds: Video written in finalized segments of this many seconds, joined at the end, so a
             hard kill loses at most one; 0 or None: a single file.
+        bit_depth: Bits per sample stored: 8; 10 (h264, hevc, prores4444); 16 (ffv1, png, tif: integers);
+            32 (tif, exr: float). None: the format's default (8; 10 for prores4444, 32 for exr); resolved
+            when made. Above 8, floats reach the encoder at 16 bits (or as float32 for 32).
 
     Raises:
         ValueError: A setting out of its allowed values, naming it.
@@ -107,6 +131,7 @@ class OutputFormat:
     audio: bool = False
     queue_size: int = 4
     segment_seconds: float | None = 2.0
+    bit_depth: BitDepth | None = None
     resolved_extension: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -120,6 +145,8 @@ class OutputFormat:
         object.__setattr__(self, "queue_size", check_queue_size(self.queue_size))
         object.__setattr__(self, "segment_seconds", check_segment_seconds(self.segment_seconds))
         object.__setattr__(self, "resolved_extension", self._default_extension())
+        depth = check_bit_depth(self.bit_depth, self.format, self.codec, self.resolved_extension)
+        object.__setattr__(self, "bit_depth", depth)
 
     def _default_extension(self) -> str:
         if self.extension is not None:
@@ -214,6 +241,7 @@ class OutputFormat:
             return ImageSequenceWriter(
                 file,
                 self.resolved_extension,
+                bit_depth=self.bit_depth,
                 width=info.width,
                 height=info.height,
                 start_index=start,
@@ -226,6 +254,7 @@ class OutputFormat:
                 info.width,
                 info.height,
                 codec=self.codec,
+                bit_depth=self.bit_depth,
                 options=self.codec_options,
                 audio_from=audio_from,
                 frame_times=frame_times,

@@ -20,7 +20,7 @@ from lightning_matting.metadata import frame_time, to_fraction
 
 from .base import FrameWriter
 from .durable import check_storage
-from .frames import check_frames
+from .frames import check_frames, samples_for_bits
 from .opencv import make_parent
 
 if TYPE_CHECKING:
@@ -32,34 +32,40 @@ if TYPE_CHECKING:
 class Preset:
     """An FFmpeg encoder, the containers it is written to (first: the default), and its stream settings.
 
-    `pix_fmts` maps the input channel count (1 grey, 3 RGB, 4 RGBA where the codec carries alpha) to the
-    pixel format of the stream; `options` are the encoder's default options.
+    `pix_fmts` maps each bit depth the codec stores (bits per sample; first: the default) to a map from the
+    input channel count (1 grey, 3 RGB, 4 RGBA where the codec carries alpha) to the pixel format of the
+    stream; `options` are the encoder's default options.
     """
 
     encoder: str
     extensions: tuple[str, ...]
-    pix_fmts: Mapping[int, str]
+    pix_fmts: Mapping[int, Mapping[int, str]]
     options: Mapping[str, str] = field(default_factory=dict)
     even_size: bool = False  # the encoder refuses odd widths and heights (4:2:0 in H.264/HEVC)
     mp4_tag: str | None = None  # the codec tag in .mp4/.mov, where players need one other than FFmpeg's
 
     @property
     def alpha(self) -> bool:
-        return 4 in self.pix_fmts
+        return any(4 in formats for formats in self.pix_fmts.values())
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """The bit depths the codec stores; the first is the default."""
+        return tuple(self.pix_fmts)
 
 
 PRESETS: dict[str, Preset] = {
     "h264": Preset(
         "libx264",
         ("mp4", "mov", "mkv"),
-        {1: "yuv420p", 3: "yuv420p"},
+        {8: {1: "yuv420p", 3: "yuv420p"}, 10: {1: "yuv420p10le", 3: "yuv420p10le"}},
         {"crf": "18", "preset": "veryfast"},
         even_size=True,
     ),
     "hevc": Preset(
         "libx265",
         ("mp4", "mov", "mkv"),
-        {1: "yuv420p", 3: "yuv420p"},
+        {8: {1: "yuv420p", 3: "yuv420p"}, 10: {1: "yuv420p10le", 3: "yuv420p10le"}},
         {"crf": "20", "preset": "veryfast", "x265-params": "log-level=error"},
         even_size=True,
         mp4_tag="hvc1",  # Apple players refuse FFmpeg's default 'hev1'
@@ -67,21 +73,30 @@ PRESETS: dict[str, Preset] = {
     "prores4444": Preset(
         "prores_ks",
         ("mov", "mkv"),
-        {1: "yuv444p10le", 3: "yuv444p10le", 4: "yuva444p10le"},
+        {10: {1: "yuv444p10le", 3: "yuv444p10le", 4: "yuva444p10le"}},  # the encoder takes 10-bit alpha
         {"profile": "4444"},
     ),
     "vp9": Preset(  # alpha reads back through the libvpx-vp9 decoder; FFmpeg's default vp9 decoder drops it
         "libvpx-vp9",
         ("webm", "mkv"),
-        {1: "yuv420p", 3: "yuv420p", 4: "yuva420p"},
+        {8: {1: "yuv420p", 3: "yuv420p", 4: "yuva420p"}},
         {"crf": "30", "b": "0", "deadline": "good", "cpu-used": "5", "row-mt": "1"},
     ),
-    "ffv1": Preset("ffv1", ("mkv",), {1: "gray", 3: "bgr0", 4: "bgra"}, {"level": "3"}),
+    "ffv1": Preset(
+        "ffv1",
+        ("mkv",),
+        {8: {1: "gray", 3: "bgr0", 4: "bgra"}, 16: {1: "gray16le", 3: "rgb48le", 4: "rgba64le"}},
+        {"level": "3"},
+    ),
 }
 CODEC_BY_EXTENSION = {"mp4": "h264", "mov": "prores4444", "webm": "vp9", "mkv": "ffv1"}
 ALPHA_CODECS = tuple(name for name, preset in PRESETS.items() if preset.alpha)
 
-_INPUT_FORMATS = {1: "gray", 3: "rgb24", 4: "rgba"}
+# The pixel format of the frames handed to PyAV, by sample type and channel count.
+_INPUT_FORMATS = {
+    "uint8": {1: "gray", 3: "rgb24", 4: "rgba"},
+    "uint16": {1: "gray16le", 3: "rgb48le", 4: "rgba64le"},
+}
 
 
 def _import_av() -> Any:
@@ -94,7 +109,8 @@ def _import_av() -> Any:
     return av
 
 
-def _has_encoder(av: Any, name: str) -> bool:
+def has_encoder(av: Any, name: str) -> bool:
+    """Whether this PyAV build's FFmpeg has the encoder `name`."""
     try:
         av.codec.Codec(name, "w")
     except av.codec.codec.UnknownCodecError:
@@ -105,7 +121,7 @@ def _has_encoder(av: Any, name: str) -> bool:
 def available_codecs() -> list[str]:
     """The names of the presets (keys of PRESETS) whose encoder this PyAV/FFmpeg build carries."""
     av = _import_av()
-    return [name for name, preset in PRESETS.items() if _has_encoder(av, preset.encoder)]
+    return [name for name, preset in PRESETS.items() if has_encoder(av, preset.encoder)]
 
 
 def _choose_codec(path: Path, codec: object) -> str:
@@ -144,6 +160,21 @@ def _check_frame_times(frame_times: object) -> tuple[Fraction, ...] | None:
             )
         )
     return times
+
+
+def check_video_depth(codec: str, bit_depth: object) -> int:
+    """The bits per sample `codec` stores: `bit_depth`, or the codec's default when None."""
+    depths = PRESETS[codec].depths
+    if bit_depth is None:
+        return depths[0]
+    if bit_depth not in depths:
+        others = [name for name, preset in PRESETS.items() if bit_depth in preset.depths]
+        raise ValueError(
+            f"bit_depth {bit_depth!r} is not stored by codec {codec!r}, which takes "
+            f"{' or '.join(map(str, depths))}; bit_depth {bit_depth!r} needs codec "
+            f"{' or '.join(others) if others else 'none (video codecs take 8, 10 or 16)'}"
+        )
+    return bit_depth
 
 
 def _check_options(options: object) -> dict[str, str]:
@@ -253,6 +284,17 @@ def open_audio_source(audio_from: Path, written: Path) -> InputContainer | None:
     return None
 
 
+def _round_alpha(frame: Any, alpha: np.ndarray) -> None:
+    """Store 16-bit `alpha` [H,W] in the alpha plane of a YUVA `frame` rounded to nearest at the plane's depth
+    (FFmpeg's conversion drops the low bits: up to a whole level off at 10 bits)."""
+    bits = frame.format.components[3].bits
+    plane = frame.planes[3]
+    rounded = np.rint(alpha * ((2**bits - 1) / 65535)).astype(np.uint16)
+    padded = np.zeros((plane.height, plane.line_size // 2), np.uint16)
+    padded[: alpha.shape[0], : alpha.shape[1]] = rounded
+    plane.update(padded.tobytes())
+
+
 class AVWriter(FrameWriter):
     """Video file through PyAV (FFmpeg): VideoWriter's contract, plus codecs with alpha, and audio.
 
@@ -261,7 +303,10 @@ class AVWriter(FrameWriter):
     encoder options over the preset's (`{"crf": 23, "preset": "slow"}`; a bitrate `{"b": "8M"}` drops the
     preset's crf). Frames [B,C,H,W], float in [0,1] or uint8: C=3 RGB; C=4 RGBA, straight alpha
     (prores4444, vp9, ffv1); C=1 grey (a gray stream in ffv1, neutral chroma elsewhere); the first batch
-    fixes C for the file. YUV streams are BT.709 limited range, tagged so. H.264/HEVC need even sizes:
+    fixes C for the file. `bit_depth`: bits per sample stored, h264/hevc 8 or 10, prores4444 10 (alpha
+    too), vp9 8, ffv1 8 or 16 (gray16le, rgb48le, rgba64le); None: the codec's first. Deeper than 8 bits, frames
+    reach the encoder as 16-bit samples (value x 65535, rounded), so a float alpha keeps its precision.
+    YUV streams are BT.709 limited range, tagged so. H.264/HEVC need even sizes:
     `odd_size="pad"` (default) repeats the last column/row and warns, "error" refuses; `encoded_size` is
     what the file holds. `frame_rate` is stored exactly (30000/1001 reads back as 30000/1001).
     `audio_from`: a file whose first audio stream is copied (re-encoded to AAC/Opus where the container
@@ -275,6 +320,7 @@ class AVWriter(FrameWriter):
         width: Frame width in pixels.
         height: Frame height in pixels.
         codec: h264, hevc, prores4444, vp9 or ffv1; None: chosen by the extension.
+        bit_depth: Bits per sample the file stores (see above); None: 8, or 10 for prores4444.
         options: FFmpeg encoder options over the preset's.
         audio_from: A file whose first audio stream is copied, cut to the video's length.
         frame_times: Each frame's presentation time in seconds from the first, increasing (a variable-rate
@@ -283,7 +329,7 @@ class AVWriter(FrameWriter):
         queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
 
     Raises:
-        ValueError: A bad codec, option, rate or size, or an encoder this PyAV build lacks.
+        ValueError: A bad codec, bit depth, option, rate or size, or an encoder this PyAV build lacks.
         ImportError: PyAV is not installed (the `[av]` extra).
 
     Example::
@@ -303,6 +349,7 @@ class AVWriter(FrameWriter):
         height: int,
         *,
         codec: str | None = None,
+        bit_depth: int | None = None,
         options: Mapping[str, object] | None = None,
         audio_from: str | Path | None = None,
         frame_times: Sequence[Fraction] | None = None,
@@ -314,6 +361,9 @@ class AVWriter(FrameWriter):
         self.time_base = 1 / self.frame_rate if self.frame_times is None else VARIABLE_RATE_TIME_BASE
         self.codec = _choose_codec(Path(path), codec)
         self.preset = PRESETS[self.codec]
+        self.bit_depth = check_video_depth(self.codec, bit_depth)
+        self.pix_fmts = self.preset.pix_fmts[self.bit_depth]
+        self.samples = samples_for_bits(self.bit_depth)
         options = _check_options(options)
         defaults = dict(self.preset.options)
         if "b" in options:  # a bitrate asks for bitrate control, which the preset's crf would override
@@ -330,7 +380,7 @@ class AVWriter(FrameWriter):
 
     def _open(self) -> None:
         self._av = av = _import_av()
-        if not _has_encoder(av, self.preset.encoder):
+        if not has_encoder(av, self.preset.encoder):
             raise ValueError(
                 f"codec {self.codec!r} needs the FFmpeg encoder {self.preset.encoder!r}, which this PyAV "
                 f"build lacks; codecs available here: {', '.join(available_codecs()) or 'none'}"
@@ -385,7 +435,7 @@ class AVWriter(FrameWriter):
     def _check_encoder_opens(self, av: Any) -> None:
         """Open a throwaway encoder with the options: a bad option fails here, not on the worker thread."""
         context = av.CodecContext.create(self.preset.encoder, "w")
-        self._configure(context, self.preset.pix_fmts[3])
+        self._configure(context, self.pix_fmts[3])
         context.options = dict(self.options)
         try:
             context.open()
@@ -404,7 +454,7 @@ class AVWriter(FrameWriter):
         stream = self._container.add_stream(
             self.preset.encoder, rate=self.frame_rate, options=dict(self.options)
         )
-        self._configure(stream.codec_context, self.preset.pix_fmts[3])
+        self._configure(stream.codec_context, self.pix_fmts[3])
         stream.time_base = self.time_base
         if self.preset.mp4_tag and self.path.suffix.lower() in (".mp4", ".mov"):
             stream.codec_tag = self.preset.mp4_tag
@@ -421,7 +471,7 @@ class AVWriter(FrameWriter):
                 )
             if self._input_channels is None and frames.shape[0] > 0:
                 self._input_channels = channels
-                self._stream.codec_context.pix_fmt = self.preset.pix_fmts[channels]
+                self._stream.codec_context.pix_fmt = self.pix_fmts[channels]
             elif self._input_channels not in (None, channels):
                 raise ValueError(
                     f"frames must have C={self._input_channels} like the first batch (the stream is "
@@ -449,7 +499,7 @@ class AVWriter(FrameWriter):
             frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         channels = frame.shape[2]
         video_frame = self._av.VideoFrame.from_ndarray(
-            frame[..., 0] if channels == 1 else frame, format=_INPUT_FORMATS[channels]
+            frame[..., 0] if channels == 1 else frame, format=_INPUT_FORMATS[self.samples][channels]
         )
         context = self._stream.codec_context
         if context.pix_fmt.startswith("yuv"):
@@ -458,6 +508,8 @@ class AVWriter(FrameWriter):
                 dst_colorspace=self._av.video.reformatter.Colorspace.ITU709,
                 dst_color_range=self._av.video.reformatter.ColorRange.MPEG,
             )
+            if channels == 4 and self.samples == "uint16":
+                _round_alpha(video_frame, frame[..., 3])
         video_frame.pts = round(self._time_of(index) / context.time_base)
         video_frame.time_base = context.time_base
         self._container.mux(self._stream.encode(video_frame))
