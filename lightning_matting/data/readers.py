@@ -170,8 +170,8 @@ class VideoReader(_Frames):
     `info` holds the name (file stem unless given), the container's fps as an exact fraction (the average
     rate of a variable-rate file), the size and the number of frames; for a variable-rate file (as phones
     record) also each frame's presentation time (`frame_times`, read from the container's packets with
-    PyAV; without the `[av]` extra every file counts as constant-rate). The header's frame count is trusted only after reading its last frame: when that
-    fails the last decodable frame is found by a bounded backwards search (exponential steps, then
+    PyAV; without the `[av]` extra every file counts as constant-rate). The header's frame count is trusted
+    only after reading its last frame: when that fails the last decodable frame is found by a bounded backwards search (exponential steps, then
     bisection); a header without a count costs one full decode. Sequential reads never seek; a request a
     little ahead decodes forward, anything else seeks. The decoder opens lazily, so a reader can be pickled
     into DataLoader workers.
