@@ -6,10 +6,12 @@
 Per variant and size: eager ms per frame (eval, no_grad: what the reference runs, bit-identical to it), then
 for each option the speed ratio (eager time / option time, medians of runs interleaved with eager's, so that
 a busy machine slows both alike) and the max abs error against eager fp32 over every output. Options:
-  fast           what MattingModule runs in eval by default: `inference_copy` (BatchNorm folded,
-                 channels_last for BGMv2) under inference_mode
+  fast           what MattingModule runs in eval by default: `inference_copy` (BatchNorm folded;
+                 channels_last for BGMv2; for RVM on a CPU channels_last encoder and decoder without
+                 most concatenations, and the refiner in place: models/rvm_inference.py) under
+                 inference_mode
   fold           BatchNorm folded only (contiguous NCHW)
-  channels_last  BatchNorm folded and channels_last for every family
+  channels_last  BatchNorm folded and the whole network channels_last, for every family
   bf16           `fast` under torch.autocast(bfloat16) (what precision="bf16-mixed" does; on a CPU without
                  bf16 instructions 4-50x slower: not a default)
   compile        torch.compile(dynamic=False) of `fast`, as MattingModule(compile=True) (its compile time is

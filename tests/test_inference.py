@@ -1,5 +1,6 @@
-"""The fast eval path: an inference copy with BatchNorm folded (channels_last for BGMv2), kept in step with
-the weights; golden outputs unchanged, the official state-dict layout unchanged, compiled networks used."""
+"""The fast eval path: an inference copy with BatchNorm folded (channels_last for BGMv2; for RVM on a CPU a
+channels_last encoder and decoder and an in-place refiner), kept in step with the weights; golden outputs
+unchanged, RVM's state carried, the official state-dict layout unchanged, compiled networks used."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from lightning_matting.models import load_model
 from lightning_matting.models.inference import inference_copy
+from lightning_matting.models.rvm_inference import ChannelsLastDecoder, InPlaceRefiner
 from lightning_matting.module import MattingModule
 
 # The fp32-exact rewrites change only the order of float operations: within 1e-5, and 5e-5 where
@@ -53,6 +55,34 @@ def test_rvm_inference_copy_matches_eager_and_golden(variant, case):
     for name, output in zip(names, fast[: len(names)], strict=True):
         expected = reference["outputs"][case][name].float()
         torch.testing.assert_close(output, expected, atol=2e-3, rtol=0, msg=f"{case} {name}")
+
+
+@pytest.mark.parametrize("ratio", [1, 0.5])
+def test_rvm_inference_copy_streamed_equals_the_network_on_the_whole_clip(ratio):
+    model = reference_model("mobilenetv3")
+    fast = inference_copy(model)
+    assert isinstance(fast.decoder, ChannelsLastDecoder) and isinstance(fast.refiner, InPlaceRefiner)
+    clip = golden("mobilenetv3")["inputs"]["src"]  # [B, T, 3, H, W]
+    with torch.inference_mode():
+        whole = model(clip, downsample_ratio=ratio)
+        states, fgr, pha = [None] * 4, [], []
+        for t in range(clip.size(1)):
+            frame_fgr, frame_pha, *states = fast(clip[:, t], *states, downsample_ratio=ratio)
+            fgr.append(frame_fgr)
+            pha.append(frame_pha)
+    streamed = (torch.stack(fgr, 1), torch.stack(pha, 1), *states)
+    assert all(x.is_contiguous() for x in streamed)
+    assert max_error(streamed, tuple(whole)) <= REWRITE_TOLERANCE
+
+
+def test_rvm_state_dict_keys_are_unchanged_after_the_fast_path():
+    module = rvm_module()
+    keys = list(module.state_dict())
+    clip = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    stream(module, clip, 1)
+    assert isinstance(module.networks._copy.decoder, ChannelsLastDecoder)
+    assert list(module.state_dict()) == keys
+    MattingModule("rvm-mobilenetv3").load_state_dict(module.state_dict(), strict=True)
 
 
 def refine_module(**options) -> MattingModule:

@@ -1,4 +1,5 @@
-"""An inference copy of a network: BatchNorm folded into its convolution, the memory format that is faster.
+"""An inference copy of a network: BatchNorm folded into its convolution, the memory format that is faster
+(for RVM on a CPU, its own rewrite: models/rvm_inference.py).
 
 The copy computes the same function as the eval-mode network up to float rounding (on the golden inputs
 within 1e-5, and 5e-5 where RVM's fast guided filter divides by a variance near 0; tests/test_inference.py)
@@ -18,6 +19,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from lightning_matting.models.backbones import Bottleneck, ResNet
 from lightning_matting.models.bgmv2 import Decoder, MattingBase, MattingRefine, Refiner
 from lightning_matting.models.rvm import RobustVideoMatting
+from lightning_matting.models.rvm_inference import rewrite_for_cpu
 
 # Modules whose forward applies bn<k> directly to the output of conv<k> (outside an nn.Sequential).
 _NAMED_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
@@ -28,8 +30,9 @@ _NAMED_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
 }
 
 # Measured on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): channels_last makes BackgroundMattingV2
-# 1.5-1.9x faster (its refiner's patch batches above all) and RobustVideoMatting slower (its decoder's
-# concatenations and upsampling of channels_last tensors cost more than its convolutions gain).
+# 1.5-1.9x faster (its refiner's patch batches above all) and RobustVideoMatting, converted whole, slower
+# (its ConvGRU's stack gives NCHW tensors that every later concatenation mixes with channels_last ones);
+# RVM gets its own rewrite on a CPU instead (`rewrite_for_cpu`).
 _CHANNELS_LAST: dict[type[nn.Module], bool] = {MattingBase: True, RobustVideoMatting: False}
 
 
@@ -65,7 +68,8 @@ def _fold_pair(parent: nn.Module, conv_name: str, norm_name: str) -> None:
 
 
 def inference_copy(net: nn.Module) -> nn.Module:
-    """A frozen eval-mode copy of one of our networks with BatchNorm folded, in its faster memory format.
+    """A frozen eval-mode copy of one of our networks with BatchNorm folded, in its faster memory format
+    (BGMv2: channels_last; RVM on a CPU: `rewrite_for_cpu`, channels_last encoder and decoder).
 
     Args:
         net: MattingBase, MattingRefine or RobustVideoMatting, on any device and dtype.
@@ -85,6 +89,8 @@ def inference_copy(net: nn.Module) -> nn.Module:
     fast.requires_grad_(False)
     if next(flag for family, flag in _CHANNELS_LAST.items() if isinstance(net, family)):
         return ChannelsLast(fast.to(memory_format=torch.channels_last))
+    if isinstance(fast, RobustVideoMatting):
+        return rewrite_for_cpu(fast)
     return fast
 
 

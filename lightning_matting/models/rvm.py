@@ -210,6 +210,12 @@ class DeepGuidedFilterRefiner(nn.Module):
     def forward(
         self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor, base_hid: Tensor
     ) -> tuple[Tensor, Tensor]:
+        return _apply_linear_model(*self.linear_model(base_src, base_fgr, base_pha, base_hid), fine_src)
+
+    def linear_model(
+        self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor, base_hid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The local linear model (a, b) [N,4,h,w] at the low resolution: (fgr residual, pha) = a * guidance + b."""
         base_x = _guidance(base_src)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
         mean_x = self.box_filter(base_x)
@@ -217,7 +223,7 @@ class DeepGuidedFilterRefiner(nn.Module):
         cov_xy = self.box_filter(base_x * base_y) - mean_x * mean_y
         var_x = self.box_filter(base_x * base_x) - mean_x * mean_x
         a = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
-        return _apply_linear_model(a, mean_y - a * mean_x, fine_src)
+        return a, mean_y - a * mean_x
 
 
 def _box_mean(x: Tensor, radius: int) -> Tensor:
@@ -241,6 +247,12 @@ class FastGuidedFilterRefiner(nn.Module):
     def forward(
         self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor, base_hid: Tensor
     ) -> tuple[Tensor, Tensor]:
+        return _apply_linear_model(*self.linear_model(base_src, base_fgr, base_pha, base_hid), fine_src)
+
+    def linear_model(
+        self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor, base_hid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The local linear model (a, b) [N,4,h,w] at the low resolution (`base_hid` unused)."""
         base_x = _guidance(base_src)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
         mean_x = _box_mean(base_x, self.radius)
@@ -248,7 +260,7 @@ class FastGuidedFilterRefiner(nn.Module):
         cov_xy = _box_mean(base_x * base_y, self.radius) - mean_x * mean_y
         var_x = _box_mean(base_x * base_x, self.radius) - mean_x * mean_x
         a = cov_xy / (var_x + self.eps)
-        return _apply_linear_model(a, mean_y - a * mean_x, fine_src)
+        return a, mean_y - a * mean_x
 
 
 class RobustVideoMatting(nn.Module):
