@@ -219,13 +219,19 @@ class VideoReader(_Frames):
             capture.release()
         height, width = first.shape[:2]
         fps = to_fraction(fps)
-        times = _variable_frame_times(self.path, fps, num_frames)
+        container = _open_with_av(self.path)  # one PyAV open for the timestamps and the pixel format
+        try:
+            times = _variable_frame_times(container, self.path, fps, num_frames)
+            decoder = _AVDecoder.for_source(container, self.path, fps, times, alpha)
+        finally:
+            if container is not None:
+                container.close()
         if times is not None:  # OpenCV counts a variable-rate file by time at the average rate: short or long
             num_frames = len(times)
             self._half_gap_ms = min(float(b - a) for a, b in zip(times, times[1:], strict=False)) * 500
         self.info = VideoInfo(name or self.path.stem, fps, width, height, num_frames, frame_times=times)
         self.alpha = alpha
-        self._decoder: _AVDecoder | None = _AVDecoder.for_source(self.path, fps, times, alpha)
+        self._decoder: _AVDecoder | None = decoder
         self.bit_depth = 8 if self._decoder is None else self._decoder.bit_depth
         self._capture: cv2.VideoCapture | None = None
         self._next_index: int | None = 0
@@ -312,19 +318,24 @@ class _AVDecoder:
 
     @classmethod
     def for_source(
-        cls, path: Path, fps: Fraction, frame_times: tuple[Fraction, ...] | None, alpha: bool
+        cls,
+        container: Any | None,
+        path: Path,
+        fps: Fraction,
+        frame_times: tuple[Fraction, ...] | None,
+        alpha: bool,
     ) -> _AVDecoder | None:
-        """The decoder of a source OpenCV would truncate (more than 8 bits) or `alpha`; None: OpenCV's."""
-        try:
-            import av
-        except ImportError:
+        """The decoder of a source OpenCV would truncate (more than 8 bits) or `alpha`; None: OpenCV's.
+        `container`: the source open in PyAV, None without PyAV."""
+        if container is None:
             if alpha:
                 raise ValueError(
                     f"reading the alpha of {path} needs PyAV: pip install 'lightning-matting[av]'"
-                ) from None
+                )
             return None
-        with av.open(str(path)) as container:
-            components = av.VideoFormat(container.streams.video[0].codec_context.pix_fmt).components
+        import av
+
+        components = av.VideoFormat(container.streams.video[0].codec_context.pix_fmt).components
         bits = max(component.bits for component in components)
         if alpha and not any(component.is_alpha for component in components):
             raise ValueError(f"video file {path} has no alpha channel; read it with alpha=False")
@@ -393,27 +404,38 @@ def _why_unopened(path: Path) -> str:
     return "OpenCV/FFmpeg could not open it"
 
 
-def _variable_frame_times(path: Path, fps: Fraction, num_frames: int) -> tuple[Fraction, ...] | None:
+def _open_with_av(path: Path) -> Any | None:
+    """`path` open in PyAV (the caller closes it); None without PyAV."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av.open(str(path))
+
+
+def _variable_frame_times(
+    container: Any | None, path: Path, fps: Fraction, num_frames: int
+) -> tuple[Fraction, ...] | None:
     """Each frame's time in seconds from the first (one per video packet), for a variable-rate file; None for a
     constant-rate one, whose frames OpenCV counts and seeks exactly.
 
     Only a file that looks variable-rate has its packets' timestamps read (demuxed, not decoded): its average
     and base rates differ (MP4/MOV compute the average from the timestamps), or its duration is not
-    `num_frames / fps` (Matroska, whose average rate is a guess), or it has no duration. Without PyAV: None.
+    `num_frames / fps` (Matroska, whose average rate is a guess), or it has no duration. `container`: `path`
+    open in PyAV; None (no PyAV): None.
     """
-    try:
-        import av
-    except ImportError:
+    if container is None:
+        return None
+    import av
+
+    stream = container.streams.video[0]
+    if not _looks_variable_rate(container, stream, fps, num_frames):
         return None
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            if not _looks_variable_rate(container, stream, fps, num_frames):
-                return None
-            pts = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None)
-            time_base = stream.time_base
-    except (av.FFmpegError, IndexError):
+        pts = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None)
+    except av.FFmpegError:
         return None
+    time_base = stream.time_base
     if len(pts) < 2:
         return None
     times = tuple((value - pts[0]) * time_base for value in pts)
