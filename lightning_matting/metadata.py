@@ -44,10 +44,6 @@ class VideoInfo:
         """Whether frames are shown at their own `frame_times` rather than every 1 / fps."""
         return self.frame_times is not None
 
-    def time_of(self, index: int) -> Fraction:
-        """Presentation time in seconds of frame `index` from the first frame (see `frame_time`)."""
-        return frame_time(index, self.fps, self.frame_times)
-
     def largest_drift(self) -> Fraction:
         """The largest gap in seconds between a frame's time and where a constant-rate copy shows it (i / fps)."""
         if self.frame_times is None:
