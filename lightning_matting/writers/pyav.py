@@ -519,6 +519,19 @@ class AVWriter(FrameWriter):
         """When frame `index` is shown (the video's end for index = frames written), in seconds."""
         return frame_time(index, self.frame_rate, self.frame_times)
 
+    def _flushed_packets(self) -> list[Any]:
+        """The encoder's last packets, with x265's decoding times repaired for a stream of under 3 frames.
+
+        x265 learns its B-frame delay from the third frame's time; before that its packets carry an unset
+        decoding time (a different one each run, which the MP4 muxer refuses). Such a short stream holds no
+        reordered frame, so each packet is decoded when it is shown.
+        """
+        packets = self._stream.encode(None)
+        if self.preset.encoder == "libx265" and self._frames_encoded < 3:
+            for packet in packets:
+                packet.dts = packet.pts
+        return packets
+
     def _finalize(self) -> None:
         """Flush the encoder, copy the audio up to the last frame encoded, and write the trailer.
 
@@ -528,7 +541,7 @@ class AVWriter(FrameWriter):
         failed = self._failed
         try:
             if not failed:
-                self._container.mux(self._stream.encode(None))
+                self._container.mux(self._flushed_packets())
                 self._container.start_encoding()  # the header, for a file with no frame
                 if self._audio is not None:
                     self._audio.finish(self._time_of(self._frames_encoded))
