@@ -16,6 +16,8 @@ a busy machine slows both alike) and the max abs error against eager fp32 over e
                  bf16 instructions 4-50x slower: not a default)
   compile        torch.compile(dynamic=False) of `fast`, as MattingModule(compile=True) (its compile time is
                  printed: a minute or more per size on a CPU, less from a warm inductor cache)
+  onnxruntime    RVM only: BatchNorm folded, exported to ONNX and run by ONNX Runtime with the same thread
+                 count, as MattingModule(inference="onnxruntime") (extra `[onnx]`; its export time printed)
 Weights are freshly initialised and inputs random, so refine variants run "sampling" with
 prevent_oversampling off (the reference's speed test): backbone_scale 0.25, 80,000 pixels. RVM runs frame
 after frame with its state carried, at the automatic downsample ratio (longest side to 512 px). CPU only.
@@ -33,9 +35,11 @@ from torch import Tensor, nn
 
 from lightning_matting.models import VARIANTS, load_model
 from lightning_matting.models.inference import ChannelsLast, fold_batch_norms, inference_copy
+from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
 from lightning_matting.models.rvm import auto_downsample_ratio
 
-OPTIONS = ("fast", "fold", "channels_last", "bf16", "compile")
+OPTIONS = ("fast", "fold", "channels_last", "bf16", "compile", "onnxruntime")
+FIRST_CALL_BUILDS = ("compile", "onnxruntime")  # the first call compiles or exports
 REFINE_OPTIONS = {
     "backbone_scale": 0.25,
     "refine_mode": "sampling",
@@ -52,6 +56,8 @@ def build(option: str, net: nn.Module) -> nn.Module:
         return ChannelsLast(fold_batch_norms(copy.deepcopy(net)).to(memory_format=torch.channels_last))
     if option == "compile":
         return torch.compile(inference_copy(net), dynamic=False)  # as MattingModule(compile=True)
+    if option == "onnxruntime":
+        return OnnxRuntimeRVM(net)
     return inference_copy(net)
 
 
@@ -96,13 +102,15 @@ def measure(variant: str, width: int, height: int, options: list[str], warmup: i
     runners: dict[str, Runner] = {}
     compile_seconds = {}
     for option in options:
+        if option == "onnxruntime" and not recurrent:
+            continue
         start = time.perf_counter()
         runners[option] = Runner(build(option, net), recurrent, ratio, option == "bf16", eager=False)
-        if option == "compile":  # the first call compiles
+        if option in FIRST_CALL_BUILDS:
             runners[option](frames[0], bgr, timed=False)
             compile_seconds[option] = time.perf_counter() - start
             runners[option].state = [None] * 4
-    errors = dict.fromkeys(options, 0.0)
+    errors = dict.fromkeys(runners, 0.0)
     for index, src in enumerate(frames):
         timed = index >= warmup
         eager(src, bgr, timed)
@@ -111,8 +119,12 @@ def measure(variant: str, width: int, height: int, options: list[str], warmup: i
             errors[option] = max(errors[option], max_error(runner.outputs, eager.outputs))
     base = statistics.median(eager.times)
     cells = [f"{base * 1000:.0f}"]
-    for option, runner in runners.items():
-        note = f" (compiled in {compile_seconds[option]:.0f} s)" if option in compile_seconds else ""
+    for option in options:
+        if option not in runners:
+            cells.append("RVM only")
+            continue
+        runner = runners[option]
+        note = f" (built in {compile_seconds[option]:.0f} s)" if option in compile_seconds else ""
         cells.append(f"{base / statistics.median(runner.times):.2f}x, {errors[option]:.1e}{note}")
     return f"| {variant} | {width}x{height} | " + " | ".join(cells) + " |"
 

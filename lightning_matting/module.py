@@ -15,8 +15,8 @@ from torchmetrics import MetricCollection
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
-from lightning_matting.models.inference import InferenceNetworks
 from lightning_matting.models.loading import VariantName
+from lightning_matting.models.networks import Inference, InferenceNetworks, check_inference
 from lightning_matting.outputs import (
     DEFAULT_TARGET_COLOR,
     OutputName,
@@ -78,7 +78,11 @@ class MattingModule(L.LightningModule):
             faster, channels_last memory (BGMv2), under torch.inference_mode, so outputs carry no gradient;
             within 1e-4 of "eager" on the golden inputs (1e-5; 5e-5 with RVM's fast guided filter). The
             copy is rebuilt when the weights or refine settings change.
-            "eager": the network itself, as called (gradients in eval mode). Training always runs the network.
+            "eager": the network itself, as called (gradients in eval mode). "onnxruntime" (RVM on a CPU,
+            extra `[onnx]`): the network with BatchNorm folded, exported to ONNX at each frame size's first
+            batch (10-40 s) and run by ONNX Runtime with the predict thread count; within 2e-6 of "eager",
+            matting pass only (no `seg`); the fastest RVM path measured on a CPU at 1280x720 (README).
+            Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
             batch of each input size compiles (about a minute on a CPU), and eval compiles again after the
             weights change (each validation during fit); see the README for measured gains.
@@ -87,6 +91,7 @@ class MattingModule(L.LightningModule):
 
     Raises:
         ValueError: A setting out of its allowed values, or options given with an nn.Module.
+        ImportError: inference="onnxruntime" without the `[onnx]` extra.
 
     Example:
         >>> module = MattingModule("mattingrefine-resnet50", checkpoint="pytorch_resnet50.pth")
@@ -112,7 +117,7 @@ class MattingModule(L.LightningModule):
         refiner_learning_rate: float | None = None,
         bgmv2_stage: Literal["base", "refine"] | None = None,
         high_res_downsample_ratio: float = 0.25,
-        inference: Literal["fast", "eager"] = "fast",
+        inference: Inference = "fast",
         compile: bool = False,
         threads: int | None = None,
     ):
@@ -147,11 +152,9 @@ class MattingModule(L.LightningModule):
             checkpoint is not None or isinstance(model, nn.Module) or Path(self.variant).is_file()
         )
         self.adapter = make_adapter(self.net, downsample_ratio)
-        if inference not in ("fast", "eager"):
-            raise ValueError(f"inference must be 'fast' or 'eager', got {inference!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
-        self.networks = InferenceNetworks(rewrite=inference == "fast", compile=bool(compile))
+        self.networks = InferenceNetworks(check_inference(inference, self.net, bool(compile)), bool(compile))
         self.threads = threads
         self._threads_before: int | None = None
         if isinstance(warmup_frames, bool) or not isinstance(warmup_frames, int) or warmup_frames < 0:
@@ -177,6 +180,11 @@ class MattingModule(L.LightningModule):
             raise ValueError(
                 f"outputs {list(names)} need {sorted(missing)}, which {self.variant} does not produce "
                 f"(it gives {sorted(self.adapter.provides)})"
+            )
+        if self.networks.inference == "onnxruntime" and "seg" in network_outputs_for(names):
+            raise ValueError(
+                f"outputs {list(names)} need seg, and inference='onnxruntime' runs RVM's matting pass only: "
+                "use inference='fast' for seg"
             )
         return tuple(names)
 

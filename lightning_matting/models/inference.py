@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from lightning_matting.models.backbones import Bottleneck, ResNet
-from lightning_matting.models.bgmv2 import Decoder, MattingBase, MattingRefine, Refiner
+from lightning_matting.models.bgmv2 import Decoder, MattingBase, Refiner
 from lightning_matting.models.rvm import RobustVideoMatting
 from lightning_matting.models.rvm_inference import rewrite_for_cpu
 
@@ -114,66 +114,3 @@ class ChannelsLast(nn.Module):
 
 def _channels_last(x: Any) -> Any:
     return x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.dim() == 4 else x
-
-
-class InferenceNetworks:
-    """The networks a module runs: its training network (compiled or not) and a cached inference copy.
-
-    The inference copy is rebuilt when the network changes: a parameter or buffer replaced, moved or
-    modified in place (an optimizer step, `load_state_dict`: their version counters), or a BGMv2 refine
-    setting changed. It is dropped with `clear()`, e.g. on entering training.
-
-    Args:
-        rewrite: Run our networks' inference copy (`inference_copy`) in eval; False runs the network itself.
-        compile: Compile what runs with `torch.compile(dynamic=False)` (the training network and the inference
-            copy): one graph per input shape.
-    """
-
-    def __init__(self, rewrite: bool, compile: bool) -> None:
-        self.rewrite = rewrite
-        self.compile = compile
-        self._copy: nn.Module | None = None
-        self._copy_key: tuple | None = None
-        self._compiled: dict[int, nn.Module] = {}
-
-    def for_training(self, net: nn.Module) -> nn.Module:
-        """`net`, compiled when `compile` (the compiled module shares its parameters)."""
-        return self._compiled_once(net) if self.compile else net
-
-    def for_inference(self, net: nn.Module) -> nn.Module:
-        """What eval mode runs for `net`: the (compiled) inference copy of our networks, else `for_training`."""
-        if not (self.rewrite and can_rewrite(net)):
-            return self.for_training(net)
-        key = _network_key(net)
-        if self._copy is None or key != self._copy_key:
-            fast = inference_copy(net)
-            self._copy, self._copy_key = _compile(fast) if self.compile else fast, key
-        return self._copy
-
-    def clear(self) -> None:
-        """Drop the inference copy (its memory) until the next `for_inference`."""
-        self._copy, self._copy_key = None, None
-
-    def _compiled_once(self, net: nn.Module) -> nn.Module:
-        if id(net) not in self._compiled:
-            self._compiled = {id(net): _compile(net)}
-        return self._compiled[id(net)]
-
-
-def _compile(net: nn.Module) -> nn.Module:
-    """torch.compile with static shapes: a graph per frame size (and RVM clip length), as a video keeps its
-    size; a second size would otherwise make a dynamic-shape graph, slower to build and to run here."""
-    return torch.compile(net, dynamic=False)
-
-
-def _network_key(net: nn.Module) -> tuple:
-    """What the inference copy of `net` depends on: every tensor's storage and version, the refine settings."""
-    tensors = tuple(
-        (t.data_ptr(), t._version, t.dtype, t.device) for t in (*net.parameters(), *net.buffers())
-    )
-    settings = ()
-    if isinstance(net, MattingRefine):
-        refiner = net.refiner
-        settings = (net.backbone_scale, refiner.mode, refiner.sample_pixels, refiner.threshold)
-        settings += (refiner.prevent_oversampling,)
-    return tensors, settings

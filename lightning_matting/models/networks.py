@@ -1,0 +1,117 @@
+"""Which network a MattingModule runs: in training its network, in eval what its `inference` setting says."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lightning_matting.models.bgmv2 import MattingRefine
+from lightning_matting.models.inference import can_rewrite, inference_copy
+from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM, require_onnxruntime
+from lightning_matting.models.rvm import RobustVideoMatting
+
+Inference = Literal["fast", "eager", "onnxruntime"]
+INFERENCE_MODES: tuple[Inference, ...] = ("fast", "eager", "onnxruntime")
+
+
+def check_inference(inference: object, net: nn.Module, compile: bool) -> Inference:
+    """`inference` if `net` can run it (with `compile`).
+
+    Raises:
+        ValueError: Not one of INFERENCE_MODES; "onnxruntime" for a network other than our RVM, or with
+            `compile`.
+        ImportError: "onnxruntime" without the `[onnx]` extra installed.
+    """
+    if inference not in INFERENCE_MODES:
+        raise ValueError(
+            f"inference must be one of {', '.join(map(repr, INFERENCE_MODES))}, got {inference!r}"
+        )
+    if inference == "onnxruntime":
+        if not isinstance(net, RobustVideoMatting):
+            raise ValueError(
+                "inference='onnxruntime' runs our RobustVideoMatting networks (rvm-*); "
+                f"{type(net).__name__} runs with 'fast' or 'eager'"
+            )
+        if compile:
+            raise ValueError(
+                "compile=True compiles torch networks and inference='onnxruntime' runs an ONNX export: choose one"
+            )
+        require_onnxruntime()
+    return inference
+
+
+class InferenceNetworks:
+    """The networks a module runs: its training network (compiled or not) and a cached one for eval.
+
+    What eval runs for our networks: "fast", the inference copy (`inference_copy`); "onnxruntime", RVM
+    through ONNX Runtime (`OnnxRuntimeRVM`); "eager", the network itself. It is rebuilt when the network
+    changes: a parameter or buffer replaced, moved or modified in place (an optimizer step,
+    `load_state_dict`: their version counters), or a BGMv2 refine setting changed. It is dropped with
+    `clear()`, e.g. on entering training.
+
+    Args:
+        inference: "fast", "eager" or "onnxruntime" (checked by `check_inference`).
+        compile: Compile what runs with `torch.compile(dynamic=False)` (the training network and the inference
+            copy): one graph per input shape.
+    """
+
+    def __init__(self, inference: Inference, compile: bool) -> None:
+        self.inference = inference
+        self.compile = compile
+        self._copy: nn.Module | None = None
+        self._copy_key: tuple | None = None
+        self._compiled: dict[int, nn.Module] = {}
+
+    @property
+    def rewrite(self) -> bool:
+        """Whether eval runs something other than the training network for our networks."""
+        return self.inference != "eager"
+
+    def for_training(self, net: nn.Module) -> nn.Module:
+        """`net`, compiled when `compile` (the compiled module shares its parameters)."""
+        return self._compiled_once(net) if self.compile else net
+
+    def for_inference(self, net: nn.Module) -> nn.Module:
+        """What eval mode runs for `net`: for our networks what `inference` says, else `for_training`."""
+        if not (self.rewrite and can_rewrite(net)):
+            return self.for_training(net)
+        key = _network_key(net)
+        if self._copy is None or key != self._copy_key:
+            self._copy, self._copy_key = self._build(net), key
+        return self._copy
+
+    def clear(self) -> None:
+        """Drop the cached eval network (its memory) until the next `for_inference`."""
+        self._copy, self._copy_key = None, None
+
+    def _build(self, net: nn.Module) -> nn.Module:
+        if self.inference == "onnxruntime":
+            return OnnxRuntimeRVM(net)
+        fast = inference_copy(net)
+        return _compile(fast) if self.compile else fast
+
+    def _compiled_once(self, net: nn.Module) -> nn.Module:
+        if id(net) not in self._compiled:
+            self._compiled = {id(net): _compile(net)}
+        return self._compiled[id(net)]
+
+
+def _compile(net: nn.Module) -> nn.Module:
+    """torch.compile with static shapes: a graph per frame size (and RVM clip length), as a video keeps its
+    size; a second size would otherwise make a dynamic-shape graph, slower to build and to run here."""
+    return torch.compile(net, dynamic=False)
+
+
+def _network_key(net: nn.Module) -> tuple:
+    """What the inference copy of `net` depends on: every tensor's storage and version, the refine settings."""
+    tensors = tuple(
+        (t.data_ptr(), t._version, t.dtype, t.device) for t in (*net.parameters(), *net.buffers())
+    )
+    settings = ()
+    if isinstance(net, MattingRefine):
+        refiner = net.refiner
+        settings = (net.backbone_scale, refiner.mode, refiner.sample_pixels, refiner.threshold)
+        settings += (refiner.prevent_oversampling,)
+    return tensors, settings

@@ -1,0 +1,135 @@
+"""RVM exported to ONNX and run by ONNX Runtime (the `[onnx]` extra, which `make test` installs): the golden
+outputs, the state carried across calls and batches, the export script's file, and every refusal named."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_inference import max_error, rvm_module, stream
+from test_models_rvm import golden, reference_model
+
+from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM, export_rvm, save_rvm
+from lightning_matting.module import MattingModule
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="the [onnx] extra")
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "export_onnx.py"
+EXPORT_TOLERANCE = 1e-5  # BatchNorm folded and ONNX Runtime's kernels: float rounding only (3e-7 measured)
+
+
+def test_onnxruntime_rvm_matches_eager_and_golden_and_carries_its_state():
+    model = reference_model("mobilenetv3")
+    clip = golden("mobilenetv3")["inputs"]["src"]  # [1, T, 3, H, W]
+    expected = golden("mobilenetv3")["outputs"]["dr05_dgf"]
+    network = OnnxRuntimeRVM(model)
+    with torch.inference_mode():
+        whole = network(clip, downsample_ratio=0.5)
+        eager = model(clip, downsample_ratio=0.5)
+        states, pha = [None] * 4, []
+        for t in range(clip.size(1)):
+            _, frame_pha, *states = network(clip[:, t], *states, downsample_ratio=0.5)
+            pha.append(frame_pha)
+        with pytest.raises(ValueError, match=r"states r1..r4 must have shapes \[\[1, 16, 28, 48\], "):
+            network(clip[:, 0], *(state[..., :-1] for state in states), downsample_ratio=0.5)
+    assert max_error(tuple(whole), tuple(eager)) <= EXPORT_TOLERANCE
+    torch.testing.assert_close(torch.stack(pha, 1), whole[1], atol=1e-6, rtol=0)
+    for name, output in zip(("fgr", "pha"), whole[:2], strict=True):
+        torch.testing.assert_close(output, expected[name].float(), atol=2e-3, rtol=0, msg=name)
+    assert list(network._sessions) == [(1, 112, 192, 0.5, torch.get_num_threads())]  # one export, reused
+
+
+def test_module_runs_onnxruntime_in_eval_carrying_the_state_across_batches():
+    weights = reference_model("mobilenetv3").state_dict()
+    exported, eager = rvm_module(inference="onnxruntime"), rvm_module(inference="eager")
+    keys = list(exported.state_dict())
+    exported.net.load_state_dict(weights)
+    eager.net.load_state_dict(weights)
+    clip = torch.rand(5, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        stream(exported, clip, 2), stream(eager, clip, 5), atol=EXPORT_TOLERANCE, rtol=0
+    )
+    assert isinstance(exported.networks.for_inference(exported.net), OnnxRuntimeRVM)
+    assert list(exported.state_dict()) == keys
+    MattingModule("rvm-mobilenetv3").load_state_dict(exported.state_dict(), strict=True)
+
+
+def test_export_script_writes_a_file_that_runs_as_the_network(tmp_path, monkeypatch, capsys):
+    model = reference_model("mobilenetv3")
+    torch.save(model.state_dict(), tmp_path / "rvm.pth")
+    output = tmp_path / "rvm.onnx"
+    argv = ["export_onnx.py", "rvm-mobilenetv3", str(tmp_path / "rvm.pth"), "--size", "64x48"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--downsample-ratio", "0.5", "--output", str(output)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert f"RobustVideoMatting at 64x48 -> {output}" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    assert [(x.name, x.shape) for x in inputs[:2]] == [("src", [1, 3, 48, 64]), ("r1i", [1, 16, 12, 16])]
+    assert [x.name for x in inputs] == ["src", "r1i", "r2i", "r3i", "r4i"]
+    assert [x.name for x in outputs] == ["fgr", "pha", "r1o", "r2o", "r3o", "r4o"]
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata == {"width": "64", "height": "48", "downsample_ratio": "0.5", "batch_size": "1"}
+    frames = torch.rand(2, 1, 3, 48, 64, generator=torch.Generator().manual_seed(1))
+    states = [torch.zeros(x.shape).numpy() for x in inputs[1:]]
+    eager_states = [None] * 4
+    for frame in frames:  # two frames: the second runs on the state the file returned
+        feeds = dict(zip([x.name for x in inputs], [frame.numpy(), *states], strict=True))
+        fgr, pha, *states = session.run(None, feeds)
+        with torch.no_grad():
+            want_fgr, want_pha, *eager_states = model(frame, *eager_states, downsample_ratio=0.5)
+        assert (
+            max_error((torch.from_numpy(fgr), torch.from_numpy(pha)), (want_fgr, want_pha))
+            <= EXPORT_TOLERANCE
+        )
+
+
+def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
+    with pytest.raises(
+        ValueError, match="inference must be one of 'fast', 'eager', 'onnxruntime', got 'fastest'"
+    ):
+        MattingModule("rvm-mobilenetv3", inference="fastest")
+    with pytest.raises(
+        ValueError,
+        match=r"inference='onnxruntime' runs our RobustVideoMatting networks \(rvm-\*\); MattingBase runs",
+    ):
+        MattingModule("mattingbase-mobilenetv2", inference="onnxruntime")
+    with pytest.raises(ValueError, match="compile=True compiles torch networks and inference='onnxruntime'"):
+        MattingModule("rvm-mobilenetv3", inference="onnxruntime", compile=True)
+    with pytest.raises(
+        ValueError, match=r"need seg, and inference='onnxruntime' runs RVM's matting pass only"
+    ):
+        MattingModule("rvm-mobilenetv3", inference="onnxruntime", outputs=["pha", "seg"])
+    module = MattingModule("rvm-mobilenetv3", inference="onnxruntime")
+    with pytest.raises(ValueError, match="need seg, and inference='onnxruntime'"):
+        module.request_outputs(["seg"])
+    with pytest.raises(
+        TypeError, match="export_rvm exports our RobustVideoMatting networks .*got MattingBase"
+    ):
+        export_rvm(MattingModule("mattingbase-mobilenetv2").net, 64, 48)
+    net = reference_model("mobilenetv3")
+    with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
+        export_rvm(net, 0, 48)
+    with pytest.raises(ValueError, match=r"downsample_ratio must be in \(0, 1\] or None, got 1.5"):
+        export_rvm(net, 64, 48, downsample_ratio=1.5)
+    with pytest.raises(ValueError, match="path must end in .onnx, got '.*rvm.pt'"):
+        save_rvm(net, tmp_path / "rvm.pt", 64, 48)
+    network = OnnxRuntimeRVM(net)
+    src = torch.rand(1, 3, 48, 64)
+    with pytest.raises(ValueError, match="ONNX Runtime runs RVM's matting pass only; for seg use"):
+        network(src, segmentation_pass=True)
+    with pytest.raises(ValueError, match=r"runs here on the CPU in float32; got src torch.float64 on cpu"):
+        network(src.double())
+    with pytest.raises(
+        ValueError, match=r"src must be \[N,3,H,W\] or \[N,T,3,H,W\] \(RGB\), got shape \[3, 48, 64\]"
+    ):
+        network(src[0])
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the extra were not installed
+    with pytest.raises(
+        ImportError,
+        match=r"need onnxruntime, onnx and onnxscript \(pip install 'lightning-matting\[onnx\]'\)",
+    ):
+        MattingModule("rvm-mobilenetv3", inference="onnxruntime")
