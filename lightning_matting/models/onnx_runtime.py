@@ -7,8 +7,8 @@ explicit inputs and outputs, named as the RVM project names them:
     inputs   src [N,3,H,W] (RGB in [0,1]), r1i, r2i, r3i, r4i (zeros start a video)
     outputs  fgr [N,3,H,W], pha [N,1,H,W] (in [0,1]), r1o, r2o, r3o, r4o (the next frame's r1i..r4i)
 
-Measured against the eager network on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): faster than both the
-eager network and the torch inference copy at 1280x720, within 2e-6 of eager. Only the matting pass is
+Measured against the eager network on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): 1.21-1.42x its
+speed, about that of the torch inference copy (1.23-1.27x), within 2e-6 of eager. Only the matting pass is
 exported (not the segmentation pass).
 """
 
