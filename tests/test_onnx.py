@@ -12,6 +12,7 @@ import torch
 from test_inference import max_error, rvm_module, stream
 from test_models_rvm import golden, reference_model
 
+from lightning_matting.models import load_model
 from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM, export_rvm, save_rvm
 from lightning_matting.module import MattingModule
 
@@ -116,6 +117,8 @@ def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
         export_rvm(net, 64, 48, downsample_ratio=1.5)
     with pytest.raises(ValueError, match="path must end in .onnx, got '.*rvm.pt'"):
         save_rvm(net, tmp_path / "rvm.pt", 64, 48)
+    with pytest.raises(ValueError, match="runs here on the CPU and the network is on meta: on a GPU use"):
+        OnnxRuntimeRVM(load_model("rvm-mobilenetv3").to("meta"))
     network = OnnxRuntimeRVM(net)
     src = torch.rand(1, 3, 48, 64)
     with pytest.raises(ValueError, match="ONNX Runtime runs RVM's matting pass only; for seg use"):

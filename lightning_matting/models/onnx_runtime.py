@@ -168,6 +168,11 @@ class OnnxRuntimeRVM(nn.Module):
     Args:
         net: One of our RobustVideoMatting networks on the CPU; copied (BatchNorm folded), so later changes to
             it are not seen.
+
+    Raises:
+        TypeError: `net` is not a RobustVideoMatting.
+        ValueError: `net` is not on the CPU.
+        ImportError: The `[onnx]` extra is missing.
     """
 
     def __init__(self, net: RobustVideoMatting) -> None:
@@ -175,6 +180,12 @@ class OnnxRuntimeRVM(nn.Module):
         self._onnxruntime = require_onnxruntime()
         if not isinstance(net, RobustVideoMatting):
             raise TypeError(f"OnnxRuntimeRVM runs our RobustVideoMatting networks, got {type(net).__name__}")
+        device = next(net.parameters()).device
+        if device.type != "cpu":
+            raise ValueError(
+                f"ONNX Runtime runs here on the CPU and the network is on {device}: on a GPU use "
+                "MattingModule(inference='fast')"
+            )
         self.net = fold_batch_norms(copy.deepcopy(net).float().eval()).requires_grad_(False)
         self._models: dict[tuple[int, int, int, float], bytes] = {}
         self._sessions: dict[tuple[int, int, int, float, int], Any] = {}
