@@ -80,7 +80,7 @@ class MattingModule(L.LightningModule):
             copy is rebuilt when the weights or refine settings change.
             "eager": the network itself, as called (gradients in eval mode). "onnxruntime" (RVM on a CPU,
             extra `[onnx]`): the network with BatchNorm folded, exported to ONNX at each frame size's first
-            batch (10-40 s) and run by ONNX Runtime with the predict thread count; within 2e-6 of "eager",
+            batch (7-12 s) and run by ONNX Runtime with the predict thread count; within 2e-6 of "eager",
             matting pass only (no `seg`); measured about as fast as "fast" on a CPU (README).
             Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first

@@ -161,7 +161,7 @@ class OnnxRuntimeRVM(nn.Module):
     """A RobustVideoMatting run by ONNX Runtime on the CPU, called like the network.
 
     Each batch size, frame size, ratio and thread count gets its own export and session at its first call
-    (export_rvm: about 10-40 s on a CPU). The session runs torch's current intra-op thread count
+    (export_rvm: 7-12 s measured on a 2-core CPU). The session runs torch's current intra-op thread count
     (`torch.get_num_threads()`), without spinning waits, so that it leaves idle cores to decoders and
     encoders.
 
