@@ -1,5 +1,6 @@
-"""RVM exported to ONNX and run by ONNX Runtime (the `[onnx]` extra, which `make test` installs): the golden
-outputs, the state carried across calls and batches, the export script's file, and every refusal named."""
+"""Our networks exported to ONNX, and RVM run by ONNX Runtime (the `[onnx]` extra, which `make test`
+installs): the golden outputs, RVM's state carried across calls and batches, the export script's files, and
+every refusal named."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from test_inference import max_error, rvm_module, stream
+from test_models_bgmv2 import assert_matches_golden, golden_inputs, refine_model
 from test_models_rvm import golden, reference_model
 
 from lightning_matting.models import load_model
-from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM, export_rvm, save_rvm
+from lightning_matting.models.onnx_export import export_onnx, export_rvm, save_onnx
+from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
 from lightning_matting.module import MattingModule
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the [onnx] extra")
@@ -87,6 +90,40 @@ def test_export_script_writes_a_file_that_runs_as_the_network(tmp_path, monkeypa
         )
 
 
+def run_file(model: bytes | Path, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    session = onnxruntime.InferenceSession(
+        model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"]
+    )
+    feeds = {node.name: x.numpy() for node, x in zip(session.get_inputs(), inputs, strict=True)}
+    return tuple(torch.from_numpy(x) for x in session.run(None, feeds))
+
+
+def test_bgmv2_refine_export_matches_the_network_and_golden():
+    model = refine_model("mattingrefine-mobilenetv2", "sampling")
+    src, bgr = golden_inputs()
+    exported = run_file(export_onnx(model, src.size(3), src.size(2)), src, bgr)
+    with torch.no_grad():
+        eager = model(src, bgr)
+    assert max_error(exported, tuple(eager)) <= EXPORT_TOLERANCE
+    assert_matches_golden(exported, "mattingrefine-mobilenetv2", "sampling")
+
+
+def test_export_script_writes_a_bgmv2_base_file(tmp_path, monkeypatch):
+    model = load_model("mattingbase-mobilenetv2")
+    torch.save(model.state_dict(), tmp_path / "base.pth")
+    output = tmp_path / "base.onnx"
+    argv = ["export_onnx.py", "mattingbase-mobilenetv2", str(tmp_path / "base.pth"), "--size", "64x48"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--batch-size", "2", "--output", str(output)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert [x.name for x in session.get_outputs()] == ["pha", "fgr", "err", "hid"]
+    assert session.get_modelmeta().custom_metadata_map == {"width": "64", "height": "48", "batch_size": "2"}
+    src, bgr = torch.rand(2, 2, 3, 48, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        eager = model(src, bgr)
+    assert max_error(run_file(output, src, bgr), tuple(eager)) <= EXPORT_TOLERANCE
+
+
 def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     with pytest.raises(
         ValueError, match="inference must be one of 'fast', 'eager', 'onnxruntime', got 'fastest'"
@@ -116,7 +153,7 @@ def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"downsample_ratio must be in \(0, 1\] or None, got 1.5"):
         export_rvm(net, 64, 48, downsample_ratio=1.5)
     with pytest.raises(ValueError, match="path must end in .onnx, got '.*rvm.pt'"):
-        save_rvm(net, tmp_path / "rvm.pt", 64, 48)
+        save_onnx(net, tmp_path / "rvm.pt", 64, 48)
     with pytest.raises(ValueError, match="runs here on the CPU and the network is on meta: on a GPU use"):
         OnnxRuntimeRVM(load_model("rvm-mobilenetv3").to("meta"))
     network = OnnxRuntimeRVM(net)

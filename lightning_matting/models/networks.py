@@ -9,7 +9,8 @@ from torch import nn
 
 from lightning_matting.models.bgmv2 import MattingRefine
 from lightning_matting.models.inference import can_rewrite, inference_copy
-from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM, require_onnxruntime
+from lightning_matting.models.onnx_export import require_onnxruntime
+from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
 from lightning_matting.models.rvm import RobustVideoMatting
 
 Inference = Literal["fast", "eager", "onnxruntime"]

@@ -1,11 +1,4 @@
-"""RobustVideoMatting exported to ONNX and run by ONNX Runtime on the CPU (the `[onnx]` extra).
-
-An export is the network with BatchNorm folded (`fold_batch_norms`) at one batch size, frame size and
-downsample ratio (the recurrent state's shapes follow from them), one frame per call, with the state as
-explicit inputs and outputs, named as the RVM project names them:
-
-    inputs   src [N,3,H,W] (RGB in [0,1]), r1i, r2i, r3i, r4i (zeros start a video)
-    outputs  fgr [N,3,H,W], pha [N,1,H,W] (in [0,1]), r1o, r2o, r3o, r4o (the next frame's r1i..r4i)
+"""RobustVideoMatting run by ONNX Runtime on the CPU from its ONNX export (models/onnx_export.py).
 
 Measured against the eager network on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): 1.21-1.42x its
 speed, about that of the torch inference copy (1.23-1.27x), within 2e-6 of eager. Only the matting pass is
@@ -14,14 +7,8 @@ exported (not the segmentation pass).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib
-import logging
 import time
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,132 +16,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_matting.models.inference import fold_batch_norms
+from lightning_matting.models.onnx_export import RVM_INPUT_NAMES, export_rvm, require_onnxruntime
 from lightning_matting.models.rvm import RobustVideoMatting, auto_downsample_ratio
-
-INPUT_NAMES = ("src", "r1i", "r2i", "r3i", "r4i")
-OUTPUT_NAMES = ("fgr", "pha", "r1o", "r2o", "r3o", "r4o")
-INSTALL_HINT = "pip install 'lightning-matting[onnx]'"
-
-
-def require_onnxruntime() -> Any:
-    """The onnxruntime module.
-
-    Raises:
-        ImportError: onnxruntime or the exporter's packages (onnx, onnxscript) are not installed.
-    """
-    try:
-        for name in ("onnx", "onnxscript"):
-            importlib.import_module(name)
-        return importlib.import_module("onnxruntime")
-    except ImportError as error:
-        raise ImportError(
-            f"ONNX export and ONNX Runtime need onnxruntime, onnx and onnxscript ({INSTALL_HINT}): {error}"
-        ) from error
-
-
-class _MattingStep(nn.Module):
-    """One call of RVM's matting pass at a fixed ratio: (src, r1..r4) -> (fgr, pha, r1..r4)."""
-
-    def __init__(self, net: RobustVideoMatting, downsample_ratio: float) -> None:
-        super().__init__()
-        self.net, self.downsample_ratio = net, downsample_ratio
-
-    def forward(self, src: Tensor, r1: Tensor, r2: Tensor, r3: Tensor, r4: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.net(src, r1, r2, r3, r4, self.downsample_ratio))
-
-
-def export_rvm(
-    net: RobustVideoMatting,
-    width: int,
-    height: int,
-    downsample_ratio: float | None = None,
-    batch_size: int = 1,
-) -> bytes:
-    """The ONNX model (bytes) of `net`'s matting pass, BatchNorm folded, for frames of one size.
-
-    Args:
-        net: One of our RobustVideoMatting networks (on the CPU, any mode; it is copied, not changed).
-        width: Frame width in pixels (>= 1).
-        height: Frame height in pixels (>= 1).
-        downsample_ratio: The internal scale in (0, 1]; None: the automatic one (longest side to 512 px).
-        batch_size: N, the videos matted side by side per call (>= 1).
-
-    Returns:
-        A serialized ONNX ModelProto with the inputs and outputs of this module's docstring; its metadata
-        holds width, height, downsample_ratio and batch_size.
-
-    Raises:
-        TypeError: `net` is not a RobustVideoMatting.
-        ValueError: A size or ratio out of range, or `net` not on the CPU.
-        ImportError: The `[onnx]` extra is missing.
-    """
-    if not isinstance(net, RobustVideoMatting):
-        raise TypeError(
-            f"export_rvm exports our RobustVideoMatting networks (rvm-*), got {type(net).__name__}"
-        )
-    for name, value in (("width", width), ("height", height), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    device = next(net.parameters()).device
-    if device.type != "cpu":
-        raise ValueError(f"export_rvm exports a network on the CPU, got one on {device}")
-    ratio = auto_downsample_ratio(height, width) if downsample_ratio is None else downsample_ratio
-    require_onnxruntime()
-    folded = fold_batch_norms(copy.deepcopy(net).float().eval()).requires_grad_(False)
-    src = torch.zeros(batch_size, 3, height, width)
-    with torch.no_grad():
-        _, _, *states = folded(src, downsample_ratio=ratio)  # checks the ratio; gives the state shapes
-    with _quiet_exporter():
-        program = torch.onnx.export(
-            _MattingStep(folded, ratio).eval(),
-            (src, *(torch.zeros_like(state) for state in states)),
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamo=True,
-            verbose=False,
-        )
-    model = program.model_proto
-    metadata = {"width": width, "height": height, "downsample_ratio": ratio, "batch_size": batch_size}
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, str(value)
-    return model.SerializeToString()
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's notes that say nothing about our network (torchvision ops it skips, tracing)."""
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            yield
-    finally:
-        registration.setLevel(level)
-
-
-def save_rvm(
-    net: RobustVideoMatting,
-    path: str | Path,
-    width: int,
-    height: int,
-    downsample_ratio: float | None = None,
-    batch_size: int = 1,
-) -> Path:
-    """Write `export_rvm(net, width, height, downsample_ratio, batch_size)` to `path` (.onnx); returns it.
-
-    Raises:
-        ValueError: `path` does not end in .onnx, or as `export_rvm`.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".onnx":
-        raise ValueError(f"path must end in .onnx, got {str(path)!r}")
-    model = export_rvm(net, width, height, downsample_ratio, batch_size)
-    path.write_bytes(model)
-    return path
 
 
 class OnnxRuntimeRVM(nn.Module):
@@ -235,7 +98,7 @@ class OnnxRuntimeRVM(nn.Module):
         frames = src.unbind(1) if src.dim() == 5 else (src,)
         fgr, pha = [], []
         for frame in frames:
-            feeds = dict(zip(INPUT_NAMES, (frame, *states), strict=True))
+            feeds = dict(zip(RVM_INPUT_NAMES, (frame, *states), strict=True))
             outputs = session.run(None, {name: x.contiguous().numpy() for name, x in feeds.items()})
             frame_fgr, frame_pha, *states = (torch.from_numpy(x) for x in outputs)
             fgr.append(frame_fgr)
