@@ -80,7 +80,8 @@ class MattingModule(L.LightningModule):
             copy is rebuilt when the weights or refine settings change.
             "eager": the network itself, as called (gradients in eval mode). "onnxruntime" (RVM on a CPU,
             extra `[onnx]`): the network with BatchNorm folded, exported to ONNX at each frame size's first
-            batch (7-12 s) and run by ONNX Runtime with the predict thread count; within 2e-6 of "eager",
+            batch (7-12 s; again after the weights change, so at each validation during fit) and run by
+            ONNX Runtime with torch's thread count (predict's choice in predict); within 2e-6 of "eager",
             matting pass only (no `seg`); measured about as fast as "fast" on a CPU (README).
             Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
@@ -229,6 +230,7 @@ class MattingModule(L.LightningModule):
                 "pass checkpoint=<path to official or trained weights>",
                 stacklevel=1,
             )
+        self._check_inference_device()
         self._state_key, self._state = None, None
         threads, reason = predict_threads(self.trainer, self.threads)
         self._threads_before = torch.get_num_threads()
@@ -256,7 +258,16 @@ class MattingModule(L.LightningModule):
         return self._matte(batch, self.predict_outputs)
 
     def on_validation_epoch_start(self) -> None:
+        self._check_inference_device()
         self._state_key, self._state = None, None
+
+    def _check_inference_device(self) -> None:
+        """inference="onnxruntime" runs on the CPU: refused on another device before the first batch."""
+        if self.networks.inference == "onnxruntime" and self.device.type != "cpu":
+            raise ValueError(
+                f"inference='onnxruntime' runs RVM on the CPU and this module is on {self.device}: use "
+                "inference='fast' on a GPU"
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""

@@ -4,6 +4,7 @@ every refusal named."""
 
 from __future__ import annotations
 
+import copy
 import runpy
 import sys
 from pathlib import Path
@@ -37,8 +38,15 @@ def test_onnxruntime_rvm_matches_eager_and_golden_and_carries_its_state():
         for t in range(clip.size(1)):
             _, frame_pha, *states = network(clip[:, t], *states, downsample_ratio=0.5)
             pha.append(frame_pha)
-        with pytest.raises(ValueError, match=r"states r1..r4 must have shapes \[\[1, 16, 28, 48\], "):
+        with pytest.raises(
+            ValueError, match=r"states r1..r4 must be float32 of shapes \[\[1, 16, 28, 48\], "
+        ):
             network(clip[:, 0], *(state[..., :-1] for state in states), downsample_ratio=0.5)
+        with pytest.raises(ValueError, match=r"got \[\(\[1, 16, 28, 48\], torch.float64\), "):
+            network(clip[:, 0], *(state.double() for state in states), downsample_ratio=0.5)
+        zeros_r1 = network(clip[:, 0], torch.zeros_like(states[0]), *states[1:], downsample_ratio=0.5)
+        none_r1 = network(clip[:, 0], None, *states[1:], downsample_ratio=0.5)  # only r1 starts afresh
+    assert all(torch.equal(a, b) for a, b in zip(zeros_r1, none_r1, strict=True))
     assert max_error(tuple(whole), tuple(eager)) <= EXPORT_TOLERANCE
     torch.testing.assert_close(torch.stack(pha, 1), whole[1], atol=1e-6, rtol=0)
     for name, output in zip(("fgr", "pha"), whole[:2], strict=True):
@@ -59,6 +67,10 @@ def test_module_runs_onnxruntime_in_eval_carrying_the_state_across_batches():
     assert isinstance(exported.networks.for_inference(exported.net), OnnxRuntimeRVM)
     assert list(exported.state_dict()) == keys
     MattingModule("rvm-mobilenetv3").load_state_dict(exported.state_dict(), strict=True)
+    copied = copy.deepcopy(exported)  # sessions cannot be copied: the copy builds its own when it runs
+    assert copied.networks._copy is None and exported.networks._copy is not None
+    with pytest.raises(ValueError, match="module is on meta: use inference='fast' on a GPU"):
+        copied.to("meta").on_validation_epoch_start()
 
 
 def test_export_script_writes_a_file_that_runs_as_the_network(tmp_path, monkeypatch, capsys):
@@ -147,6 +159,23 @@ def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
         TypeError, match="export_rvm exports our RobustVideoMatting networks .*got MattingBase"
     ):
         export_rvm(MattingModule("mattingbase-mobilenetv2").net, 64, 48)
+    with pytest.raises(
+        TypeError, match="export_onnx exports our RobustVideoMatting, MattingBase and Matting"
+    ):
+        export_onnx(torch.nn.Conv2d(3, 3, 1), 64, 48)
+    base = load_model("mattingbase-mobilenetv2")
+    with pytest.raises(ValueError, match="need a width and height that are multiples of 4 .*got 62x48"):
+        export_onnx(base, 62, 48)
+    with pytest.raises(
+        ValueError, match="downsample_ratio is RobustVideoMatting's; a MattingBase exports with None"
+    ):
+        export_onnx(base, 64, 48, downsample_ratio=0.5)
+    with pytest.raises(ValueError, match="ONNX export runs on a network on the CPU, got one on meta"):
+        export_onnx(load_model("mattingbase-mobilenetv2").to("meta"), 64, 48)
+    with pytest.raises(
+        ValueError, match="refine_mode 'thresholding' refines a number of patches that depends"
+    ):
+        export_onnx(load_model("mattingrefine-mobilenetv2", refine_mode="thresholding"), 64, 48)
     net = reference_model("mobilenetv3")
     with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
         export_rvm(net, 0, 48)

@@ -83,6 +83,11 @@ class InferenceNetworks:
             self._copy, self._copy_key = self._build(net), key
         return self._copy
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles (deepcopy, ddp_spawn, torch.save of a module) leave the cached networks behind:
+        an ONNX Runtime session cannot be pickled, and they are rebuilt at the next call."""
+        return {**self.__dict__, "_copy": None, "_copy_key": None, "_compiled": {}}
+
     def clear(self) -> None:
         """Drop the cached eval network (its memory) until the next `for_inference`."""
         self._copy, self._copy_key = None, None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import inspect
 import logging
 import warnings
 from collections.abc import Iterator
@@ -50,6 +51,10 @@ def require_onnxruntime() -> Any:
     Raises:
         ImportError: onnxruntime or the exporter's packages (onnx, onnxscript) are not installed.
     """
+    if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
+        raise ImportError(
+            f"ONNX export needs torch.onnx's dynamo exporter (torch >= 2.5), got torch {torch.__version__}"
+        )
     try:
         for name in ("onnx", "onnxscript"):
             importlib.import_module(name)
@@ -123,11 +128,12 @@ def export_onnx(
                 "refine_mode 'thresholding' refines a number of patches that depends on the frame, which an "
                 "ONNX graph cannot hold: export with 'sampling' or 'full'"
             )
-        metadata |= {
-            "backbone_scale": net.backbone_scale,
-            "refine_mode": net.refiner.mode,
-            "refine_sample_pixels": net.refiner.sample_pixels,
-        }
+        metadata |= {"backbone_scale": net.backbone_scale, "refine_mode": net.refiner.mode}
+        if net.refiner.mode == "sampling":
+            metadata |= {
+                "refine_sample_pixels": net.refiner.sample_pixels,
+                "refine_prevent_oversampling": net.refiner.prevent_oversampling,
+            }
     folded = _folded_copy(net)
     src, bgr = torch.zeros(2, batch_size, 3, height, width)  # two tensors: one passed twice is one input
     with torch.no_grad():

@@ -15,7 +15,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lightning_matting.models.inference import fold_batch_norms
 from lightning_matting.models.onnx_export import RVM_INPUT_NAMES, export_rvm, require_onnxruntime
 from lightning_matting.models.rvm import RobustVideoMatting, auto_downsample_ratio
 
@@ -29,8 +28,7 @@ class OnnxRuntimeRVM(nn.Module):
     encoders.
 
     Args:
-        net: One of our RobustVideoMatting networks on the CPU; copied (BatchNorm folded), so later changes to
-            it are not seen.
+        net: One of our RobustVideoMatting networks on the CPU; copied, so later changes to it are not seen.
 
     Raises:
         TypeError: `net` is not a RobustVideoMatting.
@@ -49,7 +47,7 @@ class OnnxRuntimeRVM(nn.Module):
                 f"ONNX Runtime runs here on the CPU and the network is on {device}: on a GPU use "
                 "MattingModule(inference='fast')"
             )
-        self.net = fold_batch_norms(copy.deepcopy(net).float().eval()).requires_grad_(False)
+        self.net = copy.deepcopy(net).float().eval().requires_grad_(False)  # export_rvm folds its own copy
         self._models: dict[tuple[int, int, int, float], bytes] = {}
         self._sessions: dict[tuple[int, int, int, float, int], Any] = {}
 
@@ -87,13 +85,16 @@ class OnnxRuntimeRVM(nn.Module):
         ratio = auto_downsample_ratio(height, width) if downsample_ratio is None else downsample_ratio
         session = self._session(src.size(0), height, width, ratio)
         shapes = [list(node.shape) for node in session.get_inputs()[1:]]
-        states = [r1, r2, r3, r4]
-        if any(state is None for state in states):
-            states = [torch.zeros(shape) for shape in shapes]
-        elif [list(state.shape) for state in states] != shapes:
+        states = [
+            torch.zeros(shape) if state is None else state
+            for state, shape in zip((r1, r2, r3, r4), shapes, strict=True)
+        ]
+        if [(list(state.shape), state.dtype) for state in states] != [
+            (shape, torch.float32) for shape in shapes
+        ]:
             raise ValueError(
-                f"states r1..r4 must have shapes {shapes} for src {list(src.shape)} at downsample_ratio "
-                f"{ratio}, got {[list(state.shape) for state in states]}"
+                f"states r1..r4 must be float32 of shapes {shapes} (None: zeros) for src {list(src.shape)} at "
+                f"downsample_ratio {ratio}, got {[(list(state.shape), state.dtype) for state in states]}"
             )
         frames = src.unbind(1) if src.dim() == 5 else (src,)
         fgr, pha = [], []
@@ -117,7 +118,7 @@ class OnnxRuntimeRVM(nn.Module):
                 self._models[shape] = export_rvm(self.net, width, height, ratio, batch_size)
                 rank_zero_info(
                     f"ONNX Runtime: RVM exported for {batch_size}x3x{height}x{width} at downsample_ratio {ratio} "
-                    f"in {time.perf_counter() - start:.0f} s (once per frame size)"
+                    f"in {time.perf_counter() - start:.0f} s (once per frame size and weights)"
                 )
             options = self._onnxruntime.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = key[-1], 1
