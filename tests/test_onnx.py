@@ -54,6 +54,18 @@ def test_onnxruntime_rvm_matches_eager_and_golden_and_carries_its_state():
     assert list(network._sessions) == [(1, 112, 192, 0.5, torch.get_num_threads())]  # one export, reused
 
 
+def test_onnxruntime_rvm_mattes_videos_side_by_side():
+    model = reference_model("mobilenetv3")
+    clips = torch.rand(2, 3, 3, 48, 64, generator=torch.Generator().manual_seed(3))  # [N, T, 3, H, W]
+    with torch.inference_mode():
+        exported, eager = (
+            OnnxRuntimeRVM(model)(clips, downsample_ratio=0.5),
+            model(clips, downsample_ratio=0.5),
+        )
+    assert [list(x.shape) for x in exported[:3]] == [[2, 3, 3, 48, 64], [2, 3, 1, 48, 64], [2, 16, 12, 16]]
+    assert max_error(tuple(exported), tuple(eager)) <= EXPORT_TOLERANCE
+
+
 def test_module_runs_onnxruntime_in_eval_carrying_the_state_across_batches():
     weights = reference_model("mobilenetv3").state_dict()
     exported, eager = rvm_module(inference="onnxruntime"), rvm_module(inference="eager")
