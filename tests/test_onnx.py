@@ -85,13 +85,19 @@ def test_module_runs_onnxruntime_in_eval_carrying_the_state_across_batches():
         copied.to("meta").on_validation_epoch_start()
 
 
+def run_script(folder: Path, monkeypatch, variant: str, model: torch.nn.Module, *options: str) -> Path:
+    """scripts/export_onnx.py on `model`'s weights saved to `folder`, at 64x48; returns the file written."""
+    torch.save(model.state_dict(), folder / "weights.pth")
+    output = folder / "model.onnx"
+    argv = ["export_onnx.py", variant, str(folder / "weights.pth"), "--size", "64x48", *options]
+    monkeypatch.setattr(sys, "argv", [*argv, "--output", str(output)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    return output
+
+
 def test_export_script_writes_a_file_that_runs_as_the_network(tmp_path, monkeypatch, capsys):
     model = reference_model("mobilenetv3")
-    torch.save(model.state_dict(), tmp_path / "rvm.pth")
-    output = tmp_path / "rvm.onnx"
-    argv = ["export_onnx.py", "rvm-mobilenetv3", str(tmp_path / "rvm.pth"), "--size", "64x48"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--downsample-ratio", "0.5", "--output", str(output)])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    output = run_script(tmp_path, monkeypatch, "rvm-mobilenetv3", model, "--downsample-ratio", "0.5")
     assert f"RobustVideoMatting at 64x48 -> {output}" in capsys.readouterr().out
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -134,11 +140,7 @@ def test_bgmv2_refine_export_matches_the_network_and_golden():
 
 def test_export_script_writes_a_bgmv2_base_file(tmp_path, monkeypatch):
     model = load_model("mattingbase-mobilenetv2")
-    torch.save(model.state_dict(), tmp_path / "base.pth")
-    output = tmp_path / "base.onnx"
-    argv = ["export_onnx.py", "mattingbase-mobilenetv2", str(tmp_path / "base.pth"), "--size", "64x48"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--batch-size", "2", "--output", str(output)])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    output = run_script(tmp_path, monkeypatch, "mattingbase-mobilenetv2", model, "--batch-size", "2")
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     assert [x.name for x in session.get_outputs()] == ["pha", "fgr", "err", "hid"]
     assert session.get_modelmeta().custom_metadata_map == {"width": "64", "height": "48", "batch_size": "2"}
