@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from av.video.stream import VideoStream
 
 SegmentFactory = Callable[[Path], FrameWriter]
-# Matroska statistics tags that describe one segment, not the joined file
 _TAGGED_FORMATS = ("mp4", "mov")  # muxers that store a codec tag per stream
+# Matroska statistics tags that describe one segment, not the joined file
 _PER_SEGMENT_TAGS = ("DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "_STATISTICS")
 _CHUNK_NAME = re.compile(r"(\d{8})-(\d{8})\.(.+)")
 
