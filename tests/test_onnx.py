@@ -210,6 +210,12 @@ def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     ):
         network(src[0])
     assert list(tmp_path.iterdir()) == []
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.onnx, "export", lambda model, args: None)  # as torch < 2.5 has it
+        with pytest.raises(
+            ImportError, match=r"needs torch.onnx's dynamo exporter \(torch >= 2.5\), got torch"
+        ):
+            MattingModule("rvm-mobilenetv3", inference="onnxruntime")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the extra were not installed
     with pytest.raises(
         ImportError,
