@@ -2,7 +2,7 @@
 
 torch starts one intra-op thread per core. A predict run also decodes in DataLoader worker processes and
 encodes each output on its own thread; on a 2-core machine torch's 2 threads, 2 workers and 3 encoders
-made a run 3x slower than 1 torch thread (issue #20). So predict gives torch the cores the others leave.
+made a measured run 3x slower than 1 torch thread. So predict gives torch the cores the others leave.
 """
 
 from __future__ import annotations
