@@ -284,3 +284,15 @@ def test_weights_download_fetches_and_checks_each_then_fails_on_a_missing_one(
 
     assert run_cli(["download", "mattingbase-resnet50"]) == 2
     assert "no official checkpoint for mattingbase-resnet50; expected any of" in capsys.readouterr().err
+
+
+def test_an_unreachable_host_names_the_url_and_where_to_put_the_file(server, torch_home):
+    url = f"{server.url}/f/gone.pth"
+    server.stop()
+    with pytest.raises(DownloadError) as error:
+        fetch(RemoteFile(url))
+    target = torch_home / "gone.pth"
+    assert str(error.value).startswith(f"cannot download {url} into {target} (URLError: ")
+    assert str(error.value).endswith(f"; or download {url} by hand and put it at {target}, or set "
+                                     "LIGHTNING_MATTING_MIRROR to a folder (or URL prefix) that holds gone.pth")  # fmt: skip
+    assert "bytes are kept" not in str(error.value)

@@ -160,7 +160,7 @@ def fetch(file: RemoteFile) -> Path:
     Raises:
         FileNotFoundError: `LIGHTNING_MATTING_OFFLINE` is set and the file is not cached (nor in a mirror
             folder), or the mirror folder lacks it.
-        DownloadError: The transfer failed `_ATTEMPTS` times (the partial file stays: a rerun resumes it), or
+        DownloadError: The transfer failed three times (the partial file stays: a rerun resumes it), or
             the file has another size or SHA-256 than pinned (it is deleted). The message names the URL, the
             cache path and where to put the file by hand.
     """
@@ -232,9 +232,12 @@ def _download(url: str, partial: Path, file: RemoteFile, target: Path) -> None:
         except (OSError, http.client.HTTPException) as error:
             if attempt == _ATTEMPTS:
                 kept = partial.stat().st_size if partial.is_file() else 0
+                resume = (
+                    f"; {kept} bytes are kept in {partial} and a rerun continues from there" if kept else ""
+                )
                 raise DownloadError(
-                    f"cannot download {url} into {target} ({type(error).__name__}: {error}); {kept} bytes are "
-                    f"kept in {partial} and a rerun continues from there; or {_by_hand(file, target)}"
+                    f"cannot download {url} into {target} ({type(error).__name__}: {error}){resume}; or "
+                    f"{_by_hand(file, target)}"
                 ) from error
 
 
