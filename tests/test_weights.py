@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 
-from lightning_matting import MattingModule, load_model
+from lightning_matting import MattingModule, OutputFormat, VideoInfo, load_model
+from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.resume import file_identity
 from lightning_matting.cli import main as cli_main
 from lightning_matting.models import build_model, weights
@@ -56,7 +58,7 @@ class Server:
 
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.http.server_port}"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -112,7 +114,7 @@ def test_official_downloads_once_verified_then_loads_from_the_cache(
     server, monkeypatch, torch_home, rvm_state
 ):
     state, data = rvm_state
-    point_registry(monkeypatch, server, "rvm-mobilenetv3", data, sha256(data))
+    url = point_registry(monkeypatch, server, "rvm-mobilenetv3", data, sha256(data))
     model = load_model("rvm-mobilenetv3", "official")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, state[key].to(value.dtype), rtol=0, atol=0)
@@ -129,6 +131,12 @@ def test_official_downloads_once_verified_then_loads_from_the_cache(
     assert len(server.requests) == 1
     assert module.hparams["checkpoint"] == str(torch_home / "rvm_mobilenetv3.pth")
     assert file_identity(module.hparams["checkpoint"]) is not None  # a resume compares this file
+    by_url = MattingModule("rvm-mobilenetv3", checkpoint=url)  # the same file: a resume may switch
+    info, output_format = VideoInfo("clip", Fraction(30), 64, 48, 4), OutputFormat()
+    fingerprints = [
+        resume.fingerprint(info, output_format, ["pha"], m, m.hparams, {}) for m in (module, by_url)
+    ]
+    resume.check_same_run("clip", *fingerprints)
 
 
 def test_downloaded_wrong_variant_is_named_by_the_strict_load(server, monkeypatch, torch_home, rvm_state):
