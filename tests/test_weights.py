@@ -304,3 +304,15 @@ def test_an_unreachable_host_names_the_url_and_where_to_put_the_file(server, tor
     assert str(error.value).endswith(f"; or download {url} by hand and put it at {target}, or set "
                                      "LIGHTNING_MATTING_MIRROR to a folder (or URL prefix) that holds gone.pth")  # fmt: skip
     assert "bytes are kept" not in str(error.value)
+
+
+def test_an_unwritable_cache_is_named(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "not-a-folder"))
+    file = weights.OFFICIAL_WEIGHTS["rvm-mobilenetv3"]
+    target = tmp_path / "not-a-folder" / "hub" / "checkpoints" / "rvm_mobilenetv3.pth"
+    with pytest.raises(DownloadError) as error:
+        fetch(file)
+    assert str(error.value).startswith(f"cannot write into {target.parent} (")
+    assert str(error.value).endswith(f"download {file.url} by hand and put it at {target}, or set "
+                                     "LIGHTNING_MATTING_MIRROR to a folder (or URL prefix) that holds rvm_mobilenetv3.pth")  # fmt: skip

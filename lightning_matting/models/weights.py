@@ -18,8 +18,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -175,9 +174,17 @@ def fetch(file: RemoteFile) -> Path:
             f"{file.file_name} is not in the cache and {OFFLINE_VARIABLE} forbids downloading it from "
             f"{source}: {_by_hand(file, target)}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.partial")
-    with _exclusive(target.with_name(f"{target.name}.lock")):
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(target.with_name(f"{target.name}.lock"), "a")
+    except OSError as error:
+        raise DownloadError(
+            f"cannot write into {target.parent} ({error}): {_by_hand(file, target)}"
+        ) from error
+    with lock:
+        if fcntl is not None:  # processes on one machine download a file one at a time
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_file():  # another process finished it while this one waited
             return target
         if mirror and not mirror_url:
@@ -196,15 +203,6 @@ def _by_hand(file: RemoteFile, target: Path) -> str:
         f"download {file.url} by hand and put it at {target}, or set {MIRROR_VARIABLE} to a folder (or URL "
         f"prefix) that holds {file.file_name}"
     )
-
-
-@contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock` (processes on one machine download a file one at a time)."""
-    with open(lock, "a") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _copy(source: Path, partial: Path, file: RemoteFile, target: Path) -> None:
