@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lightning_matting import weights_cli
 from lightning_matting.callbacks import (
     VideoWriterCallback,
 )  # also lets `callbacks+=VideoWriterCallback` resolve
@@ -44,6 +47,9 @@ class MattingCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `lightning-matting` console script."""
+    args = sys.argv[1:] if args is None else args
+    if args[:1] == ["weights"]:
+        raise SystemExit(weights_cli.main(args[1:]))
     MattingCLI(
         MattingModule,
         VideoMattingDataModule,

@@ -15,8 +15,9 @@ from torchmetrics import MetricCollection
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
-from lightning_matting.models.loading import VariantName
+from lightning_matting.models.loading import VARIANTS, VariantName
 from lightning_matting.models.networks import Inference, InferenceNetworks, check_inference
+from lightning_matting.models.weights import is_remote, resolve_checkpoint
 from lightning_matting.outputs import (
     DEFAULT_TARGET_COLOR,
     OutputName,
@@ -50,7 +51,9 @@ class MattingModule(L.LightningModule):
             rvm-mobilenetv3, rvm-resnet50), a TorchScript file, or a network called as net(src, bgr)
             returning the BackgroundMattingV2 tuple.
         checkpoint: Weights for a variant: an official state dict (.pth), a Lightning checkpoint of this
-            module or a TorchScript export, loaded strictly. None: untrained (a warning at predict).
+            module or a TorchScript export, loaded strictly. "official" or an http(s) URL: downloaded into
+            torch hub's cache folder on first use (docs/weights.md); the hyperparameters then record the
+            cached file. None: untrained (a warning at predict).
         outputs: The outputs to compute (com, pha, fgr, err, ref, seg); None: what the writer callbacks
             request, or pha and fgr without one.
         target_color: The composite's background, RGB in [0, 1], when the data gives no target.
@@ -148,6 +151,9 @@ class MattingModule(L.LightningModule):
                 )
             self.net = model
         else:
+            if is_remote(checkpoint) and isinstance(model, str) and model in VARIANTS:
+                checkpoint = str(resolve_checkpoint(checkpoint, model))
+                self.hparams["checkpoint"] = checkpoint  # a resumed run compares the file, not the name
             self.net = load_model(model, checkpoint, **options).train()  # Lightning switches modes per stage
         self.has_weights = (
             checkpoint is not None or isinstance(model, nn.Module) or Path(self.variant).is_file()

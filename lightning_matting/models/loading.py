@@ -2,8 +2,9 @@
 
 Checkpoints: plain state dicts (the official `.pth` files), Lightning checkpoints of MattingModule
 (`state_dict` with keys under `net.`; the variant name in `hyper_parameters['variant']` or
-`hyper_parameters['model']`) and TorchScript files (keys under `model.`). Each variant's expected
-keys come from building it on the meta device.
+`hyper_parameters['model']`) and TorchScript files (keys under `model.`); "official" or an http(s) URL
+is downloaded first (`lightning_matting.models.weights`). Each variant's expected keys come from building
+it on the meta device.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.rvm import rvm_mobilenetv3, rvm_resnet50
+from lightning_matting.models.weights import is_remote, resolve_checkpoint
 
 Checkpoint = str | os.PathLike | Mapping[str, Tensor]
 
@@ -106,7 +108,8 @@ def load_model(
     One exception, as the reference's train_refine.py starts: a MattingBase checkpoint loads into the
     MattingRefine of the same backbone, whose refiner then starts untrained (a warning says so).
 
-    `load_model("mattingrefine-resnet50", "pytorch_resnet50.pth", refine_mode="full")`. Without a
+    `load_model("mattingrefine-resnet50", "pytorch_resnet50.pth", refine_mode="full")`;
+    `load_model("rvm-mobilenetv3", "official")` downloads the official checkpoint on first use. Without a
     checkpoint the weights are freshly initialised. `load_model(path)` reads the variant from a
     Lightning checkpoint's hyper_parameters or from the state dict's keys, and returns a TorchScript
     file as the loaded ScriptModule (called the same way, options set as its attributes). Given a
@@ -114,7 +117,9 @@ def load_model(
 
     Args:
         variant_or_path: A variant name (`VARIANTS`), or a checkpoint or TorchScript file to read it from.
-        checkpoint: A state dict (.pth) or its path, a Lightning checkpoint or a TorchScript export.
+        checkpoint: A state dict (.pth) or its path, a Lightning checkpoint or a TorchScript export;
+            "official" (the variant's official checkpoint, `OFFICIAL_WEIGHTS`) or an http(s) URL, downloaded
+            into torch hub's cache folder on first use.
         **options: The variant's options (backbone_scale, refine_mode, ...).
 
     Returns:
@@ -123,7 +128,8 @@ def load_model(
     Raises:
         ValueError: An unknown variant or option, or a checkpoint that does not fit (missing, unexpected or
             mis-shaped keys listed, the variant it looks like named) or cannot be read (its path named).
-        FileNotFoundError: The checkpoint file does not exist.
+        FileNotFoundError: The checkpoint file does not exist (offline: it is not in the cache).
+        DownloadError: Downloading "official" or a URL failed (the message says where to put the file).
     """
     if isinstance(variant_or_path, str) and variant_or_path in VARIANTS:
         variant: str | None = variant_or_path
@@ -139,6 +145,8 @@ def load_model(
         variant, checkpoint = None, variant_or_path
     if checkpoint is None:
         return build_model(variant, **options).eval()
+    if is_remote(checkpoint):
+        checkpoint = resolve_checkpoint(checkpoint, variant)
 
     loaded = _read_checkpoint(checkpoint)
     if variant is None and loaded.script is not None:
