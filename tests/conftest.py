@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +12,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
+# No test reaches the internet: "official" weights resolve from the cache or fail at once; the download tests
+# serve files on 127.0.0.1 and unset this themselves.
+os.environ["LIGHTNING_MATTING_OFFLINE"] = "1"
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float, int, int]:

@@ -248,7 +248,10 @@ def test_fine_tuning_from_a_checkpoint_lowers_the_validation_loss_and_logs_the_c
     [
         ("configs/finetune_bgmv2.yaml", [f"--model.checkpoint={DEMO_WEIGHTS}"]),
         # no RVM checkpoint here: untrained weights; its loss's pyramid needs 64 px
-        ("configs/finetune_rvm.yaml", ["--data.clip_length=3", "--data.train_size=[64, 64]"]),
+        (
+            "configs/finetune_rvm.yaml",
+            ["--model.checkpoint=null", "--data.clip_length=3", "--data.train_size=[64, 64]"],
+        ),
     ],
 )
 def test_finetune_configs_run_with_only_the_roots_given(data, tmp_path, config, overrides):

@@ -105,30 +105,44 @@ def official_weights(variant: str) -> RemoteFile:
     )
 
 
+# The demo model shipped inside the package: MattingBase-MobileNetV2 trained on synthetic clips.
+DEMO_VARIANT = "mattingbase-mobilenetv2"
+DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "demo_mattingbase_mobilenetv2.pth"
+
+
 def is_remote(checkpoint: object) -> bool:
-    """Whether `checkpoint` is "official" or an http(s) URL (something `resolve_checkpoint` downloads)."""
+    """Whether `checkpoint` is a name `resolve_checkpoint` turns into a file: "official", "demo" (the packaged
+    demo model) or an http(s) URL."""
     return isinstance(checkpoint, str) and (
-        checkpoint == "official" or checkpoint.startswith(("http://", "https://"))
+        checkpoint in ("official", "demo") or checkpoint.startswith(("http://", "https://"))
     )
 
 
 def resolve_checkpoint(checkpoint: str, variant: str | os.PathLike) -> Path:
-    """The local file of `checkpoint` "official" (the official checkpoint of `variant`) or an http(s) URL.
+    """The local file of `checkpoint` "official" (the official checkpoint of `variant`), "demo" or an http(s) URL.
 
     A URL of an official checkpoint is checked against that checkpoint's pinned size and hash.
 
     Args:
-        checkpoint: "official" or an http(s) URL (`is_remote`).
+        checkpoint: "official", "demo" (the packaged demo model, for mattingbase-mobilenetv2) or an http(s) URL
+            (`is_remote`).
         variant: The variant the checkpoint is for (a name of `lightning_matting.VARIANTS`).
 
     Returns:
         The cached file, downloaded first when absent (`fetch`).
 
     Raises:
-        ValueError: "official" for a variant without an official checkpoint, or a URL without a file name.
+        ValueError: "official" for a variant without an official checkpoint, "demo" for another variant than
+            the demo model's, or a URL without a file name.
         FileNotFoundError: Offline, and the file is not in the cache.
         DownloadError: The download failed.
     """
+    if checkpoint == "demo":
+        if str(variant) != DEMO_VARIANT:
+            raise ValueError(
+                f"checkpoint='demo' is the packaged demo model, a {DEMO_VARIANT}; got model {str(variant)!r}"
+            )
+        return DEMO_WEIGHTS
     if checkpoint == "official":
         return fetch(official_weights(str(variant)))
     known = next((file for file in OFFICIAL_WEIGHTS.values() if file.url == checkpoint), None)
