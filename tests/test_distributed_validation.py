@@ -10,10 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+import torch.distributed as dist
 from conftest import read_video
 from test_predict import ROOT, counter_level, levels
 
-from lightning_matting.callbacks.validation_gather import SHARE_ONLY
+from lightning_matting.callbacks.step_frames import FrameRun
+from lightning_matting.callbacks.validation_gather import SHARE_ONLY, ValidationGather
 
 FRAMES = 13  # on 2 ranks: DistributedSampler repeats frame 0 to give each rank 7
 
@@ -50,7 +53,7 @@ class Grey(L.LightningModule):
     def training_step(self, batch, batch_idx):
         return self.weight.sum() * 0
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
         if not self.trainer.sanity_checking:
             seen = [round((float(level) - 20) / 10) for level in batch[0][:, 0, 0, 0]]
             with open(out + "/seen.jsonl", "a") as log:
@@ -65,7 +68,7 @@ class Grey(L.LightningModule):
 
 
 def trainer(case, **kwargs):
-    settings = {key: kwargs.pop(key) for key in ("val_layout", "log_sanity_check", "val_batches") if key in kwargs}
+    settings = {key: kwargs.pop(key) for key in ("val_layout", "log_sanity_check", "val_batches", "val_videos") if key in kwargs}
     writer = VideoWriterCallback(f"{out}/{case}", outputs=["pha"], **settings)
     return L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", logger=False, callbacks=[writer], enable_checkpointing=False,
@@ -83,6 +86,7 @@ if __name__ == "__main__":
     ranges = Grey("ranges", lambda: DataLoader(dataset, batch_sampler=VideoBatchSampler([frames], batch_size=2)))
     trainer("ranges").validate(ranges)
     trainer("val_batches", val_batches=2).validate(Grey("val_batches"), loader)
+    trainer("two_loaders", val_videos=2).validate(Grey("two_loaders"), [loader, DataLoader(dataset, batch_size=3)])
     iterable = DataLoader(RankShare(), batch_size=2)
     trainer("iterable", log_sanity_check=True, max_epochs=1, limit_train_batches=1).fit(
         Grey("iterable"), loader, iterable
@@ -149,9 +153,36 @@ def test_val_batches_takes_that_many_batches_of_every_rank(ddp_run):
     assert numbers(video(out, "val_batches")) == list(range(8))
 
 
+def test_each_dataloader_its_video(ddp_run):
+    _, out, _ = ddp_run
+    for name in ("val_0", "val_1"):  # batches of 2 frames and of 3
+        frames = read_video(out / "two_loaders" / "val" / "run_0" / "epoch=0" / name / "pha.mp4")[0]
+        assert numbers(frames) == list(range(FRAMES))
+
+
 def test_an_iterable_dataset_writes_rank_zeros_share_and_says_so_once(ddp_run):
     result, out, seen = ddp_run
     assert seen[("iterable", 1)] == [1, 3, 5, 7, 9, 11]
     assert numbers(video(out, "iterable")) == list(range(0, FRAMES, 2))
     assert numbers(video(out, "iterable", "sanity_check")) == [0, 2, 4, 6]
     assert result.stderr.count(SHARE_ONLY) == 1  # two validations, one warning
+
+
+def test_frames_that_are_not_a_whole_number_per_sample_are_refused():
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        gather = ValidationGather([[(0, [4, 5]), (0, [6, 7])]], val_videos=1)
+        two = FrameRun(None, {"pha": torch.full((2, 1, 8, 8), 0.5)}, None)
+        assert [
+            (run.video, run.frames["pha"].dtype, len(run.frames["pha"])) for run in gather.runs([two], 0, 0)
+        ] == [("val_0", torch.uint8, 2)]
+        three = FrameRun(None, {"pha": torch.zeros(3, 1, 8, 8)}, None)
+        with pytest.raises(ValueError) as error:
+            gather.runs([three], 1, 0)
+        assert str(error.value) == (
+            "VideoWriterCallback: a distributed validation orders each sample's frames by its dataset index: the "
+            "step returned 3 frames for the 2 samples of batch 1; return T frames per sample ([B,C,H,W] or "
+            "[B,T,C,H,W])"
+        )
+    finally:
+        dist.destroy_process_group()
