@@ -61,18 +61,18 @@ class ValidationGather:
         self._rounds = max(map(len, plans))
         self._val_videos = val_videos
         self._positions = {}  # (dataloader_idx, batch_idx) -> position in this rank's batches
-        counts = dict.fromkeys((loader for loader, _ in self._batches), 0)
-        for position, (loader, _) in enumerate(self._batches):
-            self._positions[(loader, counts[loader])] = position
-            counts[loader] += 1
+        counts = dict.fromkeys((dataloader for dataloader, _ in self._batches), 0)
+        for position, (dataloader, _) in enumerate(self._batches):
+            self._positions[(dataloader, counts[dataloader])] = position
+            counts[dataloader] += 1
         self._seen: set[tuple[int, int]] = set()  # (dataloader_idx, index) come so far: on every rank
         self._chosen: set[str] = set()  # the videos written: on every rank
         self._waiting: dict[int, list[int]] = {}  # rank zero: per dataloader, indices not come, descending
         self._held: dict[tuple[int, int], Held] = {}  # rank zero: frames waiting for a lower index
         if self._rank == 0:
             for plan in plans:
-                for loader, indices in plan:
-                    self._waiting.setdefault(loader, []).extend(indices)
+                for dataloader, indices in plan:
+                    self._waiting.setdefault(dataloader, []).extend(indices)
             self._waiting = {d: sorted(set(indices), reverse=True) for d, indices in self._waiting.items()}
 
     @classmethod
@@ -123,24 +123,29 @@ class ValidationGather:
         frames = (
             {name: torch.cat([run.frames[name] for run in runs]) for name in runs[0].frames} if runs else {}
         )
-        videos = [run.video or f"val_{dataloader_idx}" for run in runs for _ in range(_count(run))]
+        videos = [  # each frame's video, named as VideoWriterCallback names one the step leaves unnamed
+            run.video or f"val_{dataloader_idx}"
+            for run in runs
+            for _ in range(len(next(iter(run.frames.values()))))
+        ]
         if len(videos) % len(indices):
             raise ValueError(
                 f"VideoWriterCallback: a distributed validation orders each sample's frames by its dataset "
                 f"index: the step returned {len(videos)} frames for the {len(indices)} samples of batch "
                 f"{batch_idx}; return T frames per sample ([B,C,H,W] or [B,T,C,H,W])"
             )
-        per = len(videos) // len(indices)
+        per_sample = len(videos) // len(indices)
         samples = [
-            (dataloader_idx, index, videos[k * per] if per else None) for k, index in enumerate(indices)
+            (dataloader_idx, index, videos[k * per_sample] if per_sample else None)
+            for k, index in enumerate(indices)
         ]
-        released = self._round(samples, frames, per)
+        released = self._round(samples, frames, per_sample)
         if position == len(self._batches) - 1:  # this rank's last batch: the rounds of the ranks with more
             for _ in range(position + 1, self._rounds):
                 released += self._round([], {}, 0)
         return _as_runs(released)
 
-    def _round(self, samples: list[Sample], frames: dict[str, Tensor], per: int) -> list[Held]:
+    def _round(self, samples: list[Sample], frames: dict[str, Tensor], per_sample: int) -> list[Held]:
         """One collective round: every rank's samples of one batch; the frames released on rank zero."""
         everyone: list[list[Sample]] = [[] for _ in range(dist.get_world_size())]
         dist.all_gather_object(everyone, samples)
@@ -149,17 +154,21 @@ class ValidationGather:
             ((*sample, rank, k) for rank, batch in enumerate(everyone) for k, sample in enumerate(batch)),
             key=lambda item: (item[0], item[1], item[3]),
         )
-        for loader, index, video, rank, k in order:
-            if (loader, index) in self._seen:
+        for dataloader, index, video, rank, k in order:
+            if (dataloader, index) in self._seen:
                 continue
-            self._seen.add((loader, index))
+            self._seen.add((dataloader, index))
             if video is None or (video not in self._chosen and len(self._chosen) >= self._val_videos):
                 continue
             self._chosen.add(video)
             wanted[rank].append(k)
         mine = wanted[self._rank]
-        rows = [k * per + t for k in mine for t in range(per)]
-        payload = ([samples[k] for k in mine], per, {name: _uint8(frames[name][rows]) for name in frames})
+        rows = [k * per_sample + t for k in mine for t in range(per_sample)]
+        payload = (
+            [samples[k] for k in mine],
+            per_sample,
+            {name: _uint8(frames[name][rows]) for name in frames},
+        )
         if any(wanted[1:]):
             gathered = [None] * len(everyone) if self._rank == 0 else None
             dist.gather_object(payload, gathered, dst=0)
@@ -168,8 +177,8 @@ class ValidationGather:
         if self._rank != 0:
             return []
         for chosen, count, tensors in gathered:
-            for k, (loader, index, video) in enumerate(chosen):
-                self._held[(loader, index)] = (
+            for k, (dataloader, index, video) in enumerate(chosen):
+                self._held[(dataloader, index)] = (
                     video,
                     {n: t[k * count : (k + 1) * count] for n, t in tensors.items()},
                 )
@@ -178,9 +187,9 @@ class ValidationGather:
     def _release(self) -> list[Held]:
         """Rank zero: the held frames whose lower indices have all come, in (dataloader, index) order."""
         released = []
-        for loader, waiting in sorted(self._waiting.items()):
-            while waiting and (loader, waiting[-1]) in self._seen:
-                held = self._held.pop((loader, waiting.pop()), None)
+        for dataloader, waiting in sorted(self._waiting.items()):
+            while waiting and (dataloader, waiting[-1]) in self._seen:
+                held = self._held.pop((dataloader, waiting.pop()), None)
                 if held is not None:
                     released.append(held)
         return released
@@ -216,10 +225,6 @@ def _loader_batches(loader: object) -> list[list[int]] | None:
     ):
         return None
     return [[int(i) for i in batch] for batch in first]
-
-
-def _count(run: FrameRun) -> int:
-    return len(next(iter(run.frames.values())))
 
 
 def _uint8(frames: Tensor) -> Tensor:
