@@ -87,6 +87,8 @@ if __name__ == "__main__":
     trainer("ranges").validate(ranges)
     trainer("val_batches", val_batches=2).validate(Grey("val_batches"), loader)
     trainer("two_loaders", val_videos=2).validate(Grey("two_loaders"), [loader, DataLoader(dataset, batch_size=3)])
+    wrapped = DataLoader(dataset, sampler=list(range(frames)), batch_size=2)  # a DistributedSamplerWrapper
+    trainer("wrapped").validate(Grey("wrapped"), wrapped)
     iterable = DataLoader(RankShare(), batch_size=2)
     trainer("iterable", log_sanity_check=True, max_epochs=1, limit_train_batches=1).fit(
         Grey("iterable"), loader, iterable
@@ -165,7 +167,13 @@ def test_an_iterable_dataset_writes_rank_zeros_share_and_says_so_once(ddp_run):
     assert seen[("iterable", 1)] == [1, 3, 5, 7, 9, 11]
     assert numbers(video(out, "iterable")) == list(range(0, FRAMES, 2))
     assert numbers(video(out, "iterable", "sanity_check")) == [0, 2, 4, 6]
-    assert result.stderr.count(SHARE_ONLY) == 1  # two validations, one warning
+    assert result.stderr.count(SHARE_ONLY) == 1  # three validations, one warning
+
+
+def test_a_sampler_of_ones_own_writes_rank_zeros_share(ddp_run):
+    _, out, seen = ddp_run
+    assert seen[("wrapped", 1)] == [1, 3, 5, 7, 9, 11, 0]
+    assert numbers(video(out, "wrapped")) == list(range(0, FRAMES, 2))
 
 
 def test_frames_that_are_not_a_whole_number_per_sample_are_refused():

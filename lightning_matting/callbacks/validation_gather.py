@@ -13,10 +13,10 @@ rank zero, which writes the validation videos, every rank's frames:
 - rank zero holds a frame back until every lower index of the epoch has come, then returns it: each video
   in index order. A rank with fewer batches takes part in the others' last rounds after its last batch.
 
-Where the indices cannot be known (an IterableDataset, a loader without a batch sampler, a sampler that
-draws new indices at each pass, or a sampler of the user's that Lightning wraps in a
-DistributedSamplerWrapper, which a second pass would make draw anew), nothing is gathered: rank zero writes
-its own share and warns once that its videos hold that share only.
+Where the indices cannot be known (an IterableDataset, a loader without a batch sampler, a sampler of the
+user's, which Lightning wraps in a DistributedSamplerWrapper that a pass of ours would make draw anew for
+the loop too, or a batch sampler that gives other batches at each pass), nothing is gathered: rank zero
+writes its own share and warns once that its videos hold that share only.
 
 torch.distributed's object collectives carry the data: with gloo on the host, with NCCL through each
 process's current CUDA device (Lightning sets it). A single process never gets here.
@@ -47,8 +47,10 @@ Held = tuple[str, dict[str, Tensor]]  # (video, {name: uint8 [T,C,H,W]}) of one 
 SHARE_ONLY = (
     "VideoWriterCallback: the validation videos hold rank zero's share of the frames only: the dataset "
     "indices of the other ranks' batches cannot be known (an IterableDataset, a DataLoader without a batch "
-    "sampler, or a sampler that draws new indices at each pass); a map-style dataset with a sampler that "
-    "gives the same indices at each pass (such as Lightning's DistributedSampler) writes every rank's frames"
+    "sampler, a sampler of its own, which Lightning wraps in a DistributedSamplerWrapper, or a batch sampler "
+    "that gives other batches at each pass); the DataLoader's default sampler (Lightning then gives each rank "
+    "a DistributedSampler) or a batch sampler that gives the same batches at each pass, such as "
+    "VideoBatchSampler, writes every rank's frames"
 )
 
 
