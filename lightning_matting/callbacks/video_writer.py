@@ -63,6 +63,7 @@ class VideoWriterCallback(BasePredictionWriter):
     batches) of each validation go to `<output_dir>/val/<run>/epoch=<E>[-step=<S>]/<video>/` (run: the
     logger's version, else a new `run_<k>`), as H.264 when PyAV is installed, and are handed to the loggers:
     W&B `log_video`, MLflow artifacts, TensorBoard an animated GIF; CSV or none: the files only.
+    Distributed, rank zero writes every rank's frames, each once, in dataset order (`validation_gather`).
 
     Args:
         output_dir: The folder of the outputs.
