@@ -1,5 +1,5 @@
 """fit and validate under strategy="ddp" (2 gloo processes): training and validation frames split across ranks,
-metrics synced, validation videos on rank zero."""
+metrics synced, every rank's validation videos written by rank zero."""
 
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ def test_fit_under_ddp_splits_training_and_validation_and_writes_videos_on_rank_
     assert seen[("val", 0)] == [("val_000", i) for i in range(4)]
 
     videos = sorted((tmp_path / "out" / "val").rglob("pha.mp4"))
-    assert [path.parent.name for path in videos] == ["val_000"]  # rank zero's clip only
-    assert len(read_video(videos[0])[0]) == 4
+    assert [path.parent.name for path in videos] == ["val_000", "val_001"]  # rank zero's clip and rank one's
+    assert [len(read_video(path)[0]) for path in videos] == [4, 4]
     metrics = list(csv.DictReader(open(next((tmp_path / "out" / "logs").rglob("metrics.csv")))))
     assert [row for row in metrics if row.get("val/MSE")]
 

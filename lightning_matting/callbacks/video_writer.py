@@ -26,6 +26,7 @@ from lightning_matting.callbacks.settings import (
     check_output_names,
 )
 from lightning_matting.callbacks.step_frames import Select, step_runs, tile
+from lightning_matting.callbacks.validation_gather import ValidationGather
 from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
@@ -62,6 +63,7 @@ class VideoWriterCallback(BasePredictionWriter):
     batches) of each validation go to `<output_dir>/val/<run>/epoch=<E>[-step=<S>]/<video>/` (run: the
     logger's version, else a new `run_<k>`), as H.264 when PyAV is installed, and are handed to the loggers:
     W&B `log_video`, MLflow artifacts, TensorBoard an animated GIF; CSV or none: the files only.
+    Distributed, rank zero writes every rank's frames, each once, in dataset order (`validation_gather`).
 
     Args:
         output_dir: The folder of the outputs.
@@ -154,6 +156,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self._plan: PredictPlan | None = None
         self._predict: VideoFiles | None = None
         self._validation: _Validation | None = None
+        self._gather: ValidationGather | None = None  # a distributed validation's frames to rank zero
         self._val_run: Path | None = None
         self._report: list[str] = []  # "output: path (N frames)" lines of this process, shown at teardown
         self._started, self._frames_written = 0.0, 0
@@ -336,6 +339,11 @@ class VideoWriterCallback(BasePredictionWriter):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validation = None
         skip = trainer.sanity_checking and not self.log_sanity_check
+        self._gather = (
+            None
+            if self.val_videos == 0 or skip
+            else ValidationGather.start(trainer, self.val_videos, self.val_batches)
+        )
         if self.val_videos == 0 or skip or not trainer.is_global_zero or self._val_run is None:
             return
         if trainer.sanity_checking:
@@ -366,14 +374,22 @@ class VideoWriterCallback(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         validation = self._validation
-        if validation is None or (self.val_batches is not None and validation.batches >= self.val_batches):
+        if validation is None and self._gather is None:
             return
-        validation.batches += 1
+        if validation is not None:
+            if self.val_batches is not None and validation.batches >= self.val_batches:
+                return
+            validation.batches += 1
         extra = {}
         if self.val_layout == "compare":
             keys = self.compare_keys or (("src", "pha") if isinstance(batch, dict) else (0, 1))
             extra = {"<input>": keys[0], "<truth>": keys[1]}
-        for run in step_runs(outputs, batch, self._step_names(), self.select, extra):
+        runs = step_runs(outputs, batch, self._step_names(), self.select, extra)
+        if self._gather is not None:  # every rank's frames of the batch, to rank zero, in dataset order
+            runs = self._gather.runs(runs, batch_idx, dataloader_idx)
+        if validation is None:
+            return
+        for run in runs:
             video = run.video or f"val_{dataloader_idx}"
             if video not in validation.files.paths and len(validation.files.paths) >= self.val_videos:
                 continue
