@@ -100,3 +100,12 @@ def test_browser_loggers_without_a_browser_codec_warn_once(tmp_path, monkeypatch
         match=r"MLFlowLogger show videos in a browser, which cannot play OpenCV's mp4v; install PyAV",
     ):
         warn_unplayable_once(trainer, None)
+
+
+def test_image_sequences_of_validation_go_to_mlflow_as_folders_of_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    fit(tmp_path, MLFlowLogger(tracking_uri=f"file:{tmp_path / 'mlruns'}"), epochs=1, format="image_sequence")
+    images = glob.glob(
+        str(tmp_path / "mlruns" / "*" / "*" / "artifacts" / "val" / "epoch=0" / "val_0" / "pha" / "*")
+    )
+    assert sorted(path.rsplit("/", 1)[1] for path in images) == [f"{k:05d}.png" for k in range(FRAMES)]

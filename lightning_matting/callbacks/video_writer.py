@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
+from torch import Tensor
 
 from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.loggers import Previews, browser_codec, hand_to_loggers, warn_unplayable_once
@@ -25,7 +28,7 @@ from lightning_matting.callbacks.settings import (
     check_output_dir,
     check_output_names,
 )
-from lightning_matting.callbacks.step_frames import Select, step_runs, tile
+from lightning_matting.callbacks.step_frames import Select, gives_no_frames, has_item, step_runs, tile
 from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
@@ -155,6 +158,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self._predict: VideoFiles | None = None
         self._validation: _Validation | None = None
         self._val_run: Path | None = None
+        self._said: set[str] = set()  # the warnings of this run, each given once
         self._report: list[str] = []  # "output: path (N frames)" lines of this process, shown at teardown
         self._started, self._frames_written = 0.0, 0
 
@@ -186,6 +190,7 @@ class VideoWriterCallback(BasePredictionWriter):
             check_output_dir(self.output_dir)  # before any model work
         if stage != "predict":
             self._val_run = self._validation_run(trainer) if trainer.is_global_zero else None
+            self._said = set()
             return
         datamodule = trainer.datamodule
         if isinstance(datamodule, PredictVideoSource):
@@ -209,7 +214,7 @@ class VideoWriterCallback(BasePredictionWriter):
         """This run's folder of validation videos: the logger's version, else the first free `run_<k>`."""
         root = self.output_dir / "val"
         version = trainer.logger.version if trainer.logger is not None else None
-        if version is not None:
+        if version not in (None, ""):  # fast_dev_run's logger has the empty version
             return root / (f"version_{version}" if isinstance(version, int) else str(version))
         k = 0
         while (root / f"run_{k}").exists():
@@ -334,9 +339,10 @@ class VideoWriterCallback(BasePredictionWriter):
 
     # ---- validation -------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A validation begins: its folder; the sanity check only checks the step outputs (unless
+        `log_sanity_check`), so that what a validation would refuse fails before training."""
         self._validation = None
-        skip = trainer.sanity_checking and not self.log_sanity_check
-        if self.val_videos == 0 or skip or not trainer.is_global_zero or self._val_run is None:
+        if self.val_videos == 0 or not trainer.is_global_zero or self._val_run is None:
             return
         if trainer.sanity_checking:
             folder = "sanity_check"
@@ -344,17 +350,7 @@ class VideoWriterCallback(BasePredictionWriter):
             folder = f"epoch={trainer.current_epoch}-step={trainer.global_step}"
         else:
             folder = f"epoch={trainer.current_epoch}"
-        codec = self.output_format.codec or browser_codec()
-        warn_unplayable_once(trainer, codec)
-        names = ("compare",) if self.val_layout == "compare" else self.outputs
-        files = VideoFiles(
-            OutputFormat(fourcc=self.output_format.fourcc, codec=codec, segment_seconds=0),
-            self._val_run / folder,
-            names,
-            fps=self.fps,
-            overwrite=True,  # a rerun of the same run's validation (fit resumed from a checkpoint)
-        )
-        self._validation = _Validation(files, folder)
+        self._validation = _Validation(folder, write=not trainer.sanity_checking or self.log_sanity_check)
 
     def on_validation_batch_end(
         self,
@@ -369,28 +365,105 @@ class VideoWriterCallback(BasePredictionWriter):
         if validation is None or (self.val_batches is not None and validation.batches >= self.val_batches):
             return
         validation.batches += 1
-        extra = {}
-        if self.val_layout == "compare":
-            keys = self.compare_keys or (("src", "pha") if isinstance(batch, dict) else (0, 1))
-            extra = {"<input>": keys[0], "<truth>": keys[1]}
+        videos = self._validation_frames(outputs, batch, dataloader_idx)
+        self._write_validation(trainer, validation, videos)
+        _stop_on_sigterm(trainer, "validation", "continue from the last checkpoint (ckpt_path=)")
+
+    def _validation_frames(
+        self, outputs: Any, batch: Any, dataloader_idx: int
+    ) -> list[tuple[str, dict[str, Tensor]]]:
+        """The frames of one validation step, as written: [(video, {file name: [N,C,H,W]})], in order; none
+        (with one warning per run) for a step that returned no frames (None, a loss)."""
+        if self.select is None and gives_no_frames(outputs):
+            self._say_once(
+                "VideoWriterCallback: validation_step returned no frames to write (None, a loss, or a mapping of "
+                "only 'loss'), so no validation video is written; return the frames to write, such as "
+                f"{{'pha': pha, 'loss': loss}} with outputs={list(self.outputs)} (a Tensor [B,C,H,W], a tuple "
+                "of them, or a mapping {name: Tensor}), or pass val_videos=0"
+            )
+            return []
+        extra = self._compare_sources(batch) if self.val_layout == "compare" else {}
+        videos = []
         for run in step_runs(outputs, batch, self._step_names(), self.select, extra):
-            video = run.video or f"val_{dataloader_idx}"
-            if video not in validation.files.paths and len(validation.files.paths) >= self.val_videos:
-                continue
             frames = self._frames(run.frames)
             if self.val_layout == "compare":
                 order = ["<input>", *self.outputs, "<truth>"]
                 frames = {"compare": tile({name: frames[name] for name in order if name in frames})}
             else:
                 frames = {name: frames[name] for name in self.outputs}
-            validation.files.add(video, frames)
-            for name, tensor in frames.items():
-                validation.previews.add(f"{video}/{name}", tensor)
-        _stop_on_sigterm(trainer, "validation", "continue from the last checkpoint (ckpt_path=)")
+            videos.append((run.video or f"val_{dataloader_idx}", frames))
+        return videos
+
+    def _compare_sources(self, batch: Any) -> dict[str, str | int]:
+        """{"<input>": key, "<truth>": key} of the batch for a compare video: `compare_keys`, else the default
+        keys the batch holds (one warning per run names those it lacks)."""
+        if self.compare_keys is not None:
+            keys = self.compare_keys
+        else:
+            named = isinstance(batch, Mapping) or dataclasses.is_dataclass(batch)
+            defaults = ("src", "pha") if named else (0, 1)
+            keys = tuple(key if has_item(batch, key) else None for key in defaults)
+            lacking = [default for default, key in zip(defaults, keys, strict=True) if key is None]
+            if lacking:
+                held = (
+                    "the outputs only"
+                    if len(lacking) == 2
+                    else "no " + ("input" if keys[1] else "ground truth")
+                )
+                self._say_once(
+                    f"VideoWriterCallback: the batch has {' and '.join(f'no {key!r}' for key in lacking)}, so "
+                    f"the compare video holds {held}; give compare_keys=(input key, ground-truth key) of the "
+                    "batch"
+                )
+        return {name: key for name, key in zip(("<input>", "<truth>"), keys, strict=True) if key is not None}
+
+    def _write_validation(
+        self, trainer: L.Trainer, validation: _Validation, videos: list[tuple[str, dict[str, Tensor]]]
+    ) -> None:
+        """Write (or, in a sanity check, check) the frames of the first `val_videos` videos."""
+        for video, frames in videos:
+            if video not in validation.videos and len(validation.videos) >= self.val_videos:
+                continue
+            if validation.files is None:  # the first frames: their channels pick the codec
+                validation.files = self._validation_files(trainer, validation.folder, frames)
+            if not validation.write:
+                validation.files.check(video, frames)
+            else:
+                validation.files.add(video, frames)
+                for name, tensor in frames.items():
+                    validation.previews.add(f"{video}/{name}", tensor)
+            if video not in validation.videos:
+                validation.videos.append(video)
+
+    def _validation_files(self, trainer: L.Trainer, folder: str, frames: dict[str, Tensor]) -> VideoFiles:
+        """The files of one validation: the chosen format, unsegmented; video without a chosen `codec` as what
+        browsers play where PyAV is installed: VP9 (with alpha) for RGBA frames, else H.264."""
+        chosen = self.output_format
+        output_format = replace(chosen, segment_seconds=0, audio=False)
+        if chosen.format == "video":
+            codec = chosen.codec or browser_codec(
+                alpha=any(tensor.shape[1] == 4 for tensor in frames.values())
+            )
+            if codec != chosen.codec:
+                output_format = OutputFormat(codec=codec, segment_seconds=0, queue_size=chosen.queue_size)
+            warn_unplayable_once(trainer, codec)
+        return VideoFiles(
+            output_format,
+            self._val_run / folder,
+            ("compare",) if self.val_layout == "compare" else self.outputs,
+            fps=self.fps,
+            overwrite=True,  # a rerun of the same run's validation (fit resumed from a checkpoint)
+        )
+
+    def _say_once(self, message: str) -> None:
+        """Warn with `message` once per run (fit, validate)."""
+        if message not in self._said:
+            self._said.add(message)
+            warnings.warn(message, stacklevel=3)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         validation, self._validation = self._validation, None
-        if validation is None:
+        if validation is None or validation.files is None or not validation.write:
             return
         validation.files.close_all()
         for video, paths in validation.files.paths.items():
@@ -426,10 +499,12 @@ def _storage_failure(exception: BaseException | None) -> StorageError | None:
 
 
 class _Validation:
-    """The files and previews of one validation run."""
+    """The files and previews of one validation; `write` False: the frames are only checked (sanity check)."""
 
-    def __init__(self, files: VideoFiles, folder: str):
-        self.files = files
+    def __init__(self, folder: str, write: bool):
         self.folder = folder
+        self.write = write
+        self.files: VideoFiles | None = None  # made at the first frames, whose channels pick the codec
+        self.videos: list[str] = []  # begun, in order
         self.batches = 0
         self.previews = Previews()
