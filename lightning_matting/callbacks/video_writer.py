@@ -33,6 +33,7 @@ from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
+from lightning_matting.video_names import folder_name
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
 from lightning_matting.writers.segments import parts_folder
@@ -48,7 +49,8 @@ class VideoWriterCallback(BasePredictionWriter):
     position in `outputs`) or a mapping {name: Tensor}; C = 1 (grey), 3 (RGB) or 4 (RGBA), floats in [0,1] or
     uint8. "video" in the step's output or the batch names each frame's video (else there is one video per
     dataloader, `predict_<k>` or `val_<k>`). Each output of each video goes to
-    `<output_dir>/<video>/<output>.<ext>` (or a folder of images), frames in the order they arrive, at the
+    `<output_dir>/<video>/<output>.<ext>` (or a folder of images; `<video>` the name made one safe folder
+    name, see `lightning_matting.video_names.folder_name`), frames in the order they arrive, at the
     data's exact fps where the datamodule gives metadata, else at `fps`; the first frames fix the size.
 
     A datamodule implementing `lightning_matting.PredictVideoSource` (VideoMattingDataModule) adds: exact fps,
@@ -63,8 +65,11 @@ class VideoWriterCallback(BasePredictionWriter):
 
     Validation (fit, validate), on rank zero: the first `val_videos` videos (and at most `val_batches`
     batches) of each validation go to `<output_dir>/val/<run>/epoch=<E>[-step=<S>]/<video>/` (run: the
-    logger's version, else a new `run_<k>`), as H.264 when PyAV is installed, and are handed to the loggers:
-    W&B `log_video`, MLflow artifacts, TensorBoard an animated GIF; CSV or none: the files only.
+    logger's version, else a new `run_<k>`), without `codec` as H.264 (VP9 with alpha for RGBA frames) when
+    PyAV is installed, and are handed to the loggers: W&B `log_video`, MLflow artifacts, TensorBoard an
+    animated GIF; CSV or none: the files only. The sanity check checks the step's outputs as a validation
+    does (without writing, unless `log_sanity_check`); a validation_step that returns None or only a loss
+    writes nothing, with one warning per run.
 
     Args:
         output_dir: The folder of the outputs.
@@ -91,8 +96,10 @@ class VideoWriterCallback(BasePredictionWriter):
         val_batches: At most this many validation batches written per validation; None: no limit.
         val_layout: "outputs": a file per output; "compare": one side-by-side video per clip, input |
             outputs | ground truth (alpha as grey).
-        compare_keys: (input, ground truth) keys of the batch for "compare"; None: ("src", "pha") for a
-            mapping batch, (0, 1) for a tuple batch. A key the batch lacks is left out.
+        compare_keys: (input, ground truth) keys of the batch for "compare": a mapping's keys, a dataclass's
+            attributes or a sequence's positions; a key the batch lacks is an error. None: ("src", "pha") for
+            a mapping or dataclass batch, (0, 1) for a sequence; a default the batch lacks is left out, with
+            one warning per run.
         log_sanity_check: Also write the sanity check's validation.
 
     Raises:
@@ -469,7 +476,7 @@ class VideoWriterCallback(BasePredictionWriter):
         for video, paths in validation.files.paths.items():
             for output, path in paths.items():
                 preview = validation.previews.frames.get(f"{video}/{output}", [])
-                folder = f"val/{validation.folder}/{video}"
+                folder = f"val/{validation.folder}/{folder_name(video)}"
                 hand_to_loggers(trainer, f"val/{video}/{output}", folder, path, preview, float(self.fps))
 
 
