@@ -88,7 +88,7 @@ def test_a_validation_step_without_frames_warns_once_and_writes_nothing(tmp_path
     with pytest.warns(UserWarning, match=NO_FRAMES) as caught:
         fit(tmp_path, lambda self, batch: returned(batch))
     assert len([w for w in caught if "returned no frames" in str(w.message)]) == 1
-    assert "return the frames to write, such as {'pha': pha, 'loss': loss}" in str(
+    assert "return the frames to write, such as {'pha': frames, 'loss': loss} for outputs=['pha']" in str(
         next(w for w in caught if "returned no frames" in str(w.message)).message
     )
     assert files_under(tmp_path / "out") == []

@@ -3,8 +3,9 @@
 A step may return a Tensor [B,C,H,W] (or [B,T,C,H,W], a time run written in order), a tuple/list of them
 (named by position), or a mapping {name: Tensor}; `select(outputs, batch)` covers any other structure.
 "video" in the step's output (a mapping) or in the batch (a mapping) names the video of each frame: a str,
-or one str per sample. The frames of the batch itself (a compare video's input and ground truth) are taken
-by key: a mapping's key, a dataclass's attribute, a sequence's position. "index" (LongTensor [B]) in the step's output gives the frames' indices in their video.
+or one str per sample. "index" (LongTensor [B]) in the step's output gives the frames' indices in their video.
+Frames of the batch itself (a compare video's input and ground truth) are taken by key: a mapping's key, a
+dataclass's field or a sequence's position.
 """
 
 from __future__ import annotations
@@ -46,6 +47,28 @@ def gives_no_frames(outputs: Any) -> bool:
     return outputs is None or (isinstance(outputs, Tensor) and outputs.dim() == 0)
 
 
+def compare_sources(
+    batch: Any, keys: tuple[str | int, str | int] | None
+) -> tuple[dict[str, str | int], dict[str, str | int]]:
+    """The batch's keys of a compare video's input and ground truth, as `extra` of `step_runs`.
+
+    Args:
+        batch: The step's batch.
+        keys: (input, ground truth) keys the user named; None: ("src", "pha") for a mapping or dataclass
+            batch, (0, 1) for any other.
+
+    Returns:
+        ({"<input>": key, "<truth>": key} to take, {name: default key} the batch lacks): named keys are all
+        taken (`step_runs` refuses one the batch lacks); a default the batch lacks is left out.
+    """
+    named = isinstance(batch, Mapping) or dataclasses.is_dataclass(batch)
+    chosen = dict(zip(("<input>", "<truth>"), keys or (("src", "pha") if named else (0, 1)), strict=True))
+    if keys is not None:
+        return chosen, {}
+    lacking = {name: key for name, key in chosen.items() if not has_item(batch, key)}
+    return {name: key for name, key in chosen.items() if name not in lacking}, lacking
+
+
 def step_runs(
     outputs: Any,
     batch: Any,
@@ -61,7 +84,7 @@ def step_runs(
         names: The outputs to take.
         select: `select(outputs, batch) -> {name: Tensor}` instead of taking `names` from `outputs`.
         extra: {name: key in the batch} of frames taken from the batch as well (a compare layout's input and
-            ground truth): a mapping's key, a dataclass's attribute or a sequence's position.
+            ground truth): a mapping's key, a dataclass's field or a sequence's position.
 
     Returns:
         The runs of frames, each of one video; none when the step's output holds no frame.
@@ -161,12 +184,11 @@ def _as_frames(value: Any, what: str) -> Tensor:
 
 
 def has_item(batch: Any, key: str | int) -> bool:
-    """Whether the batch holds `key`: a mapping's key, a dataclass's attribute (str) or a sequence's position
-    (int)."""
+    """Whether the batch holds `key`: a mapping's key, a dataclass's field (str) or a sequence's position (int)."""
     if isinstance(batch, Mapping):
         return key in batch
     if isinstance(key, str):
-        return dataclasses.is_dataclass(batch) and not isinstance(batch, type) and hasattr(batch, key)
+        return dataclasses.is_dataclass(batch) and key in {field.name for field in dataclasses.fields(batch)}
     return isinstance(batch, Sequence) and not isinstance(batch, str) and -len(batch) <= key < len(batch)
 
 

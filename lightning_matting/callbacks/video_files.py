@@ -165,10 +165,14 @@ class VideoFiles:
     def _discard(self, video: str) -> None:
         """Close a video whose first frames were refused and remove what its writers made."""
         _close_every(self._open.pop(video).values(), reason="its first frames were refused")
-        paths = self.paths.pop(video)
-        _remove(paths.values())
+        self._remove_new(video, self.paths.pop(video).values())
+
+    def _remove_new(self, video: str, paths: Iterable[Path]) -> None:
+        """Forget an unknown video that got no frame, and remove its files and its folder if left empty."""
+        paths = list(paths)
+        _remove(paths)
         del self.videos[video]
-        folder = next(iter(paths.values())).parent
+        folder = paths[0].parent
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
@@ -212,8 +216,7 @@ class VideoFiles:
         except BaseException:
             _close_every(writers.values(), reason="a writer failed to open")
             if video not in self.known:
-                _remove(paths.values())
-                del self.videos[video]
+                self._remove_new(video, paths.values())
             raise
         if chunked:
             self._chunked.add(video)

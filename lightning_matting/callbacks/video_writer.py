@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +27,7 @@ from lightning_matting.callbacks.settings import (
     check_output_dir,
     check_output_names,
 )
-from lightning_matting.callbacks.step_frames import Select, gives_no_frames, has_item, step_runs, tile
+from lightning_matting.callbacks.step_frames import Select, compare_sources, gives_no_frames, step_runs, tile
 from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
@@ -385,8 +384,8 @@ class VideoWriterCallback(BasePredictionWriter):
             self._say_once(
                 "VideoWriterCallback: validation_step returned no frames to write (None, a loss, or a mapping of "
                 "only 'loss'), so no validation video is written; return the frames to write, such as "
-                f"{{'pha': pha, 'loss': loss}} with outputs={list(self.outputs)} (a Tensor [B,C,H,W], a tuple "
-                "of them, or a mapping {name: Tensor}), or pass val_videos=0"
+                f"{{{self.outputs[0]!r}: frames, 'loss': loss}} for outputs={list(self.outputs)} (frames a "
+                "Tensor [B,C,H,W]; or a Tensor, or a tuple of them), or pass val_videos=0"
             )
             return []
         extra = self._compare_sources(batch) if self.val_layout == "compare" else {}
@@ -402,27 +401,18 @@ class VideoWriterCallback(BasePredictionWriter):
         return videos
 
     def _compare_sources(self, batch: Any) -> dict[str, str | int]:
-        """{"<input>": key, "<truth>": key} of the batch for a compare video: `compare_keys`, else the default
-        keys the batch holds (one warning per run names those it lacks)."""
-        if self.compare_keys is not None:
-            keys = self.compare_keys
-        else:
-            named = isinstance(batch, Mapping) or dataclasses.is_dataclass(batch)
-            defaults = ("src", "pha") if named else (0, 1)
-            keys = tuple(key if has_item(batch, key) else None for key in defaults)
-            lacking = [default for default, key in zip(defaults, keys, strict=True) if key is None]
-            if lacking:
-                held = (
-                    "the outputs only"
-                    if len(lacking) == 2
-                    else "no " + ("input" if keys[1] else "ground truth")
-                )
-                self._say_once(
-                    f"VideoWriterCallback: the batch has {' and '.join(f'no {key!r}' for key in lacking)}, so "
-                    f"the compare video holds {held}; give compare_keys=(input key, ground-truth key) of the "
-                    "batch"
-                )
-        return {name: key for name, key in zip(("<input>", "<truth>"), keys, strict=True) if key is not None}
+        """{"<input>": key, "<truth>": key} of the batch for a compare video (see `compare_sources`); the
+        defaults the batch lacks are said once per run."""
+        sources, lacking = compare_sources(batch, self.compare_keys)
+        if lacking:
+            missing = " and ".join(f"no {key!r}" for key in lacking.values())
+            held = {"<input>": "no input", "<truth>": "no ground truth"}.get(next(iter(lacking)))
+            self._say_once(
+                f"VideoWriterCallback: the batch has {missing}, so the compare video holds "
+                f"{'the outputs only' if len(lacking) == 2 else held}; give compare_keys=(input key, "
+                "ground-truth key) of the batch"
+            )
+        return sources
 
     def _write_validation(
         self, trainer: L.Trainer, validation: _Validation, videos: list[tuple[str, dict[str, Tensor]]]
@@ -451,7 +441,7 @@ class VideoWriterCallback(BasePredictionWriter):
             codec = chosen.codec or browser_codec(
                 alpha=any(tensor.shape[1] == 4 for tensor in frames.values())
             )
-            if codec != chosen.codec:
+            if chosen.codec is None and codec is not None:
                 output_format = OutputFormat(codec=codec, segment_seconds=0, queue_size=chosen.queue_size)
             warn_unplayable_once(trainer, codec)
         return VideoFiles(
