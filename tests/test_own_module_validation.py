@@ -14,6 +14,7 @@ from test_writers_pyav import read_av
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.callbacks.step_frames import compare_sources
 
 FRAMES, HEIGHT, WIDTH = 8, 24, 32
 NO_FRAMES = r"validation_step returned no frames to write \(None, a loss, or a mapping of only 'loss'\)"
@@ -126,6 +127,12 @@ def test_rgba_validation_outputs_are_vp9_with_alpha(tmp_path):
     assert np.abs(frames[..., 3].astype(float) - truth).mean() < 12  # the alpha is the matte (VP9 noise)
 
 
+def test_a_chosen_codec_is_kept_for_rgba_validation_outputs(tmp_path):
+    fit(tmp_path, lambda self, batch: {"com": rgba(batch)}, outputs=["com"], codec="ffv1")
+    frames, info = read_av(epoch_folder(tmp_path) / "com.mkv", format="rgba")
+    assert (info.codec, info.pix_fmt, len(frames)) == ("ffv1", "bgra", FRAMES)
+
+
 def test_a_chosen_codec_without_alpha_refuses_rgba_at_the_sanity_check_naming_the_output(tmp_path):
     with pytest.raises(
         ValueError,
@@ -177,6 +184,21 @@ class Named(Dataset):
     def __getitem__(self, i):
         src, pha = clips()[i]
         return {"image": src, "matte": pha}
+
+
+@pytest.mark.parametrize(
+    ("batch", "keys", "taken", "lacking"),
+    [
+        ({"src": 0, "pha": 1}, None, {"<input>": "src", "<truth>": "pha"}, {}),
+        ({"src": 0}, None, {"<input>": "src"}, {"<truth>": "pha"}),
+        (Sample(0, 1), None, {"<input>": "src", "<truth>": "pha"}, {}),
+        ((0,), None, {"<input>": 0}, {"<truth>": 1}),
+        ({"a": 0}, ("a", "b"), {"<input>": "a", "<truth>": "b"}, {}),  # named: step_runs refuses "b"
+    ],
+    ids=["mapping", "mapping-without-truth", "dataclass", "short-tuple", "named"],
+)
+def test_compare_sources_take_the_named_keys_or_the_defaults_the_batch_holds(batch, keys, taken, lacking):
+    assert compare_sources(batch, keys) == (taken, lacking)
 
 
 def compare_width(tmp_path) -> int:
