@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_any_module import FRAMES, WIDTH, MyMatting, loader
 
 from lightning_matting.callbacks import VideoWriterCallback
-from lightning_matting.callbacks.loggers import warn_unplayable_once
+from lightning_matting.callbacks.loggers import hand_to_loggers, warn_unplayable_once
 
 
 def fit(tmp_path, logger, epochs: int = 2, **kwargs) -> L.Trainer:
@@ -100,3 +100,32 @@ def test_browser_loggers_without_a_browser_codec_warn_once(tmp_path, monkeypatch
         match=r"MLFlowLogger show videos in a browser, which cannot play OpenCV's mp4v; install PyAV",
     ):
         warn_unplayable_once(trainer, None)
+
+
+def test_image_sequences_of_validation_go_to_mlflow_as_folders_of_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    fit(tmp_path, MLFlowLogger(tracking_uri=f"file:{tmp_path / 'mlruns'}"), epochs=1, format="image_sequence")
+    images = glob.glob(
+        str(tmp_path / "mlruns" / "*" / "*" / "artifacts" / "val" / "epoch=0" / "val_0" / "pha" / "*")
+    )
+    assert sorted(path.rsplit("/", 1)[1] for path in images) == [f"{k:05d}.png" for k in range(FRAMES)]
+
+
+def test_browser_loggers_warn_once_of_a_chosen_codec_they_cannot_play(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    trainer = L.Trainer(
+        logger=MLFlowLogger(tracking_uri=f"file:{tmp_path / 'mlruns'}"), enable_progress_bar=False
+    )
+    with pytest.warns(
+        UserWarning, match=r"MLFlowLogger show videos in a browser, which cannot play codec 'ffv1'; pass"
+    ):
+        warn_unplayable_once(trainer, "ffv1")
+
+
+def test_wandb_is_told_that_image_sequences_stay_on_disk(tmp_path):
+    (tmp_path / "pha").mkdir()
+    trainer = L.Trainer(logger=WandbLogger(offline=True, save_dir=str(tmp_path)), enable_progress_bar=False)
+    with pytest.warns(
+        UserWarning, match=r"WandbLogger logs video files, so validation image sequences stay in"
+    ):
+        hand_to_loggers(trainer, "val/val_0/pha", "val/epoch=0/val_0", tmp_path / "pha", [], 30.0)

@@ -1,8 +1,10 @@
 """Validation videos handed to the run's loggers, each as it shows video best.
 
 W&B (`log_video`) and MLflow (artifacts) show videos in a browser `<video>` element, which plays H.264 or VP9
-but not OpenCV's mp4v: `browser_codec()` picks H.264 when PyAV can encode it. TensorBoard gets an animated GIF
-image summary (its image dashboard plays it), made with OpenCV, without moviepy.
+but not OpenCV's mp4v: `browser_codec()` picks H.264 (VP9 for RGBA) when PyAV can encode it. TensorBoard gets
+an animated GIF image summary (its image dashboard plays it), made with OpenCV, without moviepy. Image
+sequences go to MLflow as a folder of images and to TensorBoard as the GIF; W&B, which logs video files, gets
+none of them (a warning says so once).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ PREVIEW_WIDTH = 480  # at most this many pixels wide
 
 
 @functools.cache
-def browser_codec() -> str | None:
-    """ "h264" when PyAV with libx264 is installed, else None (OpenCV's mp4v, which browsers do not play)."""
+def browser_codec(alpha: bool = False) -> str | None:
+    """The PyAV codec of validation videos that browsers play: "vp9" for RGBA frames (`alpha`), else "h264";
+    None when PyAV lacks its encoder or is missing (OpenCV's mp4v, which browsers do not play)."""
     try:
         from lightning_matting.writers.pyav import available_codecs
 
-        return "h264" if "h264" in available_codecs() else None
+        codec = "vp9" if alpha else "h264"
+        return codec if codec in available_codecs() else None
     except ImportError:
         return None
 
@@ -39,13 +43,18 @@ def shows_in_browser(logger: object) -> bool:
 
 
 def warn_unplayable_once(trainer: L.Trainer, codec: str | None) -> None:
-    """Warn once when a browser-based logger would get mp4v files."""
+    """Warn once when a browser-based logger would get files it cannot play (mp4v, hevc, prores4444, ffv1)."""
     browser = [type(logger).__name__ for logger in trainer.loggers if shows_in_browser(logger)]
-    if browser and codec not in ("h264", "vp9"):
+    if browser and codec is None:
         _warn_once(
             f"VideoWriterCallback: {', '.join(browser)} show videos in a browser, which cannot play OpenCV's "
             "mp4v; install PyAV (pip install 'lightning-matting[av]') for H.264 validation videos, or pass "
             "codec='h264' or 'vp9'"
+        )
+    elif browser and codec not in ("h264", "vp9"):
+        _warn_once(
+            f"VideoWriterCallback: {', '.join(browser)} show videos in a browser, which cannot play codec "
+            f"{codec!r}; pass codec='h264' or 'vp9' (or leave codec unset) for validation videos they play"
         )
 
 
@@ -102,15 +111,24 @@ def hand_to_loggers(
         trainer: The trainer whose loggers get the file.
         key: The name it is logged under ("val/<video>/<output>"), at the step of this validation's metrics.
         artifact_folder: Where MLflow keeps it among the run's artifacts (one folder per validation).
-        path: The video file.
+        path: The video file, or the folder of an image sequence.
         preview: Its first frames for TensorBoard (see `Previews`).
         fps: Its frame rate, for the GIF.
     """
     step = metrics_step(trainer)
     for logger in trainer.loggers:
         try:
-            if isinstance(logger, WandbLogger):
+            if isinstance(logger, WandbLogger) and path.is_dir():
+                _warn_once(
+                    "VideoWriterCallback: WandbLogger logs video files, so validation image sequences stay in "
+                    "the output folder only; pass format='video' to see validation videos in W&B"
+                )
+            elif isinstance(logger, WandbLogger):
                 logger.log_video(key, [str(path)], step=step)
+            elif isinstance(logger, MLFlowLogger) and path.is_dir():
+                logger.experiment.log_artifacts(
+                    logger.run_id, str(path), artifact_path=f"{artifact_folder}/{path.name}"
+                )
             elif isinstance(logger, MLFlowLogger):
                 logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=artifact_folder)
             elif isinstance(logger, TensorBoardLogger) and preview:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.video_names import folder_name
 from lightning_matting.writers.durable import replace_durably
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import covered_frames, finished_chunks, parts_folder
@@ -26,8 +27,8 @@ MANIFEST = ".matting-run.json"
 
 
 def manifest_path(root: Path, video: str) -> Path:
-    """The manifest of `video`'s unfinished run under `root`."""
-    return root / video / MANIFEST
+    """The manifest of `video`'s unfinished run under `root` (in its folder, `folder_name(video)`)."""
+    return root / folder_name(video) / MANIFEST
 
 
 def write_json(path: Path, content: dict) -> None:

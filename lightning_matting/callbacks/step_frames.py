@@ -4,16 +4,21 @@ A step may return a Tensor [B,C,H,W] (or [B,T,C,H,W], a time run written in orde
 (named by position), or a mapping {name: Tensor}; `select(outputs, batch)` covers any other structure.
 "video" in the step's output (a mapping) or in the batch (a mapping) names the video of each frame: a str,
 or one str per sample. "index" (LongTensor [B]) in the step's output gives the frames' indices in their video.
+Frames of the batch itself (a compare video's input and ground truth) are taken by key: a mapping's key, a
+dataclass's field or a sequence's position.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from lightning_matting.video_names import check_video_name
 
 Select = Callable[[Any, Any], Mapping[str, Tensor]]
 CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
@@ -34,6 +39,36 @@ class FrameRun:
     first_index: int | None
 
 
+def gives_no_frames(outputs: Any) -> bool:
+    """Whether a step returned no frames by a common habit: None, a loss (a 0-dim Tensor), or a mapping of only
+    "loss"."""
+    if isinstance(outputs, Mapping):
+        return set(outputs) <= {"loss"}
+    return outputs is None or (isinstance(outputs, Tensor) and outputs.dim() == 0)
+
+
+def compare_sources(
+    batch: Any, keys: tuple[str | int, str | int] | None
+) -> tuple[dict[str, str | int], dict[str, str | int]]:
+    """The batch's keys of a compare video's input and ground truth, as `extra` of `step_runs`.
+
+    Args:
+        batch: The step's batch.
+        keys: (input, ground truth) keys the user named; None: ("src", "pha") for a mapping or dataclass
+            batch, (0, 1) for any other.
+
+    Returns:
+        ({"<input>": key, "<truth>": key} to take, {name: default key} the batch lacks): named keys are all
+        taken (`step_runs` refuses one the batch lacks); a default the batch lacks is left out.
+    """
+    named = isinstance(batch, Mapping) or dataclasses.is_dataclass(batch)
+    chosen = dict(zip(("<input>", "<truth>"), keys or (("src", "pha") if named else (0, 1)), strict=True))
+    if keys is not None:
+        return chosen, {}
+    lacking = {name: key for name, key in chosen.items() if not has_item(batch, key)}
+    return {name: key for name, key in chosen.items() if name not in lacking}, lacking
+
+
 def step_runs(
     outputs: Any,
     batch: Any,
@@ -49,14 +84,16 @@ def step_runs(
         names: The outputs to take.
         select: `select(outputs, batch) -> {name: Tensor}` instead of taking `names` from `outputs`.
         extra: {name: key in the batch} of frames taken from the batch as well (a compare layout's input and
-            ground truth); a key the batch lacks is left out.
+            ground truth): a mapping's key, a dataclass's field or a sequence's position.
 
     Returns:
         The runs of frames, each of one video; none when the step's output holds no frame.
 
     Raises:
         ValueError: The step returned None or no tensor, a name is missing (the available keys are named),
-            a tensor is not [B,C,H,W] or [B,T,C,H,W] with 1, 3 or 4 channels, or the tensors differ in frames.
+            a key of `extra` is not in the batch, a tensor is not [B,C,H,W] or [B,T,C,H,W] with 1, 3 or 4
+            channels, or the tensors differ in frames.
+        TypeError: A video name is not a str.
     """
     if outputs is None:
         raise ValueError(
@@ -74,9 +111,12 @@ def step_runs(
     else:
         frames = _take(outputs, names, "the step's output")
     for name, key in (extra or {}).items():
-        value = _batch_item(batch, key)
-        if isinstance(value, Tensor):
-            frames[name] = _as_frames(value, f"batch[{key!r}]")
+        if not has_item(batch, key):
+            raise ValueError(
+                f"VideoWriterCallback: compare_keys names {key!r}, which the batch lacks ({_describe(batch)}); "
+                "give compare_keys=(input key, ground-truth key) of the batch"
+            )
+        frames[name] = _as_frames(_batch_item(batch, key), f"batch[{key!r}]")
     counts = {name: len(tensor) for name, tensor in frames.items()}
     if len(set(counts.values())) > 1:
         raise ValueError(f"VideoWriterCallback: the frames to write differ in number: {counts}")
@@ -143,21 +183,41 @@ def _as_frames(value: Any, what: str) -> Tensor:
     return value.flatten(0, 1) if value.dim() == 5 else value
 
 
-def _batch_item(batch: Any, key: str | int) -> Any:
+def has_item(batch: Any, key: str | int) -> bool:
+    """Whether the batch holds `key`: a mapping's key, a dataclass's field (str) or a sequence's position (int)."""
     if isinstance(batch, Mapping):
-        return batch.get(key)
-    if isinstance(batch, Sequence) and isinstance(key, int) and -len(batch) <= key < len(batch):
+        return key in batch
+    if isinstance(key, str):
+        return dataclasses.is_dataclass(batch) and key in {field.name for field in dataclasses.fields(batch)}
+    return isinstance(batch, Sequence) and not isinstance(batch, str) and -len(batch) <= key < len(batch)
+
+
+def _batch_item(batch: Any, key: str | int) -> Any:
+    if isinstance(batch, Mapping) or not isinstance(key, str):
         return batch[key]
-    return None
+    return getattr(batch, key)
+
+
+def _describe(batch: Any) -> str:
+    """What a batch holds, for a message: its keys, fields or length."""
+    if isinstance(batch, Mapping):
+        return f"a {type(batch).__name__} with keys {sorted(map(str, batch))}"
+    if dataclasses.is_dataclass(batch):
+        return f"a {type(batch).__name__} with fields {[field.name for field in dataclasses.fields(batch)]}"
+    if isinstance(batch, Sequence):
+        return f"a {type(batch).__name__} of {len(batch)} items"
+    return f"a {type(batch).__name__}"
 
 
 def _frame_videos(outputs: Any, batch: Any, count: int) -> list[str | None]:
     """The video of each frame: "video" of the step's output, else of the batch, else None."""
     for source in (outputs, batch):
         if isinstance(source, Mapping) and source.get("video") is not None:
-            names = source["video"]
-            names = [names] if isinstance(names, str) else list(names)
-            if not names or not all(isinstance(name, str) for name in names) or count % len(names):
+            value = source["video"]
+            names = list(value) if isinstance(value, list | tuple) else [value]
+            for name in names:
+                check_video_name(name)
+            if not names or count % len(names):
                 raise ValueError(
                     f"VideoWriterCallback: 'video' must be a str or one str per sample, got {source['video']!r} "
                     f"for {count} frames"

@@ -14,12 +14,16 @@ from torch import Tensor
 
 from lightning_matting.callbacks.resume import mark_complete
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.video_names import VideoFolders
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import SegmentedWriter, parts_folder
 
 
 class VideoFiles:
-    """Writes the named outputs of a run's videos under `root`: `<root>/<video>/<output>.<ext>`.
+    """Writes the named outputs of a run's videos under `root`: `<root>/<folder>/<output>.<ext>`.
+
+    Each video's folder is its name made one safe folder name (`folder_name`; a changed name warns once), and
+    two names of one run in one folder are refused.
 
     A video's writers open at its first frames and close after its last: the last frame of its ranges when
     its metadata is known, else when the next video begins or at `close_all`. Frames of a video must arrive
@@ -68,6 +72,7 @@ class VideoFiles:
         self.written: dict[str, int] = {}  # every video begun: frames written by this run
         self._open: dict[str, dict[str, Any]] = {}
         self._chunked: set[str] = set()  # videos written as chunks
+        self._folders = VideoFolders()
         self._done: set[str] = set()
 
     def frames_to_write(self, video: str) -> list[range]:
@@ -76,8 +81,39 @@ class VideoFiles:
             return self.ranges[video]
         return [range(self.known[video].num_frames)] if self.known[video].num_frames else []
 
+    def check(self, video: str, frames: Mapping[str, Tensor]) -> None:
+        """Refuse what `add` would refuse of these frames before anything of them is written.
+
+        Args:
+            video: The video's name.
+            frames: {output: [N,C,H,W]}.
+
+        Raises:
+            TypeError: `video` is not a str.
+            ValueError: Another video of this run has the same folder, an output is missing, the outputs differ
+                in size, or one has RGBA frames these files cannot store.
+        """
+        self._folders.folder(video)
+        missing = [output for output in self.outputs if output not in frames]
+        if missing:
+            raise ValueError(
+                f"VideoWriterCallback: video {video!r} lacks outputs {missing}: every batch gives each of "
+                f"{list(self.outputs)}; got {sorted(frames)}"
+            )
+        sizes = {output: tuple(frames[output].shape[-2:]) for output in self.outputs}
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{output} {width}x{height}" for output, (height, width) in sizes.items())
+            raise ValueError(
+                f"VideoWriterCallback: the outputs of video {video!r} differ in size: {shown} (WxH); every "
+                "output of a video must have one size"
+            )
+        for output in self.outputs:
+            self.format.check_channels(output, frames[output].shape[1])
+
     def add(self, video: str, frames: Mapping[str, Tensor], first_index: int | None = None) -> None:
-        """Write consecutive frames {output: [N,C,H,W]} of `video`.
+        """Write consecutive frames {output: [N,C,H,W]} of `video`, in its folder `folder_name(video)`.
+
+        A video whose first frames are refused (here or by a writer) leaves no file behind.
 
         Args:
             video: The video's name.
@@ -85,9 +121,11 @@ class VideoFiles:
             first_index: The index of the first frame in its video, checked against the next expected one.
 
         Raises:
-            ValueError: An output is missing, the frame size changed, or the video was seen before another.
+            TypeError: `video` is not a str.
+            ValueError: What `check` refuses, the frame size changed, or the video was seen before another.
             RuntimeError: Frames out of order or outside this run's ranges of a known video.
         """
+        self.check(video, frames)
         count = len(next(iter(frames.values())))
         if count == 0:
             return
@@ -102,21 +140,41 @@ class VideoFiles:
         first = self._check_order(video, count, first_index)
         if video in self._open and first != self.next_index[video]:  # the next range: its own chunks
             _close_every(self._open.pop(video).values())
+        begins = video not in self.written
         if video not in self._open:
             self._open[video] = self._open_writers(video, frames, first)
         info = self.videos[video]
-        for output, writer in self._open[video].items():
-            if tuple(frames[output].shape[-2:]) != (info.height, info.width):
-                raise ValueError(
-                    f"VideoWriterCallback: output {output!r} of video {video!r} changed size: its frames are "
-                    f"{info.width}x{info.height} (WxH), this batch's are {frames[output].shape[-1]}x"
-                    f"{frames[output].shape[-2]}; every frame of a video must have one size"
-                )
-            writer.add_batch(frames[output], hand_over=True)  # each step's frames are its own tensors
+        try:
+            for output, writer in self._open[video].items():
+                if tuple(frames[output].shape[-2:]) != (info.height, info.width):
+                    raise ValueError(
+                        f"VideoWriterCallback: output {output!r} of video {video!r} changed size: its frames "
+                        f"are {info.width}x{info.height} (WxH), this batch's are {frames[output].shape[-1]}x"
+                        f"{frames[output].shape[-2]}; every frame of a video must have one size"
+                    )
+                writer.add_batch(frames[output], hand_over=True)  # each step's frames are its own tensors
+        except BaseException:
+            if begins and video not in self.known:
+                self._discard(video)
+            raise
         self.next_index[video] = first + count
         self.written[video] = self.written.get(video, 0) + count
         if video in self.known and first + count >= self.frames_to_write(video)[-1].stop:
             self._close_video(video)
+
+    def _discard(self, video: str) -> None:
+        """Close a video whose first frames were refused and remove what its writers made."""
+        _close_every(self._open.pop(video).values(), reason="its first frames were refused")
+        self._remove_new(video, self.paths.pop(video).values())
+
+    def _remove_new(self, video: str, paths: Iterable[Path]) -> None:
+        """Forget an unknown video that got no frame, and remove its files and its folder if left empty."""
+        paths = list(paths)
+        _remove(paths)
+        del self.videos[video]
+        folder = paths[0].parent
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
     def _check_order(self, video: str, count: int, first_index: int | None) -> int:
         """The first frame of a batch of `count` frames: the next one, or (known videos) a range's start."""
@@ -144,9 +202,6 @@ class VideoFiles:
         return first
 
     def _open_writers(self, video: str, frames: Mapping[str, Tensor], first: int) -> dict[str, Any]:
-        missing = [output for output in self.outputs if output not in frames]
-        if missing:
-            raise ValueError(f"VideoWriterCallback: {video} lacks outputs {missing}; got {sorted(frames)}")
         if video not in self.known:
             height, width = next(iter(frames.values())).shape[-2:]
             self.videos[video] = VideoInfo(video, self.fps, int(width), int(height), 0)
@@ -160,6 +215,8 @@ class VideoFiles:
                 writers[output] = self.format.open(path, info, output, first, chunked)
         except BaseException:
             _close_every(writers.values(), reason="a writer failed to open")
+            if video not in self.known:
+                self._remove_new(video, paths.values())
             raise
         if chunked:
             self._chunked.add(video)
@@ -174,8 +231,7 @@ class VideoFiles:
                 f"VideoWriterCallback: outputs of {video} exist already ({', '.join(map(str, existing))}); choose "
                 "another output_dir or pass overwrite=True to replace them"
             )
-        for path in existing:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        _remove(existing)
 
     def _close_video(self, video: str) -> None:
         _close_every(self._open.pop(video).values())
@@ -216,6 +272,19 @@ class VideoFiles:
                         self.format.preview(path, self.videos[video], output)
                     except Exception as error:  # noqa: BLE001 - the chunks are what matters
                         warnings.warn(f"joining {path} after {reason} failed: {error!r}", stacklevel=2)
+                        continue
+                    if video not in self.known:  # no resume continues it: the playable file is all
+                        shutil.rmtree(parts_folder(path), ignore_errors=True)
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    """Remove each file or folder of `paths`, and the chunk folder of each, where they exist."""
+    for path in paths:
+        for made in (path, parts_folder(path)):
+            if made.is_dir():
+                shutil.rmtree(made)
+            elif made.exists():
+                made.unlink()
 
 
 def _close_every(writers: Iterable[Any], reason: str | None = None) -> None:

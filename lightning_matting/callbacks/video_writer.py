@@ -7,6 +7,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
+from torch import Tensor
 
 from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.loggers import Previews, browser_codec, hand_to_loggers, warn_unplayable_once
@@ -25,12 +27,13 @@ from lightning_matting.callbacks.settings import (
     check_output_dir,
     check_output_names,
 )
-from lightning_matting.callbacks.step_frames import Select, step_runs, tile
+from lightning_matting.callbacks.step_frames import Select, compare_sources, gives_no_frames, step_runs, tile
 from lightning_matting.callbacks.validation_gather import ValidationGather
 from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
+from lightning_matting.video_names import folder_name
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
 from lightning_matting.writers.segments import parts_folder
@@ -46,7 +49,8 @@ class VideoWriterCallback(BasePredictionWriter):
     position in `outputs`) or a mapping {name: Tensor}; C = 1 (grey), 3 (RGB) or 4 (RGBA), floats in [0,1] or
     uint8. "video" in the step's output or the batch names each frame's video (else there is one video per
     dataloader, `predict_<k>` or `val_<k>`). Each output of each video goes to
-    `<output_dir>/<video>/<output>.<ext>` (or a folder of images), frames in the order they arrive, at the
+    `<output_dir>/<video>/<output>.<ext>` (or a folder of images; `<video>` the name made one safe folder
+    name, see `lightning_matting.video_names.folder_name`), frames in the order they arrive, at the
     data's exact fps where the datamodule gives metadata, else at `fps`; the first frames fix the size.
 
     A datamodule implementing `lightning_matting.PredictVideoSource` (VideoMattingDataModule) adds: exact fps,
@@ -61,9 +65,12 @@ class VideoWriterCallback(BasePredictionWriter):
 
     Validation (fit, validate), on rank zero: the first `val_videos` videos (and at most `val_batches`
     batches) of each validation go to `<output_dir>/val/<run>/epoch=<E>[-step=<S>]/<video>/` (run: the
-    logger's version, else a new `run_<k>`), as H.264 when PyAV is installed, and are handed to the loggers:
-    W&B `log_video`, MLflow artifacts, TensorBoard an animated GIF; CSV or none: the files only.
-    Distributed, rank zero writes every rank's frames, each once, in dataset order (`validation_gather`).
+    logger's version, else a new `run_<k>`), without `codec` as H.264 (VP9 with alpha for RGBA frames) when
+    PyAV is installed, and are handed to the loggers: W&B `log_video`, MLflow artifacts, TensorBoard an
+    animated GIF; CSV or none: the files only. The sanity check checks the step's outputs as a validation
+    does (without writing, unless `log_sanity_check`); a validation_step that returns None or only a loss
+    writes nothing, with one warning per run. Distributed, rank zero writes every rank's frames, each once,
+    in dataset order (`validation_gather`).
 
     Args:
         output_dir: The folder of the outputs.
@@ -90,8 +97,10 @@ class VideoWriterCallback(BasePredictionWriter):
         val_batches: At most this many validation batches written per validation; None: no limit.
         val_layout: "outputs": a file per output; "compare": one side-by-side video per clip, input |
             outputs | ground truth (alpha as grey).
-        compare_keys: (input, ground truth) keys of the batch for "compare"; None: ("src", "pha") for a
-            mapping batch, (0, 1) for a tuple batch. A key the batch lacks is left out.
+        compare_keys: (input, ground truth) keys of the batch for "compare": a mapping's keys, a dataclass's
+            attributes or a sequence's positions; a key the batch lacks is an error. None: ("src", "pha") for
+            a mapping or dataclass batch, (0, 1) for a sequence; a default the batch lacks is left out, with
+            one warning per run.
         log_sanity_check: Also write the sanity check's validation.
 
     Raises:
@@ -158,6 +167,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self._validation: _Validation | None = None
         self._gather: ValidationGather | None = None  # a distributed validation's frames to rank zero
         self._val_run: Path | None = None
+        self._said: set[str] = set()  # the warnings of this run, each given once
         self._report: list[str] = []  # "output: path (N frames)" lines of this process, shown at teardown
         self._started, self._frames_written = 0.0, 0
 
@@ -189,6 +199,7 @@ class VideoWriterCallback(BasePredictionWriter):
             check_output_dir(self.output_dir)  # before any model work
         if stage != "predict":
             self._val_run = self._validation_run(trainer) if trainer.is_global_zero else None
+            self._said = set()
             return
         datamodule = trainer.datamodule
         if isinstance(datamodule, PredictVideoSource):
@@ -212,7 +223,7 @@ class VideoWriterCallback(BasePredictionWriter):
         """This run's folder of validation videos: the logger's version, else the first free `run_<k>`."""
         root = self.output_dir / "val"
         version = trainer.logger.version if trainer.logger is not None else None
-        if version is not None:
+        if version not in (None, ""):  # fast_dev_run's logger has the empty version
             return root / (f"version_{version}" if isinstance(version, int) else str(version))
         k = 0
         while (root / f"run_{k}").exists():
@@ -337,14 +348,16 @@ class VideoWriterCallback(BasePredictionWriter):
 
     # ---- validation -------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A validation begins: its folder; the sanity check only checks the step outputs (unless
+        `log_sanity_check`), so that what a validation would refuse fails before training."""
         self._validation = None
-        skip = trainer.sanity_checking and not self.log_sanity_check
+        writes = not trainer.sanity_checking or self.log_sanity_check
         self._gather = (
-            None
-            if self.val_videos == 0 or skip
-            else ValidationGather.start(trainer, self.val_videos, self.val_batches)
+            ValidationGather.start(trainer, self.val_videos, self.val_batches)
+            if self.val_videos > 0 and writes
+            else None
         )
-        if self.val_videos == 0 or skip or not trainer.is_global_zero or self._val_run is None:
+        if self.val_videos == 0 or not trainer.is_global_zero or self._val_run is None:
             return
         if trainer.sanity_checking:
             folder = "sanity_check"
@@ -352,17 +365,7 @@ class VideoWriterCallback(BasePredictionWriter):
             folder = f"epoch={trainer.current_epoch}-step={trainer.global_step}"
         else:
             folder = f"epoch={trainer.current_epoch}"
-        codec = self.output_format.codec or browser_codec()
-        warn_unplayable_once(trainer, codec)
-        names = ("compare",) if self.val_layout == "compare" else self.outputs
-        files = VideoFiles(
-            OutputFormat(fourcc=self.output_format.fourcc, codec=codec, segment_seconds=0),
-            self._val_run / folder,
-            names,
-            fps=self.fps,
-            overwrite=True,  # a rerun of the same run's validation (fit resumed from a checkpoint)
-        )
-        self._validation = _Validation(files, folder)
+        self._validation = _Validation(folder, write=not trainer.sanity_checking or self.log_sanity_check)
 
     def on_validation_batch_end(
         self,
@@ -380,39 +383,107 @@ class VideoWriterCallback(BasePredictionWriter):
             if self.val_batches is not None and validation.batches >= self.val_batches:
                 return
             validation.batches += 1
-        extra = {}
-        if self.val_layout == "compare":
-            keys = self.compare_keys or (("src", "pha") if isinstance(batch, dict) else (0, 1))
-            extra = {"<input>": keys[0], "<truth>": keys[1]}
+        videos = self._validation_frames(outputs, batch, batch_idx, dataloader_idx)
+        if validation is not None:
+            self._write_validation(trainer, validation, videos)
+        _stop_on_sigterm(trainer, "validation", "continue from the last checkpoint (ckpt_path=)")
+
+    def _validation_frames(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> list[tuple[str, dict[str, Tensor]]]:
+        """The frames of one validation step, as written: [(video, {file name: [N,C,H,W]})], in order (distributed:
+        every rank's, on rank zero); none (with one warning per run) for a step that returned no frames (None, a
+        loss)."""
+        if self.select is None and gives_no_frames(outputs):
+            self._say_once(
+                "VideoWriterCallback: validation_step returned no frames to write (None, a loss, or a mapping of "
+                "only 'loss'), so no validation video is written; return the frames to write, such as "
+                f"{{{self.outputs[0]!r}: frames, 'loss': loss}} for outputs={list(self.outputs)} (frames a "
+                "Tensor [B,C,H,W]; or a Tensor, or a tuple of them), or pass val_videos=0"
+            )
+            return []
+        extra = self._compare_sources(batch) if self.val_layout == "compare" else {}
         runs = step_runs(outputs, batch, self._step_names(), self.select, extra)
         if self._gather is not None:  # every rank's frames of the batch, to rank zero, in dataset order
             runs = self._gather.runs(runs, batch_idx, dataloader_idx)
-        if validation is None:
-            return
+        videos = []
         for run in runs:
-            video = run.video or f"val_{dataloader_idx}"
-            if video not in validation.files.paths and len(validation.files.paths) >= self.val_videos:
-                continue
             frames = self._frames(run.frames)
             if self.val_layout == "compare":
                 order = ["<input>", *self.outputs, "<truth>"]
                 frames = {"compare": tile({name: frames[name] for name in order if name in frames})}
             else:
                 frames = {name: frames[name] for name in self.outputs}
-            validation.files.add(video, frames)
-            for name, tensor in frames.items():
-                validation.previews.add(f"{video}/{name}", tensor)
-        _stop_on_sigterm(trainer, "validation", "continue from the last checkpoint (ckpt_path=)")
+            videos.append((run.video or f"val_{dataloader_idx}", frames))
+        return videos
+
+    def _compare_sources(self, batch: Any) -> dict[str, str | int]:
+        """{"<input>": key, "<truth>": key} of the batch for a compare video (see `compare_sources`); the
+        defaults the batch lacks are said once per run."""
+        sources, lacking = compare_sources(batch, self.compare_keys)
+        if lacking:
+            missing = " and ".join(f"no {key!r}" for key in lacking.values())
+            held = {"<input>": "no input", "<truth>": "no ground truth"}.get(next(iter(lacking)))
+            self._say_once(
+                f"VideoWriterCallback: the batch has {missing}, so the compare video holds "
+                f"{'the outputs only' if len(lacking) == 2 else held}; give compare_keys=(input key, "
+                "ground-truth key) of the batch"
+            )
+        return sources
+
+    def _write_validation(
+        self, trainer: L.Trainer, validation: _Validation, videos: list[tuple[str, dict[str, Tensor]]]
+    ) -> None:
+        """Write (or, in a sanity check, check) the frames of the first `val_videos` videos."""
+        for video, frames in videos:
+            if video not in validation.videos and len(validation.videos) >= self.val_videos:
+                continue
+            if validation.files is None:  # the first frames: their channels pick the codec
+                validation.files = self._validation_files(trainer, validation.folder, frames)
+            if not validation.write:
+                validation.files.check(video, frames)
+            else:
+                validation.files.add(video, frames)
+                for name, tensor in frames.items():
+                    validation.previews.add(f"{video}/{name}", tensor)
+            if video not in validation.videos:
+                validation.videos.append(video)
+
+    def _validation_files(self, trainer: L.Trainer, folder: str, frames: dict[str, Tensor]) -> VideoFiles:
+        """The files of one validation: the chosen format, unsegmented; video without a chosen `codec` as what
+        browsers play where PyAV is installed: VP9 (with alpha) for RGBA frames, else H.264."""
+        chosen = self.output_format
+        output_format = replace(chosen, segment_seconds=0, audio=False)
+        if chosen.format == "video":
+            codec = chosen.codec or browser_codec(
+                alpha=any(tensor.shape[1] == 4 for tensor in frames.values())
+            )
+            if chosen.codec is None and codec is not None:
+                output_format = OutputFormat(codec=codec, segment_seconds=0, queue_size=chosen.queue_size)
+            warn_unplayable_once(trainer, codec)
+        return VideoFiles(
+            output_format,
+            self._val_run / folder,
+            ("compare",) if self.val_layout == "compare" else self.outputs,
+            fps=self.fps,
+            overwrite=True,  # a rerun of the same run's validation (fit resumed from a checkpoint)
+        )
+
+    def _say_once(self, message: str) -> None:
+        """Warn with `message` once per run (fit, validate)."""
+        if message not in self._said:
+            self._said.add(message)
+            warnings.warn(message, stacklevel=3)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         validation, self._validation = self._validation, None
-        if validation is None:
+        if validation is None or validation.files is None or not validation.write:
             return
         validation.files.close_all()
         for video, paths in validation.files.paths.items():
             for output, path in paths.items():
                 preview = validation.previews.frames.get(f"{video}/{output}", [])
-                folder = f"val/{validation.folder}/{video}"
+                folder = f"val/{validation.folder}/{folder_name(video)}"
                 hand_to_loggers(trainer, f"val/{video}/{output}", folder, path, preview, float(self.fps))
 
 
@@ -442,10 +513,12 @@ def _storage_failure(exception: BaseException | None) -> StorageError | None:
 
 
 class _Validation:
-    """The files and previews of one validation run."""
+    """The files and previews of one validation; `write` False: the frames are only checked (sanity check)."""
 
-    def __init__(self, files: VideoFiles, folder: str):
-        self.files = files
+    def __init__(self, folder: str, write: bool):
         self.folder = folder
+        self.write = write
+        self.files: VideoFiles | None = None  # made at the first frames, whose channels pick the codec
+        self.videos: list[str] = []  # begun, in order
         self.batches = 0
         self.previews = Previews()

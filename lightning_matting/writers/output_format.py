@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.video_names import folder_name
 
 from .base import FrameWriter
-from .images import ImageSequenceWriter, check_image_depth
+from .images import ALPHA_EXTENSIONS, ImageSequenceWriter, check_image_depth
 from .opencv import VideoWriter
 from .pyav import ALPHA_CODECS, PRESETS, AVWriter, check_video_depth
 from .segments import SegmentedWriter, join_parts, preview_parts, segment_frames_for
@@ -163,14 +164,42 @@ class OutputFormat:
         return None if self.codec else self.fourcc
 
     def path(self, root: str | Path, video: str, output: str) -> Path:
-        """Where `output` of `video` goes under `root`: `<root>/<video>/<output>.<ext>`, or a folder."""
+        """Where `output` of `video` goes under `root`: `<root>/<folder>/<output>.<ext>`, or a folder, where
+        `<folder>` is `folder_name(video)` (the name made one safe folder name)."""
         if self.format == "image_sequence":
-            return Path(root) / video / output
-        return Path(root) / video / f"{output}.{self.resolved_extension}"
+            return Path(root) / folder_name(video) / output
+        return Path(root) / folder_name(video) / f"{output}.{self.resolved_extension}"
 
     def paths(self, root: str | Path, video: str, outputs: Sequence[str]) -> dict[str, Path]:
         """{output: where it goes} for every output of `video` under `root`."""
         return {output: self.path(root, video, output) for output in outputs}
+
+    def check_channels(self, output: str, channels: int) -> None:
+        """Refuse RGBA frames of `output` that these files cannot store, naming what stores them.
+
+        Args:
+            output: The output's name.
+            channels: Its frames' channel count (1 grey, 3 RGB, 4 RGBA).
+
+        Raises:
+            ValueError: 4 channels into a codec or image type without alpha.
+        """
+        if channels != 4:
+            return
+        if self.format == "image_sequence":
+            if self.resolved_extension not in ALPHA_EXTENSIONS:
+                raise ValueError(
+                    f"VideoWriterCallback: output {output!r} has 4 channels (RGBA), which "
+                    f"{self.resolved_extension} images cannot store: choose extension= one of "
+                    f"{', '.join(ALPHA_EXTENSIONS)}"
+                )
+            return
+        if self.codec is None or not PRESETS[self.codec].alpha:
+            encoder = f"OpenCV's {self.fourcc}" if self.codec is None else f"codec {self.codec!r}"
+            raise ValueError(
+                f"VideoWriterCallback: output {output!r} has 4 channels (RGBA), which {encoder} cannot store: "
+                f"choose codec= one of {', '.join(ALPHA_CODECS)} (PyAV), or format='image_sequence'"
+            )
 
     def segment_frames(self, info: VideoInfo) -> int:
         """Frames per chunk of `info`'s video files; 0: one chunk (images, or 0 seconds)."""
