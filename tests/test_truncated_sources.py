@@ -82,9 +82,9 @@ def test_an_mp4_with_its_index_at_the_front_cut_in_half_is_refused_before_work(t
         predict(MattingModule(MeanMatte()), dm, callback)
     message = str(refusal.value)
     found = re.fullmatch(
-        rf"video file {re.escape(str(cut))} is cut short: its index claims 30 frames, but the file ends at "
-        rf"byte {len(content) // 2} of the {len(content)} they need and holds the data of only (\d+) of them; "
-        r"copy the file again \(or remux what it holds: ffmpeg -i <file> -c copy <new file>\)",
+        rf"video file {re.escape(str(cut))} is cut short: its index claims 30 frames up to byte {len(content)}, "
+        rf"but the file ends at byte {len(content) // 2}: the data of only (\d+) of them is there; copy the file "
+        r"again \(or remux what it holds: ffmpeg -i <file> -c copy <new file>\)",
         message,
     )
     assert found and 0 < int(found[1]) < 30, message

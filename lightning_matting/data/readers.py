@@ -455,12 +455,12 @@ def _open_with_av(path: Path) -> Any | None:
 def _check_frames_present(container: Any | None, path: Path) -> None:
     """Refuse a file whose index points past its end (a copy or download cut short, its index at the front).
 
-    The index of an MP4/MOV (its sample table), an AVI or a Matroska file with cues gives each frame's byte
-    position and size: every frame's data must lie within the file. Reads only the index. `container`: `path`
-    open in PyAV; None (no PyAV): no check.
+    The index of an MP4/MOV (its sample table) gives every frame's byte position and size, the cues of a
+    Matroska file its keyframes' positions: all of them must lie within the file. Reads only the index.
+    `container`: `path` open in PyAV; None (no PyAV): no check.
 
     Raises:
-        ValueError: Frames lie past the end, naming the file, the frames it claims and those it holds.
+        ValueError: Frames lie past the end, naming the file, the frames its index claims and those it holds.
     """
     if container is None:
         return
@@ -470,10 +470,11 @@ def _check_frames_present(container: Any | None, path: Path) -> None:
     if not ends or max(ends) <= size:
         return
     held = next(index for index, end in enumerate(ends) if end > size)
+    frames = "frames" if all(entry.size > 0 for entry in entries) else "keyframes"
     raise ValueError(
-        f"video file {path} is cut short: its index claims {len(ends)} frames, but the file ends at byte "
-        f"{size} of the {max(ends)} they need and holds the data of only {held} of them; copy the file again "
-        "(or remux what it holds: ffmpeg -i <file> -c copy <new file>)"
+        f"video file {path} is cut short: its index claims {len(ends)} {frames} up to byte {max(ends)}, but the "
+        f"file ends at byte {size}: the data of only {held} of them is there; copy the file again (or remux "
+        "what it holds: ffmpeg -i <file> -c copy <new file>)"
     )
 
 
