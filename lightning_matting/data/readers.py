@@ -24,8 +24,9 @@ from lightning_matting.metadata import VideoInfo, frame_time, to_fraction
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 # The first bytes of the image types OpenCV decodes by content, whatever a file's extension; WebP: RIFF....WEBP.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IMAGE_SIGNATURES = (
-    b"\x89PNG\r\n\x1a\n",
+    _PNG_SIGNATURE,
     b"\xff\xd8\xff",
     b"BM",
     b"II*\x00",
@@ -132,6 +133,12 @@ def image_file_problem(path: Path) -> str | None:
 
     Found: an empty file, a start that is no PNG, JPEG, BMP, TIFF or WebP signature, a PNG without its end
     chunk or a WebP shorter than its header says (both cut short). Other damage shows when it is decoded.
+
+    Args:
+        path: An image file.
+
+    Returns:
+        The problem as the end of a sentence naming the file ("is empty (0 bytes)"), or None.
     """
     size = path.stat().st_size
     if size == 0:
@@ -149,7 +156,7 @@ def image_file_problem(path: Path) -> str | None:
         )
     if not head.startswith(_IMAGE_SIGNATURES):
         return "is not an image: its first bytes are no PNG, JPEG, BMP, TIFF or WebP signature"
-    if head.startswith(_IMAGE_SIGNATURES[0]) and tail != _PNG_END:
+    if head.startswith(_PNG_SIGNATURE) and tail != _PNG_END:
         return "is cut short: its PNG data ends without the end chunk (IEND)"
     return None
 
