@@ -303,15 +303,12 @@ def test_image_sequence_errors(tmp_path):
         ImageSequenceReader(empty)
 
 
-def test_image_sequence_frame_of_another_size_or_undecodable(tmp_path):
+def test_image_sequence_frame_of_another_size(tmp_path):  # damaged images: test_truncated_sources.py
     write_png(tmp_path / "0.png", 0)
     write_png(tmp_path / "1.png", 0, width=9)
-    (tmp_path / "2.png").write_bytes(b"not a png")
     reader = ImageSequenceReader(tmp_path)
     with pytest.raises(ValueError, match=r"1.png is 9x6 but the sequence is 8x6"):
         reader[1]
-    with pytest.raises(ValueError, match="cannot decode image file .*2.png"):
-        reader[2]
 
 
 def test_read_image_errors(tmp_path):

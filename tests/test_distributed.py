@@ -15,6 +15,7 @@ import pytest
 from conftest import read_video
 from hypothesis import given
 from hypothesis import strategies as st
+from test_output_lock import holder
 from test_predict import ROOT, MeanMatte, counter_level, levels, plate, write_counter_clip
 from torch import nn
 
@@ -22,6 +23,7 @@ from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.data.sampling import VideoBatchSampler, frame_ranges
 from lightning_matting.module import MattingModule
+from lightning_matting.run.lock import FolderInUseError
 from lightning_matting.writers.segments import finished_chunks, join_segments
 
 FPS, SEGMENT_SECONDS = 10, 0.2  # 2 frames per segment
@@ -252,7 +254,7 @@ def test_whole_videos_are_balanced_by_frames_and_batches_stay_in_one_video():
 
 def fake_ddp_trainer(datamodule) -> SimpleNamespace:
     """What VideoWriterCallback.setup reads of a Trainer, as rank 0 of 2 (no process group needed)."""
-    strategy = SimpleNamespace(barrier=lambda name=None: None)
+    strategy = SimpleNamespace(barrier=lambda name=None: None, broadcast=lambda obj, src=0: obj)
     return SimpleNamespace(
         world_size=2, global_rank=0, is_global_zero=True, datamodule=datamodule, strategy=strategy
     )
@@ -294,3 +296,31 @@ def test_existing_outputs_are_refused_on_every_rank_before_any_is_removed(tmp_pa
         trainer, MattingModule(MeanMatte()), "predict"
     )
     assert (tmp_path / "out" / "clip" / "pha.mp4").exists()  # rank 1 leaves the removing to rank 0
+
+
+def test_a_folder_held_by_another_process_is_refused_on_every_rank_without_a_hang(tmp_path):
+    source = write_counter_clip(tmp_path / "in" / "clip.mkv", 4, fps=FPS)
+    (tmp_path / "out" / "clip").mkdir(parents=True)
+    (tmp_path / "out" / "clip" / "pha.mkv").write_bytes(b"the live run's")
+    with holder(tmp_path / "out") as process:
+        result, seen = run_ddp(tmp_path, [source])  # a rank waiting at a barrier would time out
+    assert result.returncode != 0 and seen == {}
+    assert (
+        f"FolderInUseError: VideoWriterCallback: output_dir {str(tmp_path / 'out')!r} is in use"
+        in result.stderr
+    )
+    assert f"process {process.pid} on host" in result.stderr
+    assert (tmp_path / "out" / "clip" / "pha.mkv").read_bytes() == b"the live run's"
+
+
+def test_rank_zero_s_refusal_is_raised_on_the_other_ranks(tmp_path):
+    source = write_counter_clip(tmp_path / "clip.mkv", 3)
+    dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[plate(tmp_path)])
+    dm.setup("predict")
+    trainer = fake_ddp_trainer(dm)
+    trainer.is_global_zero, trainer.global_rank = False, 1
+    trainer.strategy.broadcast = lambda obj, src=0: "rank zero's refusal"
+    with pytest.raises(FolderInUseError, match="^rank zero's refusal$"):
+        VideoWriterCallback(tmp_path / "out", outputs=["pha"]).setup(
+            trainer, MattingModule(MeanMatte()), "predict"
+        )

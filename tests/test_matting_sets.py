@@ -195,7 +195,7 @@ def test_evaluation_clips_give_consecutive_frames_with_ground_truth(tmp_path):
         (lambda root, bg: [p.unlink() for p in bg.iterdir()], r"backgrounds folder .* holds no images"),
         (
             lambda root, bg: (root / "fgr" / "a" / "00002.png").write_bytes(b"broken"),
-            r"cannot decode image file .*fgr/a/00002.png",
+            r"fgr/a: frame 2, .*fgr/a/00002.png, is not an image",
         ),
     ],
     ids=["fgr-without-pha", "frame-counts", "sizes", "empty-backgrounds", "unreadable-frame"],

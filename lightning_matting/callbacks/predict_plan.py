@@ -77,13 +77,17 @@ def _leftovers(callback: Settings, video: str) -> list[Path]:
 
 
 def _refuse_existing(callback: Settings, paths: list[Path]) -> list[Path]:
-    """The `paths` that exist (to be replaced); a FileExistsError naming them unless `overwrite`."""
+    """The `paths` that exist (to be replaced); a FileExistsError naming them unless `overwrite`. Called with
+    the output folder's lock held: what exists was left by a run that has ended, so replacing it is safe."""
     existing = [path for path in paths if path.exists()]
     if existing and not callback.overwrite:
         shown = ", ".join(str(path) for path in existing[:4]) + (" ..." if len(existing) > 4 else "")
+        interrupted = any(path.name == resume.MANIFEST for path in existing)
         raise FileExistsError(
-            f"VideoWriterCallback: {len(existing)} output(s) exist already ({shown}); choose another "
-            "output_dir or pass overwrite=True to replace them"
+            f"VideoWriterCallback: {len(existing)} output(s) exist already ({shown}), left by a run that has "
+            "ended (no other run holds output_dir's lock); choose another output_dir"
+            + (", pass resume=True to continue the interrupted run," if interrupted else "")
+            + " or pass overwrite=True to replace them"
         )
     return existing
 

@@ -228,8 +228,9 @@ class VideoFiles:
         existing = [path for path in paths + [parts_folder(path) for path in paths] if path.exists()]
         if existing and not self.overwrite:
             raise FileExistsError(
-                f"VideoWriterCallback: outputs of {video} exist already ({', '.join(map(str, existing))}); choose "
-                "another output_dir or pass overwrite=True to replace them"
+                f"VideoWriterCallback: outputs of {video} exist already ({', '.join(map(str, existing))}), left "
+                "by a run that has ended (no other run holds output_dir's lock); choose another output_dir or "
+                "pass overwrite=True to replace them"
             )
         _remove(existing)
 

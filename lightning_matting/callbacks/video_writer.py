@@ -33,6 +33,7 @@ from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
+from lightning_matting.run.lock import FolderInUseError, FolderLock
 from lightning_matting.video_names import folder_name
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
@@ -61,7 +62,10 @@ class VideoWriterCallback(BasePredictionWriter):
     Predict writes video in finalized segments of `segment_seconds`, joined when a video is done: a hard kill
     loses at most one segment, and `resume=True` reruns the same command from the first frame not safely
     written (a manifest `<output_dir>/<video>/.matting-run.json` refuses a resume with anything changed).
-    On an exception or Ctrl-C every open file is finalized and plays with every frame written.
+    On an exception or Ctrl-C every open file is finalized and plays with every frame written. One predict
+    run at a time writes an output folder: rank zero holds its OS lock (`<output_dir>/.matting-run.lock`, see
+    `lightning_matting.run.lock`) from before existing outputs are checked until the run ends, and a second
+    run is refused at once (FolderInUseError, on every rank), naming the holder's host and process.
 
     Validation (fit, validate), on rank zero: the first `val_videos` videos (and at most `val_batches`
     batches) of each validation go to `<output_dir>/val/<run>/epoch=<E>[-step=<S>]/<video>/` (run: the
@@ -162,6 +166,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self.val_layout = val_layout
         self.compare_keys = check_compare_keys(compare_keys)
         self.log_sanity_check = log_sanity_check
+        self._lock = FolderLock(self.output_dir)
         self._plan: PredictPlan | None = None
         self._predict: VideoFiles | None = None
         self._validation: _Validation | None = None
@@ -201,6 +206,7 @@ class VideoWriterCallback(BasePredictionWriter):
             self._val_run = self._validation_run(trainer) if trainer.is_global_zero else None
             self._said = set()
             return
+        self._hold_output_dir(trainer)  # before anything in it is refused, cleared or removed
         datamodule = trainer.datamodule
         if isinstance(datamodule, PredictVideoSource):
             self._plan = PredictPlan.make(self, trainer, pl_module, datamodule)
@@ -218,6 +224,19 @@ class VideoWriterCallback(BasePredictionWriter):
                 "lightning_matting.PredictVideoSource (videos, plan_predict, predict_inputs), such as "
                 f"VideoMattingDataModule; got {type(datamodule).__name__ if datamodule else 'a DataLoader'}"
             )
+
+    def _hold_output_dir(self, trainer: L.Trainer) -> None:
+        """Rank zero takes the output folder's lock; a refusal is raised on every rank (none waits at a barrier)."""
+        self._plan, self._predict = None, None  # a refused run's on_exception touches no earlier run's files
+        refusal = None
+        if trainer.is_global_zero:
+            try:
+                self._lock.acquire()
+            except FolderInUseError as error:
+                refusal = str(error)
+        refusal = trainer.strategy.broadcast(refusal, src=0)
+        if refusal is not None:
+            raise FolderInUseError(refusal)
 
     def _validation_run(self, trainer: L.Trainer) -> Path:
         """This run's folder of validation videos: the logger's version, else the first free `run_<k>`."""
@@ -303,7 +322,7 @@ class VideoWriterCallback(BasePredictionWriter):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """After the progress bar: report every process's own files; once every rank is done, rank zero joins
-        the chunks of videos shared by ranks."""
+        the chunks of videos shared by ranks, and releases the output folder."""
         if stage != "predict":
             return
         for line in self._report:  # every rank its own files, after the bar has closed
@@ -312,6 +331,7 @@ class VideoWriterCallback(BasePredictionWriter):
             )
         self._report = []
         if self._plan is None or not self._plan.shared:
+            self._lock.release()
             return
         trainer.strategy.barrier("VideoWriterCallback: every share written")
         if not trainer.is_global_zero:
@@ -322,12 +342,13 @@ class VideoWriterCallback(BasePredictionWriter):
             resume.remove_if_complete(self.output_dir, info.name)
             for output, path in files.paths[info.name].items():
                 rank_zero_info(f"{output}: {path} ({info.num_frames} frames from {trainer.world_size} ranks)")
+        self._lock.release()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         """Finalize every open file so that it plays and holds every frame written so far; a video that got no
-        frame leaves no manifest behind (its rerun starts afresh)."""
+        frame leaves no manifest behind (its rerun starts afresh); then release the output folder."""
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)
@@ -345,6 +366,7 @@ class VideoWriterCallback(BasePredictionWriter):
                 resume.manifest_path(self.output_dir, info.name).unlink(missing_ok=True)
                 for path in paths:
                     shutil.rmtree(parts_folder(path), ignore_errors=True)
+        self._lock.release()
 
     # ---- validation -------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

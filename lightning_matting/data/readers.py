@@ -23,6 +23,18 @@ from torch import Tensor
 from lightning_matting.metadata import VideoInfo, frame_time, to_fraction
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+# The first bytes of the image types OpenCV decodes by content, whatever a file's extension; WebP: RIFF....WEBP.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IMAGE_SIGNATURES = (
+    _PNG_SIGNATURE,
+    b"\xff\xd8\xff",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+)
+_PNG_END = b"IEND\xaeB`\x82"  # a PNG's last chunk, with its CRC
 # Decode forward instead of seeking when the requested frame is at most this many frames ahead.
 _MAX_FORWARD_SKIP = 64
 
@@ -114,6 +126,39 @@ def decode_image(path: str | Path, alpha: bool = False) -> Tensor:
     if not alpha:
         image = image[..., :3]
     return _planes_to_tensor(image)
+
+
+def image_file_problem(path: Path) -> str | None:
+    """What makes `path` no whole image, from its size and its first and last bytes; None: nothing found.
+
+    Found: an empty file, a start that is no PNG, JPEG, BMP, TIFF or WebP signature, a PNG without its end
+    chunk or a WebP shorter than its header says (both cut short). Other damage shows when it is decoded.
+
+    Args:
+        path: An image file.
+
+    Returns:
+        The problem as the end of a sentence naming the file ("is empty (0 bytes)"), or None.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with path.open("rb") as file:
+        head = file.read(12)
+        file.seek(max(size - len(_PNG_END), 0))
+        tail = file.read()
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        stated = int.from_bytes(head[4:8], "little") + 8
+        return (
+            None
+            if size >= stated
+            else f"is cut short: its WebP header gives {stated} bytes, the file has {size}"
+        )
+    if not head.startswith(_IMAGE_SIGNATURES):
+        return "is not an image: its first bytes are no PNG, JPEG, BMP, TIFF or WebP signature"
+    if head.startswith(_PNG_SIGNATURE) and tail != _PNG_END:
+        return "is cut short: its PNG data ends without the end chunk (IEND)"
+    return None
 
 
 def read_image(path: str | Path) -> Tensor:
@@ -221,6 +266,7 @@ class VideoReader(_Frames):
         fps = to_fraction(fps)
         container = _open_with_av(self.path)  # one PyAV open for the timestamps and the pixel format
         try:
+            _check_frames_present(container, self.path)
             times = _variable_frame_times(container, self.path, fps, num_frames)
             decoder = _AVDecoder.for_source(container, self.path, fps, times, alpha)
         finally:
@@ -413,6 +459,32 @@ def _open_with_av(path: Path) -> Any | None:
     return av.open(str(path))
 
 
+def _check_frames_present(container: Any | None, path: Path) -> None:
+    """Refuse a file whose index points past its end (a copy or download cut short, its index at the front).
+
+    The index of an MP4/MOV (its sample table) gives every frame's byte position and size, the cues of a
+    Matroska file its keyframes' positions: all of them must lie within the file. Reads only the index.
+    `container`: `path` open in PyAV; None (no PyAV): no check.
+
+    Raises:
+        ValueError: Frames lie past the end, naming the file, the frames its index claims and those it holds.
+    """
+    if container is None:
+        return
+    entries = container.streams.video[0].index_entries
+    size = path.stat().st_size
+    ends = [entry.pos + entry.size for entry in entries]
+    if not ends or max(ends) <= size:
+        return
+    held = next(index for index, end in enumerate(ends) if end > size)
+    frames = "frames" if all(entry.size > 0 for entry in entries) else "keyframes"
+    raise ValueError(
+        f"video file {path} is cut short: its index claims {len(ends)} {frames} up to byte {max(ends)}, but the "
+        f"file ends at byte {size}: the data of only {held} of them is there; copy the file again (or remux "
+        "what it holds: ffmpeg -i <file> -c copy <new file>)"
+    )
+
+
 def _variable_frame_times(
     container: Any | None, path: Path, fps: Fraction, num_frames: int
 ) -> tuple[Fraction, ...] | None:
@@ -505,7 +577,14 @@ class ImageSequenceReader(_Frames):
     same image as float32 in [0,1].
 
     The fps is the user's (default 30); the size and the sample type are the first image's and every frame
-    must match them. Files with other extensions are ignored; see `IMAGE_EXTENSIONS`.
+    must match them. Files with other extensions are ignored; see `IMAGE_EXTENSIONS`. Every file is checked
+    when the reader opens, by its size and its first and last bytes (see `image_file_problem`); an image that
+    fails to decode later raises a ValueError naming the file and its frame.
+
+    Raises:
+        FileNotFoundError: The folder does not exist.
+        NotADirectoryError: It is a file.
+        ValueError: It holds no images, or an image is empty, no image or cut short (naming it and its frame).
     """
 
     def __init__(
@@ -525,6 +604,12 @@ class ImageSequenceReader(_Frames):
             extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise ValueError(f"image folder {self.folder} holds no images ({extensions})")
         self.files = sorted(files, key=lambda p: natural_key(p.name))
+        for index, file in enumerate(self.files):
+            problem = image_file_problem(file)
+            if problem is not None:
+                raise ValueError(
+                    f"image folder {self.folder}: frame {index}, {file}, {problem}; replace that file"
+                )
         self.alpha = alpha
         first = decode_image(self.files[0], alpha)
         self.dtype = first.dtype
@@ -536,7 +621,10 @@ class ImageSequenceReader(_Frames):
         """Image `index` as decoded: RGB(A) [C,H,W], uint8 in [0, 255] or uint16 in [0, 65535] (`bit_depth`)."""
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} out of range for {self.folder} with {len(self)} images")
-        frame = decode_image(self.files[index], self.alpha)
+        try:
+            frame = decode_image(self.files[index], self.alpha)
+        except ValueError as error:
+            raise ValueError(f"image folder {self.folder}, frame {index}: {error}") from error
         if frame.shape[1:] != (self.info.height, self.info.width):
             raise ValueError(
                 f"image {self.files[index]} is {frame.shape[2]}x{frame.shape[1]} but the sequence is "
