@@ -46,20 +46,21 @@ def warn_unplayable_once(trainer: L.Trainer, codec: str | None) -> None:
     """Warn once when a browser-based logger would get files it cannot play (mp4v, hevc, prores4444, ffv1)."""
     browser = [type(logger).__name__ for logger in trainer.loggers if shows_in_browser(logger)]
     if browser and codec is None:
-        _warn_once(
+        warn_once(
             f"VideoWriterCallback: {', '.join(browser)} show videos in a browser, which cannot play OpenCV's "
             "mp4v; install PyAV (pip install 'lightning-matting[av]') for H.264 validation videos, or pass "
             "codec='h264' or 'vp9'"
         )
     elif browser and codec not in ("h264", "vp9"):
-        _warn_once(
+        warn_once(
             f"VideoWriterCallback: {', '.join(browser)} show videos in a browser, which cannot play codec "
             f"{codec!r}; pass codec='h264' or 'vp9' (or leave codec unset) for validation videos they play"
         )
 
 
 @functools.cache
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
+    """Warn with `message` once per process."""
     warnings.warn(message, stacklevel=3)
 
 
@@ -119,7 +120,7 @@ def hand_to_loggers(
     for logger in trainer.loggers:
         try:
             if isinstance(logger, WandbLogger) and path.is_dir():
-                _warn_once(
+                warn_once(
                     "VideoWriterCallback: WandbLogger logs video files, so validation image sequences stay in "
                     "the output folder only; pass format='video' to see validation videos in W&B"
                 )

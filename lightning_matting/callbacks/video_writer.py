@@ -19,7 +19,13 @@ from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 from torch import Tensor
 
 from lightning_matting.callbacks import resume
-from lightning_matting.callbacks.loggers import Previews, browser_codec, hand_to_loggers, warn_unplayable_once
+from lightning_matting.callbacks.loggers import (
+    Previews,
+    browser_codec,
+    hand_to_loggers,
+    warn_once,
+    warn_unplayable_once,
+)
 from lightning_matting.callbacks.predict_plan import PredictPlan
 from lightning_matting.callbacks.settings import (
     check_compare_keys,
@@ -82,7 +88,9 @@ class VideoWriterCallback(BasePredictionWriter):
             seg), or positions of its tuple.
         format: "video" or "image_sequence" (numbered images per output).
         fourcc: OpenCV's codec without `codec`: mp4v (.mp4), MJPG (.avi), FFV1 (.mkv, lossless).
-        codec: PyAV preset (extra `[av]`): h264, hevc, prores4444, vp9, ffv1. None: OpenCV.
+        codec: PyAV preset (extra `[av]`): h264, hevc, prores4444, vp9, ffv1. Neither `codec` nor `fourcc`:
+            what browsers play where PyAV is installed, H.264 (.mp4; VP9 .webm with `alpha`), else OpenCV's
+            mp4v with one warning.
         codec_options: FFmpeg encoder options over the preset's, such as {"crf": "23"}.
         extension: File extension or image type; None: the format's default.
         alpha: com as RGBA [fgr * (pha > 0), pha], straight alpha; None: for image sequences only. Video
@@ -121,7 +129,7 @@ class VideoWriterCallback(BasePredictionWriter):
         output_dir: str | Path = "outputs",
         outputs: Sequence[str] = ("com", "pha"),
         format: Format = "video",
-        fourcc: str = "mp4v",
+        fourcc: str | None = None,
         codec: Codec | None = None,
         codec_options: dict[str, str] | None = None,
         extension: str | None = None,
@@ -143,10 +151,11 @@ class VideoWriterCallback(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.outputs = check_output_names(outputs)
+        self._chosen_codec = codec
         self.output_format = OutputFormat(
             format,
-            fourcc,
-            codec,
+            fourcc or "mp4v",
+            codec or (default_video_codec(bool(alpha)) if format == "video" and fourcc is None else None),
             codec_options,
             extension,
             alpha,
@@ -477,10 +486,10 @@ class VideoWriterCallback(BasePredictionWriter):
         chosen = self.output_format
         output_format = replace(chosen, segment_seconds=0, audio=False)
         if chosen.format == "video":
-            codec = chosen.codec or browser_codec(
+            codec = self._chosen_codec or browser_codec(
                 alpha=any(tensor.shape[1] == 4 for tensor in frames.values())
             )
-            if chosen.codec is None and codec is not None:
+            if self._chosen_codec is None and codec is not None:
                 output_format = OutputFormat(codec=codec, segment_seconds=0, queue_size=chosen.queue_size)
             warn_unplayable_once(trainer, codec)
         return VideoFiles(
@@ -507,6 +516,19 @@ class VideoWriterCallback(BasePredictionWriter):
                 preview = validation.previews.frames.get(f"{video}/{output}", [])
                 folder = f"val/{validation.folder}/{folder_name(video)}"
                 hand_to_loggers(trainer, f"val/{video}/{output}", folder, path, preview, float(self.fps))
+
+
+def default_video_codec(alpha: bool) -> Codec | None:
+    """The codec of video outputs when neither `codec` nor `fourcc` is given: what browsers play, H.264 (VP9 for
+    `alpha`), where PyAV is installed; else None (OpenCV's mp4v), warned once per process."""
+    codec = browser_codec(alpha=alpha)
+    if codec is None:
+        warn_once(
+            "VideoWriterCallback: PyAV is not installed, so videos are written as OpenCV's mp4v, which browsers "
+            "(and W&B or MLflow) do not play; pip install 'lightning-matting[av]' for H.264, or pass fourcc='mp4v' "
+            "to choose mp4v"
+        )
+    return codec
 
 
 def _show_in_progress_bar(trainer: L.Trainer, text: str) -> None:
