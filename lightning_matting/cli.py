@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+import lightning_matting
 from lightning_matting.callbacks import (
     VideoWriterCallback,
 )  # also lets `callbacks+=VideoWriterCallback` resolve
+from lightning_matting.cli_errors import DEBUG_ENV, DEBUG_FLAG, SettingsError, reason, run_reporting_errors
 from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.held_console import HeldConsole, ReleaseAtRunStart, held_console
 from lightning_matting.module import MattingModule
+
+PROG = "lightning-matting"
+DESCRIPTION = (
+    "Video matting (BackgroundMattingV2 with a background plate, RobustVideoMatting without) through PyTorch "
+    "Lightning. predict mattes videos and writes com (composite), pha (alpha), fgr (foreground) and the other "
+    "outputs as video files or image sequences; fit trains or fine-tunes a model, writing validation videos "
+    "and metrics; validate runs the validation alone. Settings come from YAML configs (-c/--config; examples "
+    "in configs/ of the source tree; `<subcommand> --print_config` prints a complete one) and from "
+    "--key=value options, such as --trainer.callbacks+=VideoWriterCallback. "
+    f"`{PROG} <subcommand> --help` lists every setting of a subcommand. On an error the command prints one "
+    f"paragraph and exits with 2 (bad settings) or 1 (a failed run); {DEBUG_FLAG} or {DEBUG_ENV}=1 adds the "
+    "traceback."
+)
+SUBCOMMAND_DESCRIPTIONS = {
+    "fit": "Train or fine-tune MattingModule on VideoMattingDataModule's clips (synthetic or matting "
+    "datasets); validation videos and metrics go to the loggers and to VideoWriterCallback's output_dir.",
+    "validate": "Run one validation epoch: the metrics, and validation videos from a VideoWriterCallback.",
+    "test": "Lightning's test loop: needs a model with a test_step.",
+    "predict": "Matte videos, image folders or synthetic clips (data.sources, data.backgrounds for "
+    "BackgroundMattingV2) with MattingModule and write the outputs through the VideoWriterCallbacks in "
+    "trainer.callbacks: <output_dir>/<video>/<output>.<ext>, in segments that --resume=true continues "
+    "after an interruption.",
+}
+# argparse's usage lists every option (about a hundred lines) before the description: this one does not.
+SUBCOMMAND_USAGE = "%(prog)s [-h] [-c CONFIG] [--print_config] [--key=value ...]"
 
 
 class SaveConfigExceptPredict(SaveConfigCallback):
@@ -21,7 +52,19 @@ class SaveConfigExceptPredict(SaveConfigCallback):
 
 class MattingCLI(LightningCLI):
     """LightningCLI whose `predict` defaults to `return_predictions: false` (videos go to the writers) and
-    takes `--resume=true`: continue an interrupted predict run (sets VideoWriterCallback.resume)."""
+    takes `--resume=true`: continue an interrupted predict run (sets VideoWriterCallback.resume). A setting
+    refused while the config is parsed or its classes are made raises `SettingsError` (or argparse's
+    ArgumentError: the parsers do not exit). Lines `console` holds are shown once the run starts."""
+
+    def __init__(self, *args, console: HeldConsole, **kwargs) -> None:  # noqa: ANN002, ANN003 - LightningCLI's
+        self.console = console
+        super().__init__(*args, **kwargs)
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        self.parser.add_argument(
+            "--version", action="version", version=f"{PROG} {lightning_matting.__version__}"
+        )
 
     def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):  # noqa: ANN001 - Lightning's signature
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -31,6 +74,20 @@ class MattingCLI(LightningCLI):
                 "--resume", type=bool, default=False, help="continue an interrupted run where it stopped"
             )
         return parser
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - Lightning's signature
+        self.config = parser.parse_args(args)  # `args` are always given: no warning about sys.argv
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as error:  # a class's __init__ (model, data, callbacks, Trainer) refused a setting
+            raise SettingsError(reason(error)) from error
+
+    def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN201 - Lightning's signature
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(ReleaseAtRunStart(self.console))
+        return trainer
 
     def before_predict(self) -> None:
         if not self.config["predict"].get("resume"):
@@ -43,14 +100,36 @@ class MattingCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the `lightning-matting` console script."""
-    MattingCLI(
-        MattingModule,
-        VideoMattingDataModule,
-        save_config_callback=SaveConfigExceptPredict,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    """Entry point of the `lightning-matting` console script: exits with 0, 1 (a failed run) or 2 (bad
+    settings), a failure reported as one paragraph on stderr (`--debug` or LIGHTNING_MATTING_DEBUG=1: with
+    its traceback)."""
+    args = list(sys.argv[1:] if args is None else args)
+    debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
+    args = [arg for arg in args if arg != DEBUG_FLAG]
+    status = run_reporting_errors(lambda: _lightning_cli(args, quiet_setup=not debug), debug)
+    if status:
+        sys.exit(status)
+
+
+def _lightning_cli(args: list[str], quiet_setup: bool) -> None:
+    """MattingCLI over `args`; `quiet_setup`: Lightning's set-up lines wait for the run to start."""
+    parser_kwargs = {"prog": PROG, "description": DESCRIPTION, "exit_on_error": False}
+    for subcommand, description in SUBCOMMAND_DESCRIPTIONS.items():
+        parser_kwargs[subcommand] = {
+            "description": description,
+            "usage": SUBCOMMAND_USAGE,
+            "exit_on_error": False,
+        }
+    with held_console(quiet_setup) as console:
+        MattingCLI(
+            MattingModule,
+            VideoMattingDataModule,
+            save_config_callback=SaveConfigExceptPredict,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs=parser_kwargs,
+            args=args,
+            console=console,
+        )
 
 
 if __name__ == "__main__":
