@@ -40,6 +40,8 @@ _WHERE = {
     "VideoMattingDataModule": "lightning_matting.data.datamodule",
     "MattingModule": "lightning_matting.module",
     "VideoWriterCallback": "lightning_matting.callbacks.video_writer",
+    "TrainingStages": "lightning_matting.callbacks.training_stages",
+    "Stage": "lightning_matting.callbacks.training_stages",
     "PredictVideoSource": "lightning_matting.protocols",
     "PredictVideoModule": "lightning_matting.protocols",
 }
