@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 import lightning_matting
@@ -78,6 +80,9 @@ class MattingCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - Lightning's signature
         self.config = parser.parse_args(args)  # `args` are always given: no warning about sys.argv
 
+    def before_instantiate_classes(self) -> None:
+        self.parser.add_instantiator(_callback_naming_its_errors, Callback)
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -97,6 +102,17 @@ class MattingCLI(LightningCLI):
             raise ValueError("--resume=true needs a VideoWriterCallback in trainer.callbacks")
         for writer in writers:
             writer.resume = True
+
+
+def _callback_naming_its_errors(class_type: type[Callback], *args: Any, **kwargs: Any) -> Callback:
+    """A callback of the config (jsonargparse's instantiator); a setting its __init__ refuses raises a
+    SettingsError naming the class."""
+    try:
+        return class_type(*args, **kwargs)
+    except Exception as error:
+        message = reason(error)
+        named = message.startswith(f"{class_type.__name__}: ")
+        raise SettingsError(message if named else f"{class_type.__name__}: {message}") from error
 
 
 def main(args: list[str] | None = None) -> None:

@@ -42,19 +42,19 @@ BAD_INPUTS = {
         [*WRITER, "--trainer.callbacks.fps=-5"],
         None,
         2,
-        ["fps must be a positive number or a fraction like '30000/1001' (frames/s), got -5.0"],
+        ["VideoWriterCallback: fps must be a positive number or a fraction like '30000/1001' (frames/s), got -5.0"],
     ),
     "segment_seconds in YAML": (
         [],
         YAML_WRITER % "segment_seconds: -1",
         2,
-        ["segment_seconds must be a number of seconds >= 0 (0 or None: unsegmented), got -1"],
+        ["VideoWriterCallback: segment_seconds must be a number of seconds >= 0 (0 or None: unsegmented), got -1"],
     ),
     "outputs": (
         [*WRITER, "--trainer.callbacks.outputs=[]"],
         None,
         2,
-        ["outputs must be a non-empty list", "[]"],
+        ["VideoWriterCallback: outputs must be a non-empty list", "[]"],
     ),
     "codec": (
         [*WRITER, "--trainer.callbacks.codec=foo"],
@@ -134,7 +134,7 @@ def test_existing_outputs_are_refused_in_one_line_and_debug_adds_the_traceback(t
     monkeypatch.setenv("LIGHTNING_MATTING_DEBUG", "1")
     code, debug = run_main([*SYNTHETIC, *WRITER, "--trainer.callbacks.fps=-5"], capsys)
     assert code == 2 and "Does not validate against any of the Union subtypes" in "\n".join(debug)
-    assert debug[-1].startswith("error: fps must be")
+    assert debug[-1].startswith("error: VideoWriterCallback: fps must be")
 
 
 def run_cli_in(folder, *args: str) -> subprocess.CompletedProcess:
