@@ -40,6 +40,12 @@ SUBCOMMAND_DESCRIPTIONS = {
     "trainer.callbacks: <output_dir>/<video>/<output>.<ext>, in segments that --resume=true continues "
     "after an interruption.",
 }
+SUBCOMMAND_HELP = {
+    "fit": "train or fine-tune a model",
+    "validate": "one validation epoch: metrics and validation videos",
+    "test": "Lightning's test loop (a model with a test_step)",
+    "predict": "matte videos and write the outputs",
+}
 # argparse's usage lists every option (about a hundred lines) before the description: this one does not.
 SUBCOMMAND_USAGE = "%(prog)s [-h] [-c CONFIG] [--print_config] [--key=value ...]"
 
@@ -64,6 +70,10 @@ class MattingCLI(LightningCLI):
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        for (
+            choice
+        ) in self.parser._subcommands_action._choices_actions:  # the list in --help: ours, not the Trainer's
+            choice.help = SUBCOMMAND_HELP[choice.dest]
         self.parser.add_argument(
             "--version", action="version", version=f"{PROG} {lightning_matting.__version__}"
         )
