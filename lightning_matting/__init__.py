@@ -39,7 +39,10 @@ _WHERE = {
     "make_clip": "lightning_matting.data.synthetic",
     "VideoMattingDataModule": "lightning_matting.data.datamodule",
     "MattingModule": "lightning_matting.module",
+    "matte": "lightning_matting.matte_command",
     "VideoWriterCallback": "lightning_matting.callbacks.video_writer",
+    "TrainingStages": "lightning_matting.callbacks.training_stages",
+    "Stage": "lightning_matting.callbacks.training_stages",
     "PredictVideoSource": "lightning_matting.protocols",
     "PredictVideoModule": "lightning_matting.protocols",
 }

@@ -104,7 +104,9 @@ def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_li
     callback_help = run_cli("predict", "--trainer.callbacks.help", "VideoWriterCallback").stdout
     assert "'prores4444'" in callback_help and "{outputs,compare}" in callback_help
     error = run_cli("predict", "--model.refine_mode=fast").stderr
-    assert "Given value: fast" in error and "'full', 'sampling', 'thresholding'" in error
+    assert error.splitlines()[0] == (
+        "error: model.refine_mode: Expected a typing.Literal['full', 'sampling', 'thresholding']. Got value: fast"
+    )
 
 
 def test_an_output_name_the_module_cannot_make_is_one_line_naming_the_choices(tmp_path):
@@ -116,9 +118,9 @@ def test_an_output_name_the_module_cannot_make_is_one_line_naming_the_choices(tm
         f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
         "--trainer.callbacks.init_args.outputs=[com, foo]",
     )
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == (
-        "ValueError: the outputs a writer callback requests from MattingModule must be a non-empty list of "
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-2] == (
+        "error: the outputs a writer callback requests from MattingModule must be a non-empty list of "
         "com, pha, fgr, err, ref, seg; got ['com', 'foo']"
     )
 

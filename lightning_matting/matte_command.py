@@ -1,0 +1,214 @@
+"""`matte`: the common case (these inputs, this model, these outputs) as the predict run it stands for.
+
+`lightning-matting matte` and `lightning_matting.matte(...)` build one predict config and run it through the
+same `MattingCLI` as `lightning-matting predict --config ...`: the same `MattingModule`, `VideoMattingDataModule`,
+`VideoWriterCallback` and Trainer. `--print_config` prints that config as YAML, a starting point for a file of
+one's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_matting.models.loading import VARIANTS
+
+WRITER = "lightning_matting.callbacks.VideoWriterCallback"
+_GLOB_CHARACTERS = "*?["
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """The sources named by `inputs`: files and image folders as given, globs expanded in sorted order.
+
+    Args:
+        inputs: Paths (video files, image folders) and glob patterns such as `shots/*.mp4`.
+
+    Returns:
+        The source paths, in the order given (each glob's matches sorted).
+
+    Raises:
+        ValueError: No input, or a glob that matches nothing (naming it).
+    """
+    if not inputs:
+        raise ValueError(
+            "matte: give at least one INPUT (a video file, an image folder or a glob such as '*.mp4')"
+        )
+    sources: list[str] = []
+    for item in inputs:
+        if any(character in item for character in _GLOB_CHARACTERS) and not Path(item).exists():
+            matches = sorted(glob.glob(item))
+            if not matches:
+                raise ValueError(f"matte: the input pattern {item!r} matches no file or folder")
+            sources += matches
+        else:
+            sources.append(item)
+    return sources
+
+
+def predict_config(
+    inputs: Sequence[str],
+    model: str,
+    checkpoint: str | None = "official",
+    backgrounds: Sequence[str] | None = None,
+    output: str = "outputs",
+    outputs: Sequence[str] = ("com", "pha"),
+    codec: str | None = None,
+    target: str | None = None,
+    devices: int | str = 1,
+    batch_size: int = 4,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """The predict config (as `lightning-matting predict --config` reads it) of one `matte` call.
+
+    Args:
+        inputs: Video files, image folders and globs (see `expand_inputs`).
+        model: A variant name (`lightning_matting.VARIANTS`) or a TorchScript file.
+        checkpoint: "official" (the project's published weights, downloaded once into torch hub's cache), an
+            http(s) URL, a path, or None (untrained weights).
+        backgrounds: BackgroundMattingV2's plates: one per input, or one for every input.
+        output: The output folder; each video's files go to `<output>/<video>/`.
+        outputs: The outputs to write (com, pha, fgr, err, ref, seg).
+        codec: A PyAV codec preset (h264, hevc, prores4444, vp9, ffv1); None: the writer's default.
+        target: com's background: a colour "#RRGGBB", an image or a video.
+        devices: Lightning's devices (a count, or "auto").
+        batch_size: Consecutive frames per step (RVM: its T).
+        overwrite: Replace existing outputs.
+        resume: Continue an interrupted run of the same command.
+
+    Returns:
+        {"subcommand": "predict", "predict": {"trainer": ..., "model": ..., "data": ...}}.
+
+    Raises:
+        ValueError: No input, a glob matching nothing, or a number of backgrounds other than 1 or one per input.
+    """
+    sources = expand_inputs(inputs)
+    plates = list(backgrounds or [])
+    if len(plates) == 1 and len(sources) > 1:
+        plates *= len(sources)
+    if plates and len(plates) != len(sources):
+        raise ValueError(
+            f"matte: --background takes one plate for every input or one per input; got {len(plates)} plates "
+            f"for {len(sources)} inputs"
+        )
+    writer = {"output_dir": output, "outputs": list(outputs), "overwrite": overwrite, "resume": resume}
+    if codec is not None:
+        writer["codec"] = codec
+    data: dict[str, Any] = {"sources": sources, "batch_size": batch_size}
+    if plates:
+        data["backgrounds"] = plates
+    if target is not None:
+        data["target"] = target
+    return {
+        "subcommand": "predict",
+        "predict": {
+            "trainer": {
+                "accelerator": "auto",
+                "devices": devices,
+                "logger": False,
+                "callbacks": [{"class_path": WRITER, "init_args": writer}],
+            },
+            "model": {"model": model, "checkpoint": checkpoint},
+            "data": data,
+        },
+    }
+
+
+def matte(inputs: str | Sequence[str], model: str, **options: Any) -> dict[str, dict[str, Path]]:
+    """Matte videos or image folders with one model and write the outputs; `lightning-matting matte` in Python.
+
+    Args:
+        inputs: A path or glob, or a list of them (video files, image folders).
+        model: A variant name (`lightning_matting.VARIANTS`) or a TorchScript file.
+        **options: The keyword arguments of `predict_config` (checkpoint, backgrounds, output, outputs, codec,
+            target, devices, batch_size, overwrite, resume).
+
+    Returns:
+        The written files: {video: {output: path}}.
+
+    Raises:
+        ValueError: A bad argument, naming it (see `predict_config` and the classes it configures).
+
+    Example:
+        >>> matte("interview.mp4", "rvm-mobilenetv3")  # doctest: +SKIP
+        {'interview': {'com': PosixPath('outputs/interview/com.mp4'), 'pha': ...}}
+    """
+    from lightning_matting.callbacks import VideoWriterCallback
+    from lightning_matting.cli import run_cli
+
+    config = predict_config([inputs] if isinstance(inputs, str) else list(inputs), model, **options)
+    cli = run_cli(config)
+    writers = [callback for callback in cli.trainer.callbacks if isinstance(callback, VideoWriterCallback)]
+    return writers[0].written
+
+
+def parser() -> argparse.ArgumentParser:
+    """The arguments of `lightning-matting matte`."""
+    matte_parser = argparse.ArgumentParser(
+        prog="lightning-matting matte",
+        description="Matte videos or image folders with one model and write the outputs as video. The run is "
+        "`lightning-matting predict` with the config that --print_config shows.",
+    )
+    matte_parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="video files, image folders or globs"
+    )
+    matte_parser.add_argument(
+        "--model", required=True, help=f"a variant ({', '.join(VARIANTS)}) or a TorchScript file"
+    )
+    matte_parser.add_argument(
+        "--checkpoint",
+        default="official",
+        help="official (downloaded once into torch hub's cache), an http(s) URL, or a path (default: official)",
+    )
+    matte_parser.add_argument(
+        "--background", nargs="+", default=None, metavar="PLATE", help="BGMv2's plates: one, or one per input"
+    )
+    matte_parser.add_argument("--output", default="outputs", help="output folder (default: outputs)")
+    matte_parser.add_argument(
+        "--outputs",
+        default="com,pha",
+        help="comma-separated: com, pha, fgr, err, ref, seg (default: com,pha)",
+    )
+    matte_parser.add_argument(
+        "--codec", default=None, help="h264, hevc, prores4444, vp9 or ffv1 (extra [av])"
+    )
+    matte_parser.add_argument("--target", default=None, help="com's background: #RRGGBB, an image or a video")
+    matte_parser.add_argument(
+        "--devices", default="1", help="devices to run on: a count or auto (default: 1)"
+    )
+    matte_parser.add_argument("--batch-size", type=int, default=4, help="frames per step (default: 4)")
+    matte_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    matte_parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    matte_parser.add_argument(
+        "--print_config", action="store_true", help="print the equivalent predict config (YAML) and exit"
+    )
+    return matte_parser
+
+
+def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], bool]:
+    """The predict config of `lightning-matting matte` arguments, and whether to print it instead of running.
+
+    Raises:
+        SystemExit: argparse's usage error (status 2) for unknown or missing arguments.
+        ValueError: As `predict_config`.
+    """
+    parsed = parser().parse_args(arguments)
+    devices = int(parsed.devices) if parsed.devices.isdigit() else parsed.devices
+    config = predict_config(
+        parsed.inputs,
+        parsed.model,
+        checkpoint=None if parsed.checkpoint.lower() == "none" else parsed.checkpoint,
+        backgrounds=parsed.background,
+        output=parsed.output,
+        outputs=[name.strip() for name in parsed.outputs.split(",") if name.strip()],
+        codec=parsed.codec,
+        target=parsed.target,
+        devices=devices,
+        batch_size=parsed.batch_size,
+        overwrite=parsed.overwrite,
+        resume=parsed.resume,
+    )
+    return config, parsed.print_config
