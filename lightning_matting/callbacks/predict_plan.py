@@ -17,6 +17,7 @@ from lightning_matting.callbacks import resume
 from lightning_matting.data.sampling import splits_videos
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.protocols import PredictVideoSource
+from lightning_matting.run.frame_ranges import FrameRanges
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import parts_folder
 
@@ -105,7 +106,7 @@ def _prepare(
     alone refuses-or-clears leftovers, removes what will be written again and writes the manifests."""
     todo: dict[str, list[range]] = {}
     leftovers: list[Path] = []
-    resumed: list[tuple[list[Path], list[range], bool]] = []
+    resumed: list[tuple[list[Path], FrameRanges, bool]] = []
     manifests: dict[Path, dict] = {}
     for info in videos:
         paths = list(callback.output_format.paths(callback.output_dir, info.name, callback.outputs).values())
@@ -120,7 +121,7 @@ def _prepare(
             complete = bool(previous.get("complete"))
             done = resume.written_frames(callback.output_format, info, paths, complete)
             resumed.append((paths, done, complete))
-            todo[info.name] = resume.missing(done, info.num_frames)
+            todo[info.name] = list(done.missing(info.num_frames))
         else:
             leftovers += _leftovers(callback, info.name)
             todo[info.name] = [range(info.num_frames)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ import torch
 from torch import nn
 
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.run.frame_ranges import FrameRanges
+from lightning_matting.writers.chunks import record_path, verified_chunks
 from lightning_matting.writers.durable import replace_durably
 from lightning_matting.writers.output_format import OutputFormat
-from lightning_matting.writers.segments import covered_frames, finished_chunks, parts_folder
+from lightning_matting.writers.segments import parts_folder
 
 MANIFEST = ".matting-run.json"
 
@@ -138,60 +141,16 @@ def check_same_run(video: str, previous: Mapping[str, str], current: Mapping[str
         )
 
 
-def _image_frames(folder: Path, extension: str) -> list[range]:
-    """The frames an image-sequence folder holds (files `<index:05d>.<extension>`), as sorted ranges."""
-    indices = (
-        sorted(
-            int(file.stem) for file in folder.glob(f"*.{extension}") if file.stem.isdigit() and file.is_file()
-        )
-        if folder.is_dir()
-        else []
-    )
-    return ranges_of(indices)
-
-
-def ranges_of(indices: Sequence[int]) -> list[range]:
-    """Sorted distinct frame indices as the fewest sorted disjoint ranges."""
-    merged: list[range] = []
-    for index in indices:
-        if merged and index == merged[-1].stop:
-            merged[-1] = range(merged[-1].start, index + 1)
-        elif not merged or index > merged[-1].stop:
-            merged.append(range(index, index + 1))
-    return merged
-
-
-def intersect(a: Sequence[range], b: Sequence[range]) -> list[range]:
-    """The frames in both sorted disjoint range lists, as one."""
-    both = []
-    for x in a:
-        for y in b:
-            start, stop = max(x.start, y.start), min(x.stop, y.stop)
-            if start < stop:
-                both.append(range(start, stop))
-    return both
-
-
-def missing(done: Sequence[range], num_frames: int) -> list[range]:
-    """The frames of [0, num_frames) outside the sorted disjoint ranges `done`."""
-    gaps, position = [], 0
-    for frames in done:
-        if frames.start > position:
-            gaps.append(range(position, frames.start))
-        position = max(position, frames.stop)
-    if position < num_frames:
-        gaps.append(range(position, num_frames))
-    return gaps
-
-
-def _inside(frames: range, done: Sequence[range]) -> bool:
-    return any(frames.start >= d.start and frames.stop <= d.stop for d in done)
+def _image_frames(folder: Path, extension: str) -> FrameRanges:
+    """The frames an image-sequence folder holds (files `<index:05d>.<extension>`)."""
+    files = folder.glob(f"*.{extension}") if folder.is_dir() else ()
+    return FrameRanges.of_indices(int(file.stem) for file in files if file.stem.isdigit() and file.is_file())
 
 
 def written_frames(
     output_format: OutputFormat, info: VideoInfo, paths: Sequence[Path], complete: bool
-) -> list[range]:
-    """The frames of `info`'s video that every output holds safely, as sorted disjoint ranges (reads only).
+) -> FrameRanges:
+    """The frames of `info`'s video that every output holds safely (reads only).
 
     Args:
         output_format: How the outputs are stored.
@@ -200,35 +159,38 @@ def written_frames(
         complete: The manifest says every frame was written and joined.
 
     Returns:
-        [range(num_frames)] for a finished video; otherwise the frames held by finished chunks (video) or
-        image files in every output. A chunk that reaches outside those frames does not count (its frames will
-        be written again, and chunks must not overlap), nor does an unsegmented file (finalized only at the end).
+        Every frame for a finished video; otherwise the frames held by verified chunks (video: those matching
+        their records, see `lightning_matting.writers.chunks`) or image files in every output. A chunk that
+        reaches outside those frames does not count (its frames will be written again, and chunks must not
+        overlap), nor does an unsegmented file (finalized only at the end).
     """
+    every = FrameRanges([range(info.num_frames)])
     if complete and all(path.exists() for path in paths):
-        return [range(info.num_frames)]
+        return every
     extension = output_format.resolved_extension
+    done = every
     if output_format.format == "image_sequence":
-        done = [range(info.num_frames)]
         for path in paths:
-            done = intersect(done, _image_frames(path, extension))
+            done = done.intersect(_image_frames(path, extension))
         return done
-    chunks = [frames for path in paths for frames, _ in finished_chunks(parts_folder(path), extension)]
-    done = [range(info.num_frames)]
+    chunks = []
     for path in paths:
-        done = intersect(done, covered_frames(parts_folder(path), extension))
+        verified = [frames for frames, _ in verified_chunks(parts_folder(path), extension)[0]]
+        chunks += verified
+        done = done.intersect(verified)
     while True:  # drop the frames of chunks that reach outside `done`, until none does
-        outside = [frames for frames in chunks if not _inside(frames, done)]
+        outside = [frames for frames in chunks if not done.contains(frames)]
         if not outside:
             return done
-        for frames in outside:
-            done = intersect(done, missing([frames], info.num_frames))
+        done = done.intersect(FrameRanges(outside).missing(info.num_frames))
         chunks = [frames for frames in chunks if frames not in outside]
 
 
 def clear_unwritten(
-    output_format: OutputFormat, paths: Sequence[Path], done: Sequence[range], complete: bool
+    output_format: OutputFormat, paths: Sequence[Path], done: FrameRanges, complete: bool
 ) -> None:
-    """Remove what a resumed run will write again: files outside `done`, partial files, an unfinished join.
+    """Remove what a resumed run will write again: files outside `done`, partial files, an unfinished join,
+    and chunks that do not match their records (each named in a warning with why).
 
     Args:
         output_format: How the outputs are stored.
@@ -246,13 +208,20 @@ def clear_unwritten(
                 if not (
                     file.stem.isdigit()
                     and file.suffix == f".{extension}"
-                    and _inside(range(int(file.stem), int(file.stem) + 1), done)
+                    and done.contains(range(int(file.stem), int(file.stem) + 1))
                 ):
                     file.unlink()
             continue
         path.unlink(missing_ok=True)  # an interrupted run's preview, or a join that did not finish
+        verified, rejected = verified_chunks(parts_folder(path), extension)
+        for frames, file, problem in rejected:
+            warnings.warn(
+                f"{file} does not count as written: {problem}; its frames {frames.start} to {frames.stop - 1} "
+                "are predicted again",
+                stacklevel=2,
+            )
         kept = {
-            file for frames, file in finished_chunks(parts_folder(path), extension) if _inside(frames, done)
+            kept for frames, file in verified if done.contains(frames) for kept in (file, record_path(file))
         }
         for file in parts_folder(path).iterdir() if parts_folder(path).is_dir() else ():
             if file not in kept:
