@@ -36,6 +36,7 @@ from lightning_matting.writers.segments import parts_folder
 
 Layout = Literal["outputs", "compare"]
 _console = logging.getLogger("lightning.pytorch")  # Lightning's console messages, shown at INFO
+_RESUME_HINT = "rerun the same command with --resume=true (resume=True) to continue"
 
 
 class VideoWriterCallback(BasePredictionWriter):
@@ -266,9 +267,7 @@ class VideoWriterCallback(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        _stop_on_sigterm(
-            trainer, "predict", "rerun the same command with --resume=true (resume=True) to continue"
-        )
+        _stop_on_sigterm(trainer, "predict", _RESUME_HINT)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predict.close_all()
@@ -281,9 +280,13 @@ class VideoWriterCallback(BasePredictionWriter):
                         f"VideoWriterCallback: {video} got {written} of the {expected} frames this run writes",
                         stacklevel=1,
                     )
-            share = " (this process's share)" if self._predict.shared else ""
             for output, path in paths.items():
-                self._report.append(f"{output}: {path} ({written} frames{share})")
+                if self._predict.shared:  # rank zero joins the file at teardown
+                    self._report.append(f"{output}: {path} ({written} frames (this process's share))")
+                    continue
+                on_disk = self._predict.frames_on_disk(path)
+                added = "" if written == on_disk else f"; {written} written by this run"
+                self._report.append(f"{output}: {path} ({on_disk} frames{added})")
         for info in self._plan.videos if self._plan else ():
             resume.remove_if_complete(self.output_dir, info.name)
 
@@ -307,7 +310,8 @@ class VideoWriterCallback(BasePredictionWriter):
             files.finish(info)
             resume.remove_if_complete(self.output_dir, info.name)
             for output, path in files.paths[info.name].items():
-                rank_zero_info(f"{output}: {path} ({info.num_frames} frames from {trainer.world_size} ranks)")
+                on_disk = files.frames_on_disk(path)
+                rank_zero_info(f"{output}: {path} ({on_disk} frames from {trainer.world_size} ranks)")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -317,6 +321,8 @@ class VideoWriterCallback(BasePredictionWriter):
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)
+        if isinstance(exception, KeyboardInterrupt) and self._predict is not None:
+            _console.error(_stopped("predict", "Ctrl-C (SIGINT)", _RESUME_HINT))
         failure = _storage_failure(exception)
         if failure is not None and self._predict is not None:
             _console.error(
@@ -412,10 +418,15 @@ def _stop_on_sigterm(trainer: L.Trainer, stage: str, how: str) -> None:
     predict loop never looks, and its evaluation loop exits with status 0. Every file is finalized in
     `on_exception`; the exit status is 1 and the message says how to continue."""
     if trainer.received_sigterm:
-        raise SIGTERMException(
-            f"VideoWriterCallback: {stage} stopped by SIGTERM; every output written so far is finalized and "
-            f"playable: {how}"
-        )
+        raise SIGTERMException(_stopped(stage, "SIGTERM", how))
+
+
+def _stopped(stage: str, by: str, how: str) -> str:
+    """The message of a run stopped by a signal: what is kept, and `how` to continue."""
+    return (
+        f"VideoWriterCallback: {stage} stopped by {by}; every output written so far is finalized and playable: "
+        f"{how}"
+    )
 
 
 def _storage_failure(exception: BaseException | None) -> StorageError | None:

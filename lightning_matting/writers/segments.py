@@ -339,8 +339,8 @@ def join_segments(
             copied = _reencode(segments, temporary, frame_rate, fourcc)
         check_storage(temporary)
         if frame_counts is not None:
-            _check_counts(segments, copied, frame_counts)
-            _check_counts([output], [count_frames(temporary)], [sum(frame_counts)])
+            _check_counts(output, segments, copied, frame_counts)
+            _check_counts(output, [temporary], [count_frames(temporary)], [sum(frame_counts)])
     except BaseException as error:
         failure = None  # a full disk or the size limit, named (measured before the file goes)
         if isinstance(error, OSError) and not isinstance(error, StorageError):
@@ -352,12 +352,13 @@ def join_segments(
     replace_durably(temporary, output)
 
 
-def _check_counts(files: Sequence[Path], found: Sequence[int], expected: Sequence[int]) -> None:
-    """Raise a ValueError for the first file whose frames `found` differ from those `expected`."""
+def _check_counts(output: Path, files: Sequence[Path], found: Sequence[int], expected: Sequence[int]) -> None:
+    """Raise a ValueError for the first file joined into `output` whose frames `found` differ from those
+    `expected`."""
     for file, got, wanted in zip(files, found, expected, strict=True):
         if got != wanted:
             raise ValueError(
-                f"joining {file.name} failed: {file} holds {got} frames where {wanted} were expected (a "
+                f"joining {output.name} failed: {file} holds {got} frames where {wanted} were expected (a "
                 "damaged segment, or a full disk); its chunks are kept: rerun with resume=True"
             )
 
