@@ -20,7 +20,7 @@ from torch import nn
 
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.run.frame_ranges import FrameRanges
-from lightning_matting.writers.chunks import record_path, verified_chunks
+from lightning_matting.writers.chunks import chunk_problem, finished_chunks, record_path, verified_chunks
 from lightning_matting.writers.durable import replace_durably
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import parts_folder
@@ -175,9 +175,11 @@ def written_frames(
         return done
     chunks = []
     for path in paths:
-        verified = [frames for frames, _ in verified_chunks(parts_folder(path), extension)[0]]
-        chunks += verified
-        done = done.intersect(verified)
+        verified, rejected = verified_chunks(parts_folder(path), extension)
+        chunks += [frames for frames, _ in verified]
+        done = done.intersect(frames for frames, _ in verified)
+        # no frame of a rejected chunk counts, so every chunk inside `done` is a verified one
+        done = done.intersect(FrameRanges(frames for frames, _, _ in rejected).missing(info.num_frames))
     while True:  # drop the frames of chunks that reach outside `done`, until none does
         outside = [frames for frames in chunks if not done.contains(frames)]
         if not outside:
@@ -195,7 +197,7 @@ def clear_unwritten(
     Args:
         output_format: How the outputs are stored.
         paths: The video's output paths.
-        done: The frames kept (`written_frames`).
+        done: The frames kept (`written_frames`: the chunks inside them are verified).
         complete: The video is finished: only its leftover parts folders go.
     """
     extension = output_format.resolved_extension
@@ -213,16 +215,16 @@ def clear_unwritten(
                     file.unlink()
             continue
         path.unlink(missing_ok=True)  # an interrupted run's preview, or a join that did not finish
-        verified, rejected = verified_chunks(parts_folder(path), extension)
-        for frames, file, problem in rejected:
-            warnings.warn(
-                f"{file} does not count as written: {problem}; its frames {frames.start} to {frames.stop - 1} "
-                "are predicted again",
-                stacklevel=2,
-            )
-        kept = {
-            kept for frames, file in verified if done.contains(frames) for kept in (file, record_path(file))
-        }
+        kept = set()
+        for frames, file in finished_chunks(parts_folder(path), extension):
+            if done.contains(frames):  # verified by `written_frames`
+                kept |= {file, record_path(file)}
+            elif (problem := chunk_problem(file, frames)) is not None:
+                warnings.warn(
+                    f"{file} does not count as written: {problem}; its frames {frames.start} to "
+                    f"{frames.stop - 1} are predicted again",
+                    stacklevel=2,
+                )
         for file in parts_folder(path).iterdir() if parts_folder(path).is_dir() else ():
             if file not in kept:
                 shutil.rmtree(file) if file.is_dir() else file.unlink()
