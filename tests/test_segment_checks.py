@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -229,3 +230,22 @@ def test_ctrl_c_finalizes_prints_the_resume_hint_and_the_resume_reports_what_it_
     assert levels(read_video(out / "clip" / "pha.mkv")[0]) == [counter_level(i) for i in range(FRAMES)]
     line = f"pha: {out / 'clip' / 'pha.mkv'} ({FRAMES} frames; {FRAMES - kept} written by this run)"
     assert line in caplog.messages, caplog.messages
+
+
+@pytest.mark.parametrize("pyav", [True, False])
+def test_segments_are_counted_and_checked_with_or_without_pyav(tmp_path, monkeypatch, pyav):
+    if not pyav:
+        monkeypatch.setitem(sys.modules, "av", None)  # OpenCV counts, and re-encodes the FFV1 join
+    path = tmp_path / "pha.mkv"
+    counter_chunks(path, 6)
+    assert [count_frames(file) for _, file in verified_chunks(parts_folder(path), "mkv")[0]] == [4, 2]
+    join_parts(path, Fraction(FPS), "FFV1", num_frames=6)
+    assert count_frames(path) == 6
+    assert levels(read_video(path)[0]) == [counter_level(i) for i in range(6)]
+    writer = dropping(tmp_path / "fgr.mkv", keep=2)
+    writer.add_batch(torch.zeros(4, 1, 48, 64))
+    with pytest.raises(StorageError, match=r"it holds 2 of the 4 frames written to it"):
+        writer.close()
+    (tmp_path / "empty.mkv").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.mkv is not a readable video"):
+        count_frames(tmp_path / "empty.mkv")
