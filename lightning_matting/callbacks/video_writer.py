@@ -321,7 +321,7 @@ class VideoWriterCallback(BasePredictionWriter):
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)
-        if isinstance(exception, KeyboardInterrupt) and self._predict is not None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "predict":
             _console.error(_stopped("predict", "Ctrl-C (SIGINT)", _RESUME_HINT))
         failure = _storage_failure(exception)
         if failure is not None and self._predict is not None:
