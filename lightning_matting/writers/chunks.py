@@ -103,10 +103,11 @@ def verify_new_chunk(path: Path, frames_added: int) -> ChunkRecord:
             that explains it (see `storage_error`), else EIO; naming `path` and the frames expected and found.
     """
     try:
-        found = str(count_frames(path))
+        count = count_frames(path)
+        found = str(count)
     except ValueError as error:
-        found = f"none readable ({error})"
-    if found == str(frames_added):
+        count, found = None, f"none readable ({error})"
+    if count == frames_added:
         size, sha256 = _digest(path)
         return ChunkRecord(frames_added, size, sha256)
     cause = storage_error(path)
