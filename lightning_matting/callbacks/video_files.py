@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_matting.callbacks.resume import mark_complete
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.run.manifest import RunManifest
 from lightning_matting.writers.chunks import count_frames
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import SegmentedWriter, parts_folder
@@ -193,7 +193,7 @@ class VideoFiles:
             if parts_folder(path).is_dir() and not path.exists():
                 self.format.join(path, info, output)
             shutil.rmtree(parts_folder(path), ignore_errors=True)
-        mark_complete(self.root, info.name)
+        RunManifest(self.root, info.name).mark_complete()
 
     def frames_on_disk(self, path: Path) -> int:
         """The frames the output `path` holds: its numbered images, or its video's demuxed frames (0 when absent).

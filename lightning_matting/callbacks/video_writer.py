@@ -16,7 +16,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 
-from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.loggers import Previews, browser_codec, hand_to_loggers, warn_unplayable_once
 from lightning_matting.callbacks.predict_plan import PredictPlan
 from lightning_matting.callbacks.settings import (
@@ -30,6 +29,8 @@ from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
+from lightning_matting.run.manifest import RunManifest
+from lightning_matting.run.written import written_frames
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
 from lightning_matting.writers.segments import parts_folder
@@ -288,7 +289,7 @@ class VideoWriterCallback(BasePredictionWriter):
                 added = "" if written == on_disk else f"; {written} written by this run"
                 self._report.append(f"{output}: {path} ({on_disk} frames{added})")
         for info in self._plan.videos if self._plan else ():
-            resume.remove_if_complete(self.output_dir, info.name)
+            RunManifest(self.output_dir, info.name).remove_if_complete()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """After the progress bar: report every process's own files; once every rank is done, rank zero joins
@@ -308,7 +309,7 @@ class VideoWriterCallback(BasePredictionWriter):
         files = VideoFiles(self.output_format, self.output_dir, self.outputs)
         for info in self._plan.videos:
             files.finish(info)
-            resume.remove_if_complete(self.output_dir, info.name)
+            RunManifest(self.output_dir, info.name).remove_if_complete()
             for output, path in files.paths[info.name].items():
                 on_disk = files.frames_on_disk(path)
                 rank_zero_info(f"{output}: {path} ({on_disk} frames from {trainer.world_size} ranks)")
@@ -331,10 +332,10 @@ class VideoWriterCallback(BasePredictionWriter):
             )
         for info in self._plan.videos if self._plan and trainer.is_global_zero else ():
             paths = list(self.output_format.paths(self.output_dir, info.name, self.outputs).values())
-            if not resume.written_frames(self.output_format, info, paths, complete=False) and not any(
+            if not written_frames(self.output_format, info, paths, complete=False) and not any(
                 path.exists() for path in paths
             ):  # nothing of it was written: the rerun starts afresh, as if this run never began
-                resume.manifest_path(self.output_dir, info.name).unlink(missing_ok=True)
+                RunManifest(self.output_dir, info.name).discard()
                 for path in paths:
                     shutil.rmtree(parts_folder(path), ignore_errors=True)
 
