@@ -180,6 +180,7 @@ def test_damaged_segments_are_written_again_and_the_report_counts_the_file(tmp_p
     assert_same_as_an_uninterrupted_run(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.filterwarnings("ignore:(closing|joining) .* after StorageError failed")  # the run's own warnings
 def test_a_full_disk_loses_nothing_and_a_resume_elsewhere_completes_the_file(tmp_path):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small tmpfs needs root and mount")
