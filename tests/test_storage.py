@@ -24,7 +24,8 @@ from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter, durable
-from lightning_matting.writers.segments import finished_chunks, parts_folder
+from lightning_matting.writers.chunks import count_frames, verified_chunks
+from lightning_matting.writers.segments import parts_folder
 
 FPS, FRAMES = 10, 30  # segments of 1 s: 10 frames
 DRIVER = """
@@ -44,14 +45,15 @@ trainer.predict(MattingModule(MeanMatte()), datamodule=dm, return_predictions=Fa
 """
 
 
-def noise_clip(path, flat_frames: int) -> np.ndarray:
-    """A lossless 64x48 clip: `flat_frames` grey frames (a few hundred bytes each in FFV1), then noise (about
-    10 KB each); returns its frames [N,H,W,3] RGB uint8."""
+def noise_clip(path, flat_frames: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    """A lossless clip of `size` (W, H; 64x48: `flat_frames` grey frames, a few hundred bytes each in FFV1,
+    then noise, about 10 KB each); returns its frames [N,H,W,3] RGB uint8."""
+    width, height = size
     frames = torch.randint(
-        0, 256, (FRAMES, 3, 48, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        0, 256, (FRAMES, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
     frames[:flat_frames] = 128
-    with VideoWriter(path, FPS, 64, 48, fourcc="FFV1") as writer:
+    with VideoWriter(path, FPS, width, height, fourcc="FFV1") as writer:
         writer.add_batch(frames)
     return frames.permute(0, 2, 3, 1).numpy()
 
@@ -75,16 +77,16 @@ def predict_under_file_size_limit(tmp_path, background: str, limit: int) -> subp
 
 
 @pytest.mark.parametrize(
-    ("flat_frames", "limit", "failing", "kept", "lost"),
+    ("flat_frames", "limit", "failing", "kept"),
     [
         # the second segment (10 noise frames) outgrows the limit: the first is kept
-        (10, 60_000, r"fgr\.mkv\.parts/\.writing-00000010\.mkv", [range(0, 10)], range(10, 20)),
+        (10, 60_000, r"fgr\.mkv\.parts/\.writing-00000010\.mkv", [range(0, 10)]),
         # every segment fits, their join does not
-        (0, 150_000, r"\.joining-fgr\.mkv", [range(0, 10), range(10, 20), range(20, 30)], None),
+        (0, 150_000, r"\.joining-fgr\.mkv", [range(0, 10), range(10, 20), range(20, 30)]),
     ],
 )
 def test_file_size_limit_stops_the_run_naming_the_output_and_keeps_finished_segments(
-    tmp_path, flat_frames, limit, failing, kept, lost
+    tmp_path, flat_frames, limit, failing, kept
 ):
     source = noise_clip(tmp_path / "clip.mkv", flat_frames)
     background = plate(tmp_path)
@@ -96,8 +98,9 @@ def test_file_size_limit_stops_the_run_naming_the_output_and_keeps_finished_segm
     )
     assert "rerun with --resume=true" in result.stderr
     parts = parts_folder(tmp_path / "out" / "clip" / "fgr.mkv")
-    chunks = [frames for frames, _ in finished_chunks(parts, "mkv")]
-    assert all(frames in chunks for frames in kept) and lost not in chunks
+    chunks, rejected = verified_chunks(parts, "mkv")
+    assert all(frames in [frames for frames, _ in chunks] for frames in kept) and not rejected
+    assert all(count_frames(file) == len(frames) for frames, file in chunks)  # none short
     assert not list(parts.glob(".writing-*"))  # the failed chunk's file is gone
     assert not (tmp_path / "out" / "clip" / ".joining-fgr.mkv").exists()
 

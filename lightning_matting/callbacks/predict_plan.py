@@ -13,10 +13,12 @@ from typing import Protocol
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_matting.callbacks import resume
 from lightning_matting.data.sampling import splits_videos
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.protocols import PredictVideoSource
+from lightning_matting.run.frame_ranges import FrameRanges
+from lightning_matting.run.manifest import MANIFEST, RunManifest, fingerprint
+from lightning_matting.run.written import clear_unwritten, written_frames
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import parts_folder
 
@@ -73,7 +75,7 @@ class PredictPlan:
 
 def _leftovers(callback: Settings, video: str) -> list[Path]:
     paths = list(callback.output_format.paths(callback.output_dir, video, callback.outputs).values())
-    return [resume.manifest_path(callback.output_dir, video)] + [parts_folder(p) for p in paths] + paths
+    return [RunManifest(callback.output_dir, video).path] + [parts_folder(p) for p in paths] + paths
 
 
 def _refuse_existing(callback: Settings, paths: list[Path]) -> list[Path]:
@@ -82,7 +84,7 @@ def _refuse_existing(callback: Settings, paths: list[Path]) -> list[Path]:
     existing = [path for path in paths if path.exists()]
     if existing and not callback.overwrite:
         shown = ", ".join(str(path) for path in existing[:4]) + (" ..." if len(existing) > 4 else "")
-        interrupted = any(path.name == resume.MANIFEST for path in existing)
+        interrupted = any(path.name == MANIFEST for path in existing)
         raise FileExistsError(
             f"VideoWriterCallback: {len(existing)} output(s) exist already ({shown}), left by a run that has "
             "ended (no other run holds output_dir's lock); choose another output_dir"
@@ -109,35 +111,34 @@ def _prepare(
     alone refuses-or-clears leftovers, removes what will be written again and writes the manifests."""
     todo: dict[str, list[range]] = {}
     leftovers: list[Path] = []
-    resumed: list[tuple[list[Path], list[range], bool]] = []
-    manifests: dict[Path, dict] = {}
+    resumed: list[tuple[list[Path], FrameRanges, bool]] = []
+    manifests: dict[RunManifest, dict[str, str]] = {}
     for info in videos:
         paths = list(callback.output_format.paths(callback.output_dir, info.name, callback.outputs).values())
         inputs = {f"data.{key}": value for key, value in datamodule.predict_inputs(info.name).items()}
-        fingerprint = resume.fingerprint(
+        current = fingerprint(
             info, callback.output_format, callback.outputs, pl_module, pl_module.hparams, inputs
         )
-        manifest = resume.manifest_path(callback.output_dir, info.name)
-        if callback.resume and manifest.is_file():
-            previous = resume.read_manifest(manifest)
-            resume.check_same_run(info.name, previous.get("fingerprint", {}), fingerprint)
-            complete = bool(previous.get("complete"))
-            done = resume.written_frames(callback.output_format, info, paths, complete)
+        manifest = RunManifest(callback.output_dir, info.name)
+        if callback.resume and manifest.exists():
+            manifest.check_same_run(current)
+            complete = manifest.complete
+            done = written_frames(callback.output_format, info, paths, complete)
             resumed.append((paths, done, complete))
-            todo[info.name] = resume.missing(done, info.num_frames)
+            todo[info.name] = list(done.missing(info.num_frames))
         else:
             leftovers += _leftovers(callback, info.name)
             todo[info.name] = [range(info.num_frames)]
-        if todo[info.name] or not manifest.is_file():
-            manifests[manifest] = {"fingerprint": fingerprint, "complete": False}
+        if todo[info.name] or not manifest.exists():
+            manifests[manifest] = current
     leftovers = _refuse_existing(callback, leftovers)  # on every rank, before any rank removes anything
     trainer.strategy.barrier("VideoWriterCallback: outputs checked")
     if trainer.is_global_zero:
         _remove(leftovers)
         for paths, done, complete in resumed:
-            resume.clear_unwritten(callback.output_format, paths, done, complete)
-        for manifest, content in manifests.items():
-            resume.write_json(manifest, content)
+            clear_unwritten(callback.output_format, paths, done, complete)
+        for manifest, current in manifests.items():
+            manifest.create(current)
     trainer.strategy.barrier("VideoWriterCallback: outputs cleared")
     left = {name: sum(map(len, ranges)) for name, ranges in todo.items() if callback.resume}
     if any(left[info.name] < info.num_frames for info in videos if info.name in left):

@@ -12,9 +12,10 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_matting.callbacks.resume import mark_complete
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.run.manifest import RunManifest
 from lightning_matting.video_names import VideoFolders
+from lightning_matting.writers.chunks import count_frames
 from lightning_matting.writers.output_format import OutputFormat
 from lightning_matting.writers.segments import SegmentedWriter, parts_folder
 
@@ -249,7 +250,19 @@ class VideoFiles:
             if parts_folder(path).is_dir() and not path.exists():
                 self.format.join(path, info, output)
             shutil.rmtree(parts_folder(path), ignore_errors=True)
-        mark_complete(self.root, info.name)
+        RunManifest(self.root, info.name).mark_complete()
+
+    def frames_on_disk(self, path: Path) -> int:
+        """The frames the output `path` holds: its numbered images, or its video's demuxed frames (0 when absent).
+
+        Raises:
+            ValueError: The video is not readable, naming it.
+        """
+        if self.format.format == "image_sequence":
+            extension = self.format.resolved_extension
+            files = path.glob(f"*.{extension}") if path.is_dir() else ()
+            return sum(1 for file in files if file.stem.isdigit())
+        return count_frames(path) if path.is_file() else 0
 
     def close_all(self, reason: str | None = None) -> None:
         """Finalize every open writer.

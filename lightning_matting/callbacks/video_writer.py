@@ -18,7 +18,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 from torch import Tensor
 
-from lightning_matting.callbacks import resume
 from lightning_matting.callbacks.loggers import (
     Previews,
     browser_codec,
@@ -40,6 +39,8 @@ from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
 from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
 from lightning_matting.run.lock import FolderInUseError, FolderLock
+from lightning_matting.run.manifest import RunManifest
+from lightning_matting.run.written import written_frames
 from lightning_matting.video_names import folder_name
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
@@ -47,6 +48,7 @@ from lightning_matting.writers.segments import parts_folder
 
 Layout = Literal["outputs", "compare"]
 _console = logging.getLogger("lightning.pytorch")  # Lightning's console messages, shown at INFO
+_RESUME_HINT = "rerun the same command with --resume=true (resume=True) to continue"
 
 
 class VideoWriterCallback(BasePredictionWriter):
@@ -308,9 +310,7 @@ class VideoWriterCallback(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        _stop_on_sigterm(
-            trainer, "predict", "rerun the same command with --resume=true (resume=True) to continue"
-        )
+        _stop_on_sigterm(trainer, "predict", _RESUME_HINT)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predict.close_all()
@@ -323,11 +323,15 @@ class VideoWriterCallback(BasePredictionWriter):
                         f"VideoWriterCallback: {video} got {written} of the {expected} frames this run writes",
                         stacklevel=1,
                     )
-            share = " (this process's share)" if self._predict.shared else ""
             for output, path in paths.items():
-                self._report.append(f"{output}: {path} ({written} frames{share})")
+                if self._predict.shared:  # rank zero joins the file at teardown
+                    self._report.append(f"{output}: {path} ({written} frames (this process's share))")
+                    continue
+                on_disk = self._predict.frames_on_disk(path)
+                added = "" if written == on_disk else f"; {written} written by this run"
+                self._report.append(f"{output}: {path} ({on_disk} frames{added})")
         for info in self._plan.videos if self._plan else ():
-            resume.remove_if_complete(self.output_dir, info.name)
+            RunManifest(self.output_dir, info.name).remove_if_complete()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """After the progress bar: report every process's own files; once every rank is done, rank zero joins
@@ -348,9 +352,10 @@ class VideoWriterCallback(BasePredictionWriter):
         files = VideoFiles(self.output_format, self.output_dir, self.outputs)
         for info in self._plan.videos:
             files.finish(info)
-            resume.remove_if_complete(self.output_dir, info.name)
+            RunManifest(self.output_dir, info.name).remove_if_complete()
             for output, path in files.paths[info.name].items():
-                rank_zero_info(f"{output}: {path} ({info.num_frames} frames from {trainer.world_size} ranks)")
+                on_disk = files.frames_on_disk(path)
+                rank_zero_info(f"{output}: {path} ({on_disk} frames from {trainer.world_size} ranks)")
         self._lock.release()
 
     def on_exception(
@@ -361,6 +366,8 @@ class VideoWriterCallback(BasePredictionWriter):
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "predict":
+            _console.error(_stopped("predict", "Ctrl-C (SIGINT)", _RESUME_HINT))
         failure = _storage_failure(exception)
         if failure is not None and self._predict is not None:
             _console.error(
@@ -369,10 +376,10 @@ class VideoWriterCallback(BasePredictionWriter):
             )
         for info in self._plan.videos if self._plan and trainer.is_global_zero else ():
             paths = list(self.output_format.paths(self.output_dir, info.name, self.outputs).values())
-            if not resume.written_frames(self.output_format, info, paths, complete=False) and not any(
+            if not written_frames(self.output_format, info, paths, complete=False) and not any(
                 path.exists() for path in paths
             ):  # nothing of it was written: the rerun starts afresh, as if this run never began
-                resume.manifest_path(self.output_dir, info.name).unlink(missing_ok=True)
+                RunManifest(self.output_dir, info.name).discard()
                 for path in paths:
                     shutil.rmtree(parts_folder(path), ignore_errors=True)
         self._lock.release()
@@ -543,10 +550,15 @@ def _stop_on_sigterm(trainer: L.Trainer, stage: str, how: str) -> None:
     predict loop never looks, and its evaluation loop exits with status 0. Every file is finalized in
     `on_exception`; the exit status is 1 and the message says how to continue."""
     if trainer.received_sigterm:
-        raise SIGTERMException(
-            f"VideoWriterCallback: {stage} stopped by SIGTERM; every output written so far is finalized and "
-            f"playable: {how}"
-        )
+        raise SIGTERMException(_stopped(stage, "SIGTERM", how))
+
+
+def _stopped(stage: str, by: str, how: str) -> str:
+    """The message of a run stopped by a signal: what is kept, and `how` to continue."""
+    return (
+        f"VideoWriterCallback: {stage} stopped by {by}; every output written so far is finalized and playable: "
+        f"{how}"
+    )
 
 
 def _storage_failure(exception: BaseException | None) -> StorageError | None:

@@ -6,12 +6,16 @@ loses at most the segment being written: every earlier segment is a finalized fi
 name, renamed when complete) named by the frames it holds, `<path>.parts/<first:08d>-<stop:08d>.<ext>`. Any
 number of writers (a resumed run, the ranks of a distributed run) can add chunks for other frames; a rerun
 continues in the frames no chunk holds, and the join checks that the chunks tile the video.
+
+A chunk is finished only when verified: its file's demuxed frames equal those given to it (a full disk or a
+size limit that lost frames removes it and raises a StorageError), and its record (frames, bytes, SHA-256,
+see `chunks`) is written beside it. The join uses verified chunks only, checks each one's demux while
+copying, and demuxes the joined file before it takes the output's name.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +29,14 @@ import torch
 from lightning_matting.metadata import frame_time
 
 from .base import FrameWriter
+from .chunks import (  # finished_chunks: the chunks by name, for callers of this module
+    chunk_path,
+    count_frames,
+    finished_chunks,  # noqa: F401
+    verified_chunks,
+    verify_new_chunk,
+    write_record,
+)
 from .durable import StorageError, check_storage, replace_durably, storage_error
 from .pyav import VARIABLE_RATE_TIME_BASE, AudioCopy, open_audio_source
 from .threaded import BackgroundWorkers
@@ -37,28 +49,12 @@ SegmentFactory = Callable[[Path], FrameWriter]
 _TAGGED_FORMATS = ("mp4", "mov")  # muxers that store a codec tag per stream
 # Matroska statistics tags that describe one segment, not the joined file
 _PER_SEGMENT_TAGS = ("DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "_STATISTICS")
-_CHUNK_NAME = re.compile(r"(\d{8})-(\d{8})\.(.+)")
 
 
 def parts_folder(path: str | Path) -> Path:
     """The folder of the chunks of the output file `path`: `<path>.parts/`."""
     path = Path(path)
     return path.with_name(path.name + ".parts")
-
-
-def chunk_path(parts: Path, frames: range, extension: str) -> Path:
-    """The finalized chunk holding `frames`: `<parts>/<first:08d>-<stop:08d>.<extension>`."""
-    return parts / f"{frames.start:08d}-{frames.stop:08d}.{extension}"
-
-
-def finished_chunks(parts: Path, extension: str) -> list[tuple[range, Path]]:
-    """The finalized chunks in `parts` as (frames, file), in frame order (an absent folder holds none)."""
-    chunks = []
-    for file in parts.iterdir() if parts.is_dir() else ():
-        match = _CHUNK_NAME.fullmatch(file.name)
-        if match and match[3] == extension and int(match[1]) < int(match[2]):
-            chunks.append((range(int(match[1]), int(match[2])), file))
-    return sorted(chunks, key=lambda chunk: (chunk[0].start, chunk[0].stop))
 
 
 def segment_frames_for(fps: Fraction, seconds: float) -> int:
@@ -140,13 +136,20 @@ class SegmentedWriter:
 
     def _finalize(self, item: tuple[FrameWriter, int]) -> None:
         writer, first = item
+        self._finish_chunk(writer, range(first, first + writer.frames_added))
+
+    def _finish_chunk(self, writer: FrameWriter, frames: range) -> None:
+        """Close a chunk's writer, check that its file holds every frame given, rename it to its finished
+        name and record it (see `chunks`); a chunk that fails is removed, never counting as finished."""
         try:
             writer.close()
+            record = verify_new_chunk(writer.path, writer.frames_added)
         except BaseException:
-            writer.path.unlink(missing_ok=True)  # never counts as finished; its space is given back
+            writer.path.unlink(missing_ok=True)  # its space is given back
             raise
-        frames = range(first, first + writer.frames_added)
-        replace_durably(writer.path, chunk_path(self.parts, frames, self.extension))
+        chunk = chunk_path(self.parts, frames, self.extension)
+        replace_durably(writer.path, chunk)
+        write_record(chunk, record)
 
     def _hand_to_finalizer(self) -> None:
         segment, self._segment = self._segment, None
@@ -197,12 +200,12 @@ class SegmentedWriter:
         try:
             self._finalizer.close()
         finally:
-            if partial is not None:
+            if partial is not None and partial.frames_added > 0:
+                frames = range(self._segment_first, self._segment_first + partial.frames_added)
+                self._finish_chunk(partial, frames)
+            elif partial is not None:
                 try:
                     partial.close()
-                    if partial.frames_added > 0:
-                        frames = range(self._segment_first, self._segment_first + partial.frames_added)
-                        replace_durably(partial.path, chunk_path(self.parts, frames, self.extension))
                 finally:
                     partial.path.unlink(missing_ok=True)
 
@@ -217,38 +220,35 @@ class SegmentedWriter:
         self.close()
 
 
-def covered_frames(parts: Path, extension: str) -> list[range]:
-    """The frames the finished chunks in `parts` hold, as disjoint sorted ranges (touching ones merged)."""
-    merged: list[range] = []
-    for frames, _ in finished_chunks(parts, extension):
-        if merged and frames.start <= merged[-1].stop:
-            merged[-1] = range(merged[-1].start, max(merged[-1].stop, frames.stop))
-        else:
-            merged.append(frames)
-    return merged
-
-
-def _tiling_chunks(path: Path, num_frames: int | None) -> list[Path]:
-    """The chunks of `path` that tile frames [0, num_frames) (None: the chunks from 0 up to the first gap)."""
+def _tiling_chunks(path: Path, num_frames: int | None) -> list[tuple[range, Path]]:
+    """The verified chunks of `path` that tile frames [0, num_frames) (None: the verified chunks from 0 up to
+    the first gap), as (frames, file)."""
     extension = path.suffix.lstrip(".")
-    files, stop = [], 0
-    for frames, file in finished_chunks(parts_folder(path), extension):
+    verified, rejected = verified_chunks(parts_folder(path), extension)
+    if num_frames is not None and rejected:
+        shown = "; ".join(f"{file.name}: {problem}" for _, file, problem in rejected)
+        raise ValueError(
+            f"cannot join {path}: chunks in {parts_folder(path)} do not count as written ({shown}); rerun with "
+            "resume=True to write their frames again"
+        )
+    tiling, stop = [], 0
+    for frames, file in verified:
         if frames.start != stop:
             if num_frames is None:
                 break
             problem = "are missing" if frames.start > stop else "are held twice"
             raise ValueError(
                 f"cannot join {path}: frames {min(stop, frames.start)} to {max(stop, frames.start) - 1} {problem} "
-                f"in {parts_folder(path)} (chunks: {[f.name for _, f in finished_chunks(parts_folder(path), extension)]})"
+                f"in {parts_folder(path)} (chunks: {[f.name for _, f in verified]})"
             )
-        files.append(file)
+        tiling.append((frames, file))
         stop = frames.stop
     if num_frames is not None and stop != num_frames:
         raise ValueError(
             f"cannot join {path}: its {num_frames} frames need chunks up to frame {num_frames - 1}, the chunks in "
             f"{parts_folder(path)} end at frame {stop - 1}"
         )
-    return files
+    return tiling
 
 
 def join_parts(
@@ -271,11 +271,17 @@ def join_parts(
         frame_times: A variable-rate video's frame times in seconds (`VideoInfo.frame_times`), given to the
             joined frames (PyAV); None: constant `frame_rate`.
 
+    Returns:
+        `path`, which holds every frame of the chunks (checked by a demux before it replaces `path`).
+
     Raises:
-        ValueError: A frame no chunk holds, or one held twice, naming them.
+        ValueError: A chunk that does not match its record, a frame no chunk holds or one held twice,
+            naming them; a joined file whose frame count differs from the chunks'.
     """
     path = Path(path)
-    join_segments(_tiling_chunks(path, num_frames), path, frame_rate, fourcc, audio_from, frame_times)
+    chunks = _tiling_chunks(path, num_frames)
+    files, counts = [file for _, file in chunks], [len(frames) for frames, _ in chunks]
+    join_segments(files, path, frame_rate, fourcc, audio_from, frame_times, counts)
     shutil.rmtree(parts_folder(path))
     return path
 
@@ -292,7 +298,8 @@ def preview_parts(
     path = Path(path)
     chunks = _tiling_chunks(path, None)
     if chunks:
-        join_segments(chunks, path, frame_rate, fourcc, audio_from, frame_times)
+        counts = [len(frames) for frames, _ in chunks]
+        join_segments([file for _, file in chunks], path, frame_rate, fourcc, audio_from, frame_times, counts)
 
 
 def join_segments(
@@ -302,8 +309,13 @@ def join_segments(
     fourcc: str | None = None,
     audio_from: Path | None = None,
     frame_times: Sequence[Fraction] | None = None,
+    frame_counts: Sequence[int] | None = None,
 ) -> None:
     """Concatenate video segments (same codec and settings) into `output`, atomically (temp + rename).
+
+    `frame_counts` (the frames each segment holds by its record) are checked against each segment's demux
+    while copying, and their sum against the joined file's before it replaces `output`: a mismatch raises a
+    ValueError naming the file and both counts, and `output` is left as it was.
 
     With PyAV, packets are copied (no re-encoding) with continuous timestamps at `frame_rate` (frame i of the
     joined video at `frame_times[i]` seconds when given: a variable-rate source's), and the first audio stream of `audio_from` is copied beside them up to the last frame (see `AudioCopy`). Without PyAV,
@@ -322,10 +334,13 @@ def join_segments(
         have_av = True
     try:
         if have_av:
-            _stream_copy(segments, temporary, frame_rate, audio_from, frame_times)
+            copied = _stream_copy(segments, temporary, frame_rate, audio_from, frame_times)
         else:
-            _reencode(segments, temporary, frame_rate, fourcc)
+            copied = _reencode(segments, temporary, frame_rate, fourcc)
         check_storage(temporary)
+        if frame_counts is not None:
+            _check_counts(output, segments, copied, frame_counts)
+            _check_counts(output, [temporary], [count_frames(temporary)], [sum(frame_counts)])
     except BaseException as error:
         failure = None  # a full disk or the size limit, named (measured before the file goes)
         if isinstance(error, OSError) and not isinstance(error, StorageError):
@@ -337,15 +352,27 @@ def join_segments(
     replace_durably(temporary, output)
 
 
+def _check_counts(output: Path, files: Sequence[Path], found: Sequence[int], expected: Sequence[int]) -> None:
+    """Raise a ValueError for the first file joined into `output` whose frames `found` differ from those
+    `expected`."""
+    for file, got, wanted in zip(files, found, expected, strict=True):
+        if got != wanted:
+            raise ValueError(
+                f"joining {output.name} failed: {file} holds {got} frames where {wanted} were expected (a "
+                "damaged segment, or a full disk); its chunks are kept: rerun with resume=True"
+            )
+
+
 def _stream_copy(
     segments: list[Path],
     output: Path,
     frame_rate: Fraction,
     audio_from: Path | None,
     frame_times: Sequence[Fraction] | None,
-) -> None:
+) -> list[int]:
     """Copy the packets of each segment, timestamps renumbered: pts at the time of frame (frame offset +
-    index), dts in order; the audio of `audio_from` follows segment by segment."""
+    index), dts in order; the audio of `audio_from` follows segment by segment. Returns the frames copied
+    from each segment."""
     import av
 
     audio_source = None if audio_from is None else open_audio_source(audio_from, output)
@@ -354,6 +381,7 @@ def _stream_copy(
         with av.open(str(output), "w") as out:
             stream = None
             offset = 0  # frames of the segments already copied
+            copied = []  # frames of each segment
             lead = 0  # frames decoded before they are shown (B-frames): dts runs `lead` frames behind pts
             last_dts = None
             for segment in segments:
@@ -361,6 +389,7 @@ def _stream_copy(
                     video = source.streams.video[0]
                     ticks = 1 / (frame_rate * video.time_base)  # time-base ticks per frame
                     order = [round(p.pts / ticks) for p in source.demux(video) if p.pts is not None]
+                copied.append(len(order))
                 if not order:
                     continue
                 first = min(order)
@@ -391,6 +420,7 @@ def _stream_copy(
     finally:
         if audio_source is not None:
             audio_source.close()
+    return copied
 
 
 def _joined_video_stream(out: OutputContainer, video: VideoStream, frame_rate: Fraction) -> VideoStream:
@@ -424,7 +454,8 @@ def check_audio_source(audio_from: Path, output: Path) -> Path | None:
     return audio_from
 
 
-def _reencode(segments: list[Path], output: Path, frame_rate: Fraction, fourcc: str | None) -> None:
+def _reencode(segments: list[Path], output: Path, frame_rate: Fraction, fourcc: str | None) -> list[int]:
+    """Decode each segment with OpenCV and encode its frames into `output`; returns the frames of each."""
     if fourcc is None:
         raise ValueError(f"joining {output.name} without PyAV needs the segments' OpenCV fourcc")
     if fourcc != "FFV1":
@@ -433,14 +464,16 @@ def _reencode(segments: list[Path], output: Path, frame_rate: Fraction, fourcc: 
             f"with {fourcc!r}, a generation loss (pip install 'lightning-matting[av]' copies them instead)",
             stacklevel=3,
         )
-    writer = None
+    writer, copied = None, []
     try:
         for segment in segments:
             capture = cv2.VideoCapture(str(segment))
+            copied.append(0)
             while True:
                 ok, frame = capture.read()
                 if not ok:
                     break
+                copied[-1] += 1
                 if writer is None:
                     size = (frame.shape[1], frame.shape[0])
                     writer = cv2.VideoWriter(
@@ -451,3 +484,4 @@ def _reencode(segments: list[Path], output: Path, frame_rate: Fraction, fourcc: 
     finally:
         if writer is not None:
             writer.release()
+    return copied
