@@ -27,7 +27,7 @@ class BackgroundWorkers:
     def __init__(self, work: Callable[[Any], None], name: str, threads: int = 1, max_queued: int = 4):
         if threads < 1 or max_queued < 1:
             raise ValueError(f"threads and max_queued must be >= 1, got {threads} and {max_queued}")
-        self._work = work
+        self._work: Callable[[Any], None] | None = work
         self._name = name
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
         self._error: BaseException | None = None
@@ -69,4 +69,7 @@ class BackgroundWorkers:
             self._queue.put(_STOP)
         for thread in self._threads:
             thread.join()
+        self._work = (
+            None  # its owner (a writer, whose encoder holds native memory) is freed without a GC pass
+        )
         self.raise_error()
