@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_matting.data.datasets import parse_colour
 from lightning_matting.models.loading import VARIANTS
 
 WRITER = "lightning_matting.callbacks.VideoWriterCallback"
@@ -100,8 +101,11 @@ def predict_config(
     data: dict[str, Any] = {"sources": sources, "batch_size": batch_size}
     if plates:
         data["backgrounds"] = plates
-    if target is not None:
-        data["target"] = target
+    if target is not None:  # a colour as numbers: the config parser reads a str "#RRGGBB" as a YAML comment
+        try:
+            data["target"] = list(parse_colour(target)) if target.startswith("#") else target
+        except ValueError as error:
+            raise ValueError(f"matte: --target {target!r}: {error}") from error
     return {
         "subcommand": "predict",
         "predict": {
@@ -180,12 +184,24 @@ def parser() -> argparse.ArgumentParser:
         "--devices", default="1", help="devices to run on: a count or auto (default: 1)"
     )
     matte_parser.add_argument("--batch-size", type=int, default=4, help="frames per step (default: 4)")
-    matte_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    matte_parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    for flag, purpose in (
+        ("--overwrite", "replace existing outputs"),
+        ("--resume", "continue an interrupted run"),
+    ):
+        matte_parser.add_argument(  # `--resume=true` too: the spelling the messages of predict runs give
+            flag, nargs="?", const=True, default=False, type=_flag_value, metavar="true|false", help=purpose
+        )
     matte_parser.add_argument(
         "--print_config", action="store_true", help="print the equivalent predict config (YAML) and exit"
     )
     return matte_parser
+
+
+def _flag_value(value: str) -> bool:
+    """The value of `--resume=VALUE` or `--overwrite=VALUE`: true or false."""
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value.lower() == "true"
 
 
 def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], bool]:
