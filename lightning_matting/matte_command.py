@@ -184,24 +184,25 @@ def parser() -> argparse.ArgumentParser:
         "--devices", default="1", help="devices to run on: a count or auto (default: 1)"
     )
     matte_parser.add_argument("--batch-size", type=int, default=4, help="frames per step (default: 4)")
-    for flag, purpose in (
-        ("--overwrite", "replace existing outputs"),
-        ("--resume", "continue an interrupted run"),
-    ):
-        matte_parser.add_argument(  # `--resume=true` too: the spelling the messages of predict runs give
-            flag, nargs="?", const=True, default=False, type=_flag_value, metavar="true|false", help=purpose
-        )
+    matte_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    matte_parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     matte_parser.add_argument(
         "--print_config", action="store_true", help="print the equivalent predict config (YAML) and exit"
     )
     return matte_parser
 
 
-def _flag_value(value: str) -> bool:
-    """The value of `--resume=VALUE` or `--overwrite=VALUE`: true or false."""
-    if value.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-    return value.lower() == "true"
+def _flags_as_predict_spells_them(arguments: Sequence[str]) -> list[str]:
+    """`arguments` with `--resume=true|false` and `--overwrite=true|false` (predict's spelling, which its
+    messages give) as the flags `--resume` and `--overwrite`, or without them."""
+    spelled = []
+    for argument in arguments:
+        flag, equals, value = argument.partition("=")
+        if flag in ("--resume", "--overwrite") and equals and value.lower() in ("true", "false"):
+            spelled += [flag] if value.lower() == "true" else []
+        else:
+            spelled.append(argument)
+    return spelled
 
 
 def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], bool]:
@@ -211,7 +212,7 @@ def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], boo
         SystemExit: argparse's usage error (status 2) for unknown or missing arguments.
         ValueError: As `predict_config`.
     """
-    parsed = parser().parse_args(arguments)
+    parsed = parser().parse_args(_flags_as_predict_spells_them(arguments))
     devices = int(parsed.devices) if parsed.devices.isdigit() else parsed.devices
     config = predict_config(
         parsed.inputs,

@@ -99,7 +99,7 @@ def test_a_target_colour_reaches_the_composite(tmp_path, monkeypatch):
 
 def test_resume_and_overwrite_take_the_spelling_of_predict(tmp_path):
     for spelling, expected in (("--resume", True), ("--resume=true", True), ("--resume=false", False)):
-        config, _ = config_from_arguments(["a.mp4", "--model", "rvm-mobilenetv3", spelling, "--overwrite"])
+        config, _ = config_from_arguments(["--overwrite", "a.mp4", "--model", "rvm-mobilenetv3", spelling])
         writer = config["predict"]["trainer"]["callbacks"][0]["init_args"]
         assert (writer["resume"], writer["overwrite"]) == (expected, True)
 
