@@ -104,6 +104,17 @@ def test_resume_and_overwrite_take_the_spelling_of_predict(tmp_path):
         assert (writer["resume"], writer["overwrite"]) == (expected, True)
 
 
+def test_a_mistyped_model_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["matte", "a.mp4", "--model", "rvm-mobilenet"])
+    assert stop.value.code == 2
+    message = (
+        "error: model 'rvm-mobilenet' is not a variant: with a checkpoint, the model is one of ['mattingbase"
+    )
+    assert message in capsys.readouterr().err
+
+
 def test_a_bad_target_colour_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
