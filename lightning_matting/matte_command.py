@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_matting.data.datasets import parse_colour
 from lightning_matting.models.loading import VARIANTS
 
 WRITER = "lightning_matting.callbacks.VideoWriterCallback"
@@ -100,8 +101,11 @@ def predict_config(
     data: dict[str, Any] = {"sources": sources, "batch_size": batch_size}
     if plates:
         data["backgrounds"] = plates
-    if target is not None:
-        data["target"] = target
+    if target is not None:  # a colour as numbers: the config parser reads a str "#RRGGBB" as a YAML comment
+        try:
+            data["target"] = list(parse_colour(target)) if target.startswith("#") else target
+        except ValueError as error:
+            raise ValueError(f"matte: --target {target!r}: {error}") from error
     return {
         "subcommand": "predict",
         "predict": {
@@ -188,6 +192,19 @@ def parser() -> argparse.ArgumentParser:
     return matte_parser
 
 
+def _flags_as_predict_spells_them(arguments: Sequence[str]) -> list[str]:
+    """`arguments` with `--resume=true|false` and `--overwrite=true|false` (predict's spelling, which its
+    messages give) as the flags `--resume` and `--overwrite`, or without them."""
+    spelled = []
+    for argument in arguments:
+        flag, equals, value = argument.partition("=")
+        if flag in ("--resume", "--overwrite") and equals and value.lower() in ("true", "false"):
+            spelled += [flag] if value.lower() == "true" else []
+        else:
+            spelled.append(argument)
+    return spelled
+
+
 def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], bool]:
     """The predict config of `lightning-matting matte` arguments, and whether to print it instead of running.
 
@@ -195,7 +212,7 @@ def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], boo
         SystemExit: argparse's usage error (status 2) for unknown or missing arguments.
         ValueError: As `predict_config`.
     """
-    parsed = parser().parse_args(arguments)
+    parsed = parser().parse_args(_flags_as_predict_spells_them(arguments))
     devices = int(parsed.devices) if parsed.devices.isdigit() else parsed.devices
     config = predict_config(
         parsed.inputs,

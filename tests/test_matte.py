@@ -18,7 +18,7 @@ from test_weights import Server
 
 from lightning_matting import matte
 from lightning_matting.cli import main as cli_main
-from lightning_matting.matte_command import predict_config
+from lightning_matting.matte_command import config_from_arguments, predict_config
 from lightning_matting.models import build_model
 from lightning_matting.presets import presets, resolve_config
 
@@ -83,6 +83,44 @@ def test_bad_matte_arguments_are_one_paragraph(tmp_path, monkeypatch, capsys, ar
         cli_main(["matte", *arguments, "--model", "rvm-mobilenetv3"])
     assert stop.value.code == 2
     assert f"error: {message}" in capsys.readouterr().err
+
+
+def test_a_target_colour_reaches_the_composite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_counter_clip(tmp_path / "clip.mkv", 2)
+    cli_main(
+        ["matte", "clip.mkv", "--model", "rvm-mobilenetv3", "--checkpoint", "none", "--target", "#ff0000"]
+    )
+    pha = read_video(tmp_path / "outputs" / "clip" / "pha.mp4")[0]
+    com = read_video(tmp_path / "outputs" / "clip" / "com.mp4")[0]
+    assert pha.max() <= 2  # untrained: no foreground, so com is the target
+    assert abs(com.reshape(-1, 3).mean(0) - [255, 0, 0]).max() < 20
+
+
+def test_resume_and_overwrite_take_the_spelling_of_predict(tmp_path):
+    for spelling, expected in (("--resume", True), ("--resume=true", True), ("--resume=false", False)):
+        config, _ = config_from_arguments(["--overwrite", "a.mp4", "--model", "rvm-mobilenetv3", spelling])
+        writer = config["predict"]["trainer"]["callbacks"][0]["init_args"]
+        assert (writer["resume"], writer["overwrite"]) == (expected, True)
+
+
+def test_a_mistyped_model_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["matte", "a.mp4", "--model", "rvm-mobilenet"])
+    assert stop.value.code == 2
+    message = (
+        "error: model 'rvm-mobilenet' is not a variant: with a checkpoint, the model is one of ['mattingbase"
+    )
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_target_colour_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["matte", "a.mp4", "--model", "rvm-mobilenetv3", "--target", "#zz0000"])
+    assert stop.value.code == 2
+    assert "error: matte: --target '#zz0000': colour must be '#RRGGBB'" in capsys.readouterr().err
 
 
 def test_one_plate_serves_every_input():

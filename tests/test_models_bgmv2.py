@@ -315,9 +315,9 @@ def test_unreadable_or_foreign_files_raise_clear_errors(tmp_path):
         load_model(lightning)
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         load_model("mattingbase-resnet50", tmp_path / "missing.pth")
-    with pytest.raises(FileNotFoundError, match="must be one of .* or a checkpoint file"):
+    with pytest.raises(FileNotFoundError, match="is neither a variant nor a file: expected one of"):
         load_model("mattingrefine-resnet18")
-    with pytest.raises(ValueError, match="must be one of .* when a checkpoint is given"):
+    with pytest.raises(ValueError, match="is not a variant: with a checkpoint, the model is one of"):
         load_model("mattingrefine-resnet18", counters)
 
 

@@ -135,11 +135,13 @@ def load_model(
         variant: str | None = variant_or_path
     elif checkpoint is not None:
         raise ValueError(
-            f"variant_or_path must be one of {sorted(VARIANTS)} when a checkpoint is given, got {variant_or_path!r}"
+            f"model {str(variant_or_path)!r} is not a variant: with a checkpoint, the model is one of "
+            f"{sorted(VARIANTS)}"
         )
     elif not Path(variant_or_path).is_file():
         raise FileNotFoundError(
-            f"variant_or_path must be one of {sorted(VARIANTS)} or a checkpoint file, got {variant_or_path!r}"
+            f"model {str(variant_or_path)!r} is neither a variant nor a file: expected one of {sorted(VARIANTS)} "
+            "or a checkpoint or TorchScript file"
         )
     else:
         variant, checkpoint = None, variant_or_path
