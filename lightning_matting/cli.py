@@ -153,10 +153,18 @@ def main(args: list[str] | None = None) -> None:
     else:
         if args[:1] == ["demo"]:
             args = ["predict", "--config", "demo", *args[1:]]
-        args = resolve_config_arguments(args)
-        status = run_reporting_errors(lambda: _lightning_cli(args, quiet_setup=not debug), debug)
+        status = run_reporting_errors(lambda: _run_lightning_cli(args, quiet_setup=not debug), debug)
     if status:
         sys.exit(status)
+
+
+def _run_lightning_cli(args: list[str], quiet_setup: bool) -> None:
+    """MattingCLI over command-line `args` whose `--config` may name a preset."""
+    try:
+        args = resolve_config_arguments(args)
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
+    _lightning_cli(args, quiet_setup)
 
 
 def run_cli(config: dict[str, Any]) -> MattingCLI:

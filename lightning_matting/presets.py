@@ -30,7 +30,10 @@ def resolve_config(value: str) -> str:
         value: A path, or a preset name such as "rvm", "bgmv2", "alpha", "demo" or "predict_rvm.yaml".
 
     Returns:
-        The path to read (a value that is neither is returned as given: the CLI's parser names it).
+        The path to read; a path elsewhere, or inline YAML, as given (the CLI's parser reads or names it).
+
+    Raises:
+        ValueError: A bare name (no folder, no YAML) that is neither a file nor a preset, naming the presets.
     """
     if Path(value).exists():
         return value
@@ -38,7 +41,13 @@ def resolve_config(value: str) -> str:
     if Path(value).name != value and not value.startswith("configs/"):
         return value  # a path elsewhere that does not exist
     path = presets().get(name)
-    return str(path) if path is not None else value
+    if path is not None:
+        return str(path)
+    if any(character in value for character in ":{}[]\n ") or value.endswith((".yaml", ".yml", ".json")):
+        return value  # inline YAML, or a missing file the parser names
+    raise ValueError(
+        f"--config {value!r} is neither a file nor a packaged preset; the presets: {', '.join(presets())}"
+    )
 
 
 def resolve_config_arguments(arguments: Sequence[str]) -> list[str]:

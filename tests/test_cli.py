@@ -73,7 +73,7 @@ BAD_INPUTS = {
         ["--model.model=foo", *WRITER],
         None,
         2,
-        ["must be one of", "'rvm-mobilenetv3'", "'foo'"],
+        ["model 'foo'", "'rvm-mobilenetv3'"],
     ),
     "checkpoint": (
         ["--model.checkpoint=missing.pth", *WRITER],

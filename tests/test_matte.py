@@ -137,6 +137,15 @@ def test_presets_resolve_by_name_and_ship_in_the_package():
     assert names["rvm"].parent == ROOT / "lightning_matting" / "configs"
 
 
+def test_a_mistyped_preset_is_named_with_the_presets(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["predict", "--config", "rvmm"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.splitlines()[0]
+    assert error.startswith("error: --config 'rvmm' is neither a file nor a packaged preset; the presets: ")
+    assert "rvm" in error and "bgmv2" in error
+
+
 def test_predict_without_a_writer_gets_one_and_makes_no_lightning_logs(
     tmp_path, rvm_weights, monkeypatch, caplog
 ):
