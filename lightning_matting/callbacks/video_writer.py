@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -41,6 +42,7 @@ from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
 from lightning_matting.run.lock import FolderInUseError, FolderLock
 from lightning_matting.run.manifest import RunManifest
 from lightning_matting.run.written import written_frames
+from lightning_matting.threads import log_threads, predict_threads
 from lightning_matting.video_names import folder_name
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
@@ -66,6 +68,9 @@ class VideoWriterCallback(BasePredictionWriter):
     size and frame count per video, the source's audio, existing outputs refused before any work, `resume`,
     and distributed predict (whole videos per process, or contiguous ranges of a long video joined by rank
     zero). A module implementing `PredictVideoModule` (MattingModule) computes only the requested outputs.
+    During predict torch runs on the cores left after DataLoader workers and one encoder thread per written
+    output of every writer callback (at least 1; the module's `predict_threads` or OMP_NUM_THREADS override
+    it), said in the log and restored after predict (`lightning_matting.threads`).
 
     Predict writes video in finalized segments of `segment_seconds`, joined when a video is done: a hard kill
     loses at most one segment, and `resume=True` reruns the same command from the first frame not safely
@@ -186,6 +191,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self._said: set[str] = set()  # the warnings of this run, each given once
         self._report: list[str] = []  # "output: path (N frames)" lines of this process, shown at teardown
         self._started, self._frames_written = 0.0, 0
+        self._threads_before: int | None = None  # torch's thread count before predict, while this sets it
 
     @property
     def written(self) -> dict[str, dict[str, Path]]:
@@ -282,6 +288,24 @@ class VideoWriterCallback(BasePredictionWriter):
         )
         self._report = []
         self._started, self._frames_written = time.perf_counter(), 0
+        self._set_threads(trainer, pl_module)
+
+    def _set_threads(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The first writer callback of the trainer sets torch's intra-op threads for the run, and logs why."""
+        writers = [callback for callback in trainer.callbacks if isinstance(callback, VideoWriterCallback)]
+        if writers[0] is not self:
+            return
+        requested = pl_module.predict_threads if isinstance(pl_module, PredictVideoModule) else None
+        threads, reason = predict_threads(trainer, requested, sum(len(writer.outputs) for writer in writers))
+        self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        log_threads(threads, reason)
+
+    def _restore_threads(self) -> None:
+        """Give torch back the thread count it had before predict."""
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def write_on_batch_end(
         self,
@@ -332,6 +356,7 @@ class VideoWriterCallback(BasePredictionWriter):
                 self._report.append(f"{output}: {path} ({on_disk} frames{added})")
         for info in self._plan.videos if self._plan else ():
             RunManifest(self.output_dir, info.name).remove_if_complete()
+        self._restore_threads()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """After the progress bar: report every process's own files; once every rank is done, rank zero joins
@@ -363,6 +388,7 @@ class VideoWriterCallback(BasePredictionWriter):
     ) -> None:
         """Finalize every open file so that it plays and holds every frame written so far; a video that got no
         frame leaves no manifest behind (its rerun starts afresh); then release the output folder."""
+        self._restore_threads()
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)
