@@ -24,7 +24,8 @@ from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.data.sampling import VideoBatchSampler, frame_ranges
 from lightning_matting.module import MattingModule
 from lightning_matting.run.lock import FolderInUseError
-from lightning_matting.writers.segments import finished_chunks, join_segments
+from lightning_matting.writers.chunks import finished_chunks
+from lightning_matting.writers.join import join_segments
 
 FPS, SEGMENT_SECONDS = 10, 0.2  # 2 frames per segment
 

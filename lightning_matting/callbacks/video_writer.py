@@ -44,9 +44,9 @@ from lightning_matting.run.manifest import RunManifest
 from lightning_matting.run.written import written_frames
 from lightning_matting.threads import log_threads, predict_threads
 from lightning_matting.video_names import folder_name
+from lightning_matting.writers.chunks import parts_folder
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
-from lightning_matting.writers.segments import parts_folder
 
 Layout = Literal["outputs", "compare"]
 _console = logging.getLogger("lightning.pytorch")  # Lightning's console messages, shown at INFO
