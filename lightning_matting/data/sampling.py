@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler, default_collate
 
 from lightning_matting.data.readers import frame_to_float
+from lightning_matting.run.frame_ranges import FrameRanges
 
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
 FRAME_KEYS = (
@@ -60,15 +61,8 @@ def frame_ranges(
     counts = [sum(len(frames) for frames in video) for video in todo]
     if splits_videos(len(lengths), world_size):
         for video, frames_todo in enumerate(todo):
-            cuts = [counts[video] * rank // world_size for rank in range(world_size + 1)]
-            position = 0  # frames of the video's todo before `frames`
-            for frames in frames_todo:
-                for rank in range(world_size):
-                    start = max(cuts[rank], position) - position
-                    stop = min(cuts[rank + 1], position + len(frames)) - position
-                    if start < stop:
-                        ranges[rank][video].append(frames[start:stop])
-                position += len(frames)
+            for rank, share in enumerate(FrameRanges(frames_todo).shares(world_size)):
+                ranges[rank][video] = list(share)
         return ranges
     load = [0] * world_size
     for video in sorted(range(len(lengths)), key=lambda v: (-counts[v], v)):
