@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from lightning_matting.validators import check_int
+
 from .base import FrameWriter
 from .chunks import chunk_path, parts_folder, verify_new_chunk, write_record
 from .durable import replace_durably
@@ -67,9 +69,8 @@ class SegmentedWriter:
         first_frame: int = 0,
         audio_from: Path | None = None,
     ):
-        for name, value in (("segment_frames", segment_frames), ("first_frame", first_frame)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        check_int("segment_frames", segment_frames, minimum=0)
+        check_int("first_frame", first_frame, minimum=0)
         self.path = Path(path)
         self.parts = parts_folder(self.path)
         self.extension = self.path.suffix.lstrip(".")
