@@ -43,6 +43,7 @@ from lightning_matting.run.lock import FolderInUseError, FolderLock
 from lightning_matting.run.manifest import RunManifest
 from lightning_matting.run.written import written_frames
 from lightning_matting.threads import log_threads, predict_threads
+from lightning_matting.validators import check_choice
 from lightning_matting.video_names import folder_name
 from lightning_matting.writers.chunks import parts_folder
 from lightning_matting.writers.durable import StorageError
@@ -177,9 +178,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self.select = select
         self.val_videos = check_count("val_videos", val_videos)
         self.val_batches = None if val_batches is None else check_count("val_batches", val_batches, 1)
-        if val_layout not in ("outputs", "compare"):
-            raise ValueError(f"val_layout must be 'outputs' or 'compare', got {val_layout!r}")
-        self.val_layout = val_layout
+        self.val_layout = check_choice("val_layout", val_layout, ("outputs", "compare"))
         self.compare_keys = check_compare_keys(compare_keys)
         self.log_sanity_check = log_sanity_check
         self._lock = FolderLock(self.output_dir)
