@@ -31,7 +31,7 @@ from lightning_matting.callbacks.settings import (
     check_compare_keys,
     check_count,
     check_output_dir,
-    check_output_names,
+    check_writable_names,
 )
 from lightning_matting.callbacks.step_frames import Select, compare_sources, gives_no_frames, step_runs, tile
 from lightning_matting.callbacks.validation_gather import ValidationGather
@@ -158,7 +158,7 @@ class VideoWriterCallback(BasePredictionWriter):
     ):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
-        self.outputs = check_output_names(outputs)
+        self.outputs = check_writable_names(outputs)
         self._chosen_codec = codec
         self.output_format = OutputFormat(
             format,
