@@ -12,12 +12,14 @@ On a synthetic clip (decoded by the datamodule in DataLoader workers), writing c
 The model is a GPU stand-in that sleeps `--model-ms` per frame (the CPU stays free, as with a GPU),
 then the real MattingBase-MobileNetV2 on CPU at `--real-size`, which (1) and (4) run as MattingModule does in
 eval (`--inference fast`, the default: the inference copy; `eager`: the network itself) with the intra-op
-threads MattingModule chooses for predict, while (2) and (2b) call the eager network with torch's default.
+threads predict chooses (the writer callback in (4); the same rule, with no encoder, given to (1)), while
+(2) and (2b) call the eager network with torch's default.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import SyntheticScene, VideoMattingDataModule
 from lightning_matting.module import MattingModule
 from lightning_matting.outputs import DEFAULT_TARGET_COLOR, composite
+from lightning_matting.threads import intra_op_threads
 from lightning_matting.writers import ImageSequenceWriter, VideoWriter
 
 OUTPUTS = ("com", "pha", "fgr")
@@ -68,12 +71,15 @@ def timed(run) -> float:
 
 
 def model_only(net: nn.Module, clip_dir: Path, batch_size: int, inference: str) -> float:
+    """No writer callback, so no thread choice: the callback's rule, with no encoder, is set here."""
     module = MattingModule(net, outputs=list(OUTPUTS), inference=inference)
-    return timed(
-        lambda: trainer([]).predict(
-            module, datamodule=datamodule(clip_dir, batch_size), return_predictions=False
-        )
-    )
+    dm = datamodule(clip_dir, batch_size)
+    before = torch.get_num_threads()
+    torch.set_num_threads(intra_op_threads(len(os.sched_getaffinity(0)), dm.num_workers, encoders=0))
+    try:
+        return timed(lambda: trainer([]).predict(module, datamodule=dm, return_predictions=False))
+    finally:
+        torch.set_num_threads(before)
 
 
 def ours(net: nn.Module, clip_dir: Path, batch_size: int, out: Path, inference: str) -> float:

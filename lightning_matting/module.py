@@ -26,7 +26,6 @@ from lightning_matting.outputs import (
     network_outputs_for,
 )
 from lightning_matting.protocols import MattingNetwork
-from lightning_matting.threads import log_threads, predict_threads
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
 DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and the README
@@ -90,8 +89,9 @@ class MattingModule(L.LightningModule):
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
             batch of each input size compiles (about a minute on a CPU), and eval compiles again after the
             weights change (each validation during fit); see the README for measured gains.
-        threads: torch's intra-op threads during predict; None: the cores left after DataLoader workers and
-            writer encoder threads (at least 1), or OMP_NUM_THREADS when set. Restored after predict.
+        threads: torch's intra-op threads during predict, set by the VideoWriterCallback (`predict_threads`);
+            None: the cores left after DataLoader workers and writer encoder threads (at least 1), or
+            OMP_NUM_THREADS when set. Restored after predict.
 
     Raises:
         ValueError: A setting out of its allowed values, or options given with an nn.Module.
@@ -163,7 +163,6 @@ class MattingModule(L.LightningModule):
             raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
         self.networks = InferenceNetworks(check_inference(inference, self.net, bool(compile)), bool(compile))
         self.threads = threads
-        self._threads_before: int | None = None
         if isinstance(warmup_frames, bool) or not isinstance(warmup_frames, int) or warmup_frames < 0:
             raise ValueError(f"warmup_frames must be an int >= 0, got {warmup_frames!r}")
         self.warmup_frames = warmup_frames
@@ -215,6 +214,11 @@ class MattingModule(L.LightningModule):
         return self.warmup_frames if self.adapter.recurrent else 0
 
     @property
+    def predict_threads(self) -> int | None:
+        """torch's intra-op threads asked for predict (`threads`); None: the writer callback chooses."""
+        return self.threads
+
+    @property
     def predict_outputs(self) -> tuple[str, ...]:
         """The outputs `predict_step` computes."""
         return self.outputs or self._requested or DEFAULT_OUTPUTS
@@ -238,16 +242,6 @@ class MattingModule(L.LightningModule):
             )
         self._check_inference_device()
         self._state_key, self._state = None, None
-        threads, reason = predict_threads(self.trainer, self.threads)
-        self._threads_before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        log_threads(threads, reason)
-
-    def on_predict_end(self) -> None:
-        """Give torch back the thread count it had before predict."""
-        if self._threads_before is not None:
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
 
     def train(self, mode: bool = True) -> MattingModule:
         """Switch modes (see nn.Module.train); entering training drops the inference copy."""

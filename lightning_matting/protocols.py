@@ -3,8 +3,8 @@
 The callback writes any module's step outputs without them (frames in arrival order, fps from its `fps`).
 A datamodule that implements `PredictVideoSource` adds exact metadata (fps, size, frame count, audio
 source), resume points and a rank's share of one long video; a module that implements `PredictVideoModule`
-computes only the outputs that writers request and warms its recurrent state up before a share that starts
-mid-video. Features that need one (resume, distributed predict) fail with an error naming it when it is
+computes only the outputs that writers request, warms its recurrent state up before a share that starts
+mid-video and may ask for torch's thread count during predict. Features that need one (resume, distributed predict) fail with an error naming it when it is
 missing; nothing is probed silently.
 """
 
@@ -60,6 +60,12 @@ class PredictVideoModule(Protocol):
     @property
     def predict_warmup_frames(self) -> int:
         """Frames to predict, unwritten, before a share that starts mid-video (0: the model has no state)."""
+        ...
+
+    @property
+    def predict_threads(self) -> int | None:
+        """torch's intra-op threads during predict (>= 1), or None: the writer callback gives torch the cores
+        left after DataLoader workers and encoder threads (or keeps OMP_NUM_THREADS)."""
         ...
 
     def request_outputs(self, names: Sequence[str]) -> None:

@@ -2,7 +2,8 @@
 
 torch starts one intra-op thread per core. A predict run also decodes in DataLoader worker processes and
 encodes each output on its own thread; on a 2-core machine torch's 2 threads, 2 workers and 3 encoders
-made a measured run 3x slower than 1 torch thread. So predict gives torch the cores the others leave.
+made a measured run 3x slower than 1 torch thread. So predict gives torch the cores the others leave;
+`VideoWriterCallback`, which knows the encoders, sets the count at predict start and restores it after.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
-
-from lightning_matting.callbacks.video_writer import VideoWriterCallback
 
 
 def intra_op_threads(cores: int, workers: int, encoders: int) -> int:
@@ -33,12 +32,13 @@ def intra_op_threads(cores: int, workers: int, encoders: int) -> int:
     return max(1, cores - workers - encoders)
 
 
-def predict_threads(trainer: L.Trainer, requested: int | None) -> tuple[int, str]:
+def predict_threads(trainer: L.Trainer, requested: int | None, encoders: int) -> tuple[int, str]:
     """The intra-op thread count for `trainer`'s predict run and why, as a sentence for the log.
 
     Args:
         trainer: A Trainer whose predict dataloaders are set up (from `on_predict_start` on).
         requested: An explicit count (>= 1), or None to choose from the cores, workers and encoders.
+        encoders: Threads that encode outputs during the run (one per written output, >= 0).
 
     Returns:
         (threads, reason). An OMP_NUM_THREADS in the environment is kept as torch read it.
@@ -49,9 +49,6 @@ def predict_threads(trainer: L.Trainer, requested: int | None) -> tuple[int, str
         return torch.get_num_threads(), f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} as set"
     cores = len(os.sched_getaffinity(0))
     workers = max((loader.num_workers for loader in _loaders(trainer.predict_dataloaders)), default=0)
-    encoders = sum(
-        len(callback.outputs) for callback in trainer.callbacks if isinstance(callback, VideoWriterCallback)
-    )
     threads = intra_op_threads(cores, workers, encoders)
     reason = f"{cores} cores - {workers} DataLoader workers - {encoders} encoder threads"
     return threads, reason + "; to override: MattingModule(threads=N) or OMP_NUM_THREADS"

@@ -226,7 +226,7 @@ def test_features_that_need_the_data_protocol_name_it(tmp_path):
         ({"outputs": []}, r"outputs must be a non-empty list of names"),
         ({"outputs": ["../x"]}, r"outputs must be a non-empty list of names"),
         ({"fps": "fast"}, r"fps must be a positive number or a fraction like '30000/1001'"),
-        ({"val_layout": "grid"}, r"val_layout must be 'outputs' or 'compare', got 'grid'"),
+        ({"val_layout": "grid"}, r"invalid val_layout \('grid'\): expected one of 'outputs', 'compare'"),
         ({"val_batches": 0}, r"val_batches must be an int >= 1, got 0"),
         ({"compare_keys": ["src"]}, r"compare_keys must be \(input key, ground-truth key\)"),
         ({"codec": "mpeg2"}, r"codec must be one of h264, hevc, prores4444, vp9, ffv1"),

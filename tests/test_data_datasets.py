@@ -236,11 +236,17 @@ def test_sampler_batches_one_video_at_a_time_in_order():
     assert list(VideoBatchSampler([3], batch_size=10)) == [[0, 1, 2]]
 
 
-@pytest.mark.parametrize(("lengths", "batch_size"), [([3], 0), ([3], 2.0), ([-1], 2), ([2.5], 2)])
-def test_sampler_rejects_bad_arguments(lengths, batch_size):
-    with pytest.raises(
-        ValueError, match="batch_size must be a positive integer|lengths must be non-negative"
-    ):
+@pytest.mark.parametrize(
+    ("lengths", "batch_size", "error", "message"),
+    [
+        ([3], 0, ValueError, r"invalid batch_size \(0\): expected an int >= 1"),
+        ([3], 2.0, TypeError, r"invalid batch_size \(2\.0\): expected an int >= 1"),
+        ([-1], 2, ValueError, r"invalid lengths\[0\] \(frames of video 0\) \(-1\): expected an int >= 0"),
+        ([2.5], 2, TypeError, r"invalid lengths\[0\] \(frames of video 0\) \(2\.5\): expected an int >= 0"),
+    ],
+)
+def test_sampler_rejects_bad_arguments(lengths, batch_size, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
         VideoBatchSampler(lengths, batch_size)
 
 

@@ -17,8 +17,8 @@ from lightning_matting.data.datasets import MattingVideoDataset
 from lightning_matting.data.readers import ImageSequenceReader, VideoReader, decode_image
 from lightning_matting.data.sampling import collate_frames
 from lightning_matting.writers import AVWriter, ImageSequenceWriter, OutputFormat, exr
+from lightning_matting.writers.chunks import finished_chunks, parts_folder
 from lightning_matting.writers.frames import to_hwc
-from lightning_matting.writers.segments import finished_chunks, parts_folder
 
 av = pytest.importorskip("av", reason="PyAV (the [av] extra) is not installed")
 

@@ -51,3 +51,18 @@ def test_value_semantics_and_bad_ranges():
             ValueError, match=r"frame ranges must be ranges of frames >= 0 with step 1, got range"
         ):
             FrameRanges([bad])
+
+
+def test_shares_are_consecutive_near_equal_and_cover_every_frame_once():
+    frames = FrameRanges([range(0, 2), range(6, 10)])
+    assert frames.shares(2) == [FrameRanges([range(0, 2), range(6, 7)]), FrameRanges([range(7, 10)])]
+    shares = FrameRanges([range(3, 8), range(20, 23)]).shares(3)
+    assert [share.frame_count for share in shares] == [2, 3, 3]
+    assert FrameRanges(r for share in shares for r in share) == FrameRanges([range(3, 8), range(20, 23)])
+    assert FrameRanges([range(0, 2)]).shares(3) == [
+        FrameRanges(),
+        FrameRanges([range(0, 1)]),
+        FrameRanges([range(1, 2)]),
+    ]
+    with pytest.raises(ValueError, match=r"^invalid count \(0\): expected an int >= 1$"):
+        FrameRanges().shares(0)

@@ -16,7 +16,7 @@ from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import OutputFormat
-from lightning_matting.writers.segments import finished_chunks, parts_folder
+from lightning_matting.writers.chunks import finished_chunks, parts_folder
 
 av = pytest.importorskip("av", reason="PyAV (the [av] extra) is not installed")
 from test_writers_pyav import audio_span, make_audio_source, read_av  # noqa: E402 - needs av

@@ -32,13 +32,9 @@ from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.data.sampling import VideoBatchSampler
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter
-from lightning_matting.writers.segments import (
-    SegmentedWriter,
-    finished_chunks,
-    join_parts,
-    join_segments,
-    parts_folder,
-)
+from lightning_matting.writers.chunks import finished_chunks, parts_folder
+from lightning_matting.writers.join import join_parts, join_segments
+from lightning_matting.writers.segments import SegmentedWriter
 
 FRAMES, FPS, SEGMENT_SECONDS, BATCH = 22, 10, 0.4, 2  # 4 frames per segment
 SEGMENT = 4

@@ -26,10 +26,11 @@ from test_storage import FPS, noise_clip
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.module import MattingModule
-from lightning_matting.writers import VideoWriter, segments
-from lightning_matting.writers.chunks import count_frames, record_path, verified_chunks
+from lightning_matting.writers import VideoWriter, join
+from lightning_matting.writers.chunks import count_frames, parts_folder, record_path, verified_chunks
 from lightning_matting.writers.durable import StorageError
-from lightning_matting.writers.segments import SegmentedWriter, join_parts, parts_folder
+from lightning_matting.writers.join import join_parts
+from lightning_matting.writers.segments import SegmentedWriter
 
 OUTPUTS = ("pha", "fgr")
 
@@ -98,8 +99,8 @@ def test_the_join_refuses_a_damaged_chunk_and_a_short_joined_file(tmp_path, monk
         join_parts(path, Fraction(FPS), "FFV1", num_frames=8)
     chunk.write_bytes(content)
 
-    real = segments.count_frames
-    monkeypatch.setattr(segments, "count_frames", lambda file: real(file) - 1)  # a muxer that lost a frame
+    real = join.count_frames
+    monkeypatch.setattr(join, "count_frames", lambda file: real(file) - 1)  # a muxer that lost a frame
     with pytest.raises(
         ValueError,
         match=r"joining pha\.mkv failed: .*\.joining-pha\.mkv holds 7 frames where 8 were expected",

@@ -24,8 +24,7 @@ from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter, durable
-from lightning_matting.writers.chunks import count_frames, verified_chunks
-from lightning_matting.writers.segments import parts_folder
+from lightning_matting.writers.chunks import count_frames, parts_folder, verified_chunks
 
 FPS, FRAMES = 10, 30  # segments of 1 s: 10 frames
 DRIVER = """

@@ -4,6 +4,9 @@ overridable, restored afterwards."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -95,10 +98,42 @@ def test_threads_argument_and_omp_num_threads_override(clip, tmp_path, monkeypat
 def test_workers_of_a_plain_dataloader_count(monkeypatch):
     class Trainer:  # what predict_threads reads of a Trainer
         predict_dataloaders = DataLoader(range(4), num_workers=3)
-        callbacks = [VideoWriterCallback("unused", outputs=["com", "pha", "fgr"])]
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
-    assert predict_threads(Trainer(), None)[0] == 10
+    assert predict_threads(Trainer(), None, encoders=3)[0] == 10
     Trainer.predict_dataloaders = {"a": DataLoader(range(4), num_workers=1), "b": Trainer.predict_dataloaders}
-    assert predict_threads(Trainer(), None)[0] == 10  # the most workers of any one dataloader
+    assert predict_threads(Trainer(), None, encoders=3)[0] == 10  # the most workers of any one dataloader
+
+
+def test_every_writer_callback_counts_and_the_first_sets_the_threads(clip, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    record = RecordThreads()
+    writers = [
+        VideoWriterCallback(tmp_path / name, outputs=outputs, fourcc="FFV1")
+        for name, outputs in (("a", ["pha", "fgr"]), ("b", ["pha"]))
+    ]
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[*writers, record]
+    )
+    with caplog.at_level(logging.INFO):
+        trainer.predict(
+            MattingModule("rvm-mobilenetv3"),
+            datamodule=VideoMattingDataModule(sources=[clip], batch_size=2),
+            return_predictions=False,
+        )
+    assert record.seen == [5, 5]  # 8 cores - 0 workers - 3 encoders
+    assert caplog.text.count("torch runs") == 1
+
+
+def test_the_module_imports_no_callback():
+    code = (
+        "import sys, lightning_matting.module; "
+        "print(sorted(m for m in sys.modules if m.startswith('lightning_matting.callbacks')))"
+    )
+    root = Path(__file__).parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert result.stdout.strip() == "[]"

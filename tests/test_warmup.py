@@ -33,7 +33,7 @@ def test_a_share_that_starts_mid_video_is_preceded_by_its_warmup_batches():
     assert list(ranks[1]) == [[0, 1], [2, 3], [4, 5], [6, 7], [8]]  # clipped at frame 0: warm-up 0-3
     assert [r.written for r in ranks] == [[[range(0, 4)]], [[range(4, 9)]]]
     with pytest.raises(
-        ValueError, match=r"warmup must be an int >= 0 \(frames before a range's start\), got -1"
+        ValueError, match=r"invalid warmup \(frames before a range's start\) \(-1\): expected an int >= 0"
     ):
         VideoBatchSampler([9], batch_size=2, warmup=-1)
 

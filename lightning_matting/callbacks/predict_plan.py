@@ -19,8 +19,8 @@ from lightning_matting.protocols import PredictVideoSource
 from lightning_matting.run.frame_ranges import FrameRanges
 from lightning_matting.run.manifest import MANIFEST, RunManifest, fingerprint
 from lightning_matting.run.written import clear_unwritten, written_frames
+from lightning_matting.writers.chunks import parts_folder
 from lightning_matting.writers.output_format import OutputFormat
-from lightning_matting.writers.segments import parts_folder
 
 
 class Settings(Protocol):

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def check_output_names(outputs: object) -> tuple[str, ...]:
-    """Output names: a non-empty list of names usable as file names, without duplicates, in order."""
+def check_writable_names(outputs: object) -> tuple[str, ...]:
+    """The outputs a writer writes, any module's: a non-empty list of names usable as file names, without
+    duplicates, in order (MattingModule's own names: `lightning_matting.outputs.check_output_names`)."""
     names = [outputs] if isinstance(outputs, str) else outputs
     if (
         not isinstance(names, Sequence)

@@ -15,9 +15,9 @@ from torch import Tensor
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.run.manifest import RunManifest
 from lightning_matting.video_names import VideoFolders
-from lightning_matting.writers.chunks import count_frames
+from lightning_matting.writers.chunks import count_frames, parts_folder
 from lightning_matting.writers.output_format import OutputFormat
-from lightning_matting.writers.segments import SegmentedWriter, parts_folder
+from lightning_matting.writers.segments import SegmentedWriter
 
 
 class VideoFiles:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -30,7 +31,7 @@ from lightning_matting.callbacks.settings import (
     check_compare_keys,
     check_count,
     check_output_dir,
-    check_output_names,
+    check_writable_names,
 )
 from lightning_matting.callbacks.step_frames import Select, compare_sources, gives_no_frames, step_runs, tile
 from lightning_matting.callbacks.validation_gather import ValidationGather
@@ -41,10 +42,12 @@ from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
 from lightning_matting.run.lock import FolderInUseError, FolderLock
 from lightning_matting.run.manifest import RunManifest
 from lightning_matting.run.written import written_frames
+from lightning_matting.threads import log_threads, predict_threads
+from lightning_matting.validators import check_choice
 from lightning_matting.video_names import folder_name
+from lightning_matting.writers.chunks import parts_folder
 from lightning_matting.writers.durable import StorageError
 from lightning_matting.writers.output_format import BitDepth, Codec, Format, OutputFormat
-from lightning_matting.writers.segments import parts_folder
 
 Layout = Literal["outputs", "compare"]
 _console = logging.getLogger("lightning.pytorch")  # Lightning's console messages, shown at INFO
@@ -66,6 +69,9 @@ class VideoWriterCallback(BasePredictionWriter):
     size and frame count per video, the source's audio, existing outputs refused before any work, `resume`,
     and distributed predict (whole videos per process, or contiguous ranges of a long video joined by rank
     zero). A module implementing `PredictVideoModule` (MattingModule) computes only the requested outputs.
+    During predict torch runs on the cores left after DataLoader workers and one encoder thread per written
+    output of every writer callback (at least 1; the module's `predict_threads` or OMP_NUM_THREADS override
+    it), said in the log and restored after predict (`lightning_matting.threads`).
 
     Predict writes video in finalized segments of `segment_seconds`, joined when a video is done: a hard kill
     loses at most one segment, and `resume=True` reruns the same command from the first frame not safely
@@ -152,7 +158,7 @@ class VideoWriterCallback(BasePredictionWriter):
     ):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
-        self.outputs = check_output_names(outputs)
+        self.outputs = check_writable_names(outputs)
         self._chosen_codec = codec
         self.output_format = OutputFormat(
             format,
@@ -172,9 +178,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self.select = select
         self.val_videos = check_count("val_videos", val_videos)
         self.val_batches = None if val_batches is None else check_count("val_batches", val_batches, 1)
-        if val_layout not in ("outputs", "compare"):
-            raise ValueError(f"val_layout must be 'outputs' or 'compare', got {val_layout!r}")
-        self.val_layout = val_layout
+        self.val_layout = check_choice("val_layout", val_layout, ("outputs", "compare"))
         self.compare_keys = check_compare_keys(compare_keys)
         self.log_sanity_check = log_sanity_check
         self._lock = FolderLock(self.output_dir)
@@ -186,6 +190,7 @@ class VideoWriterCallback(BasePredictionWriter):
         self._said: set[str] = set()  # the warnings of this run, each given once
         self._report: list[str] = []  # "output: path (N frames)" lines of this process, shown at teardown
         self._started, self._frames_written = 0.0, 0
+        self._threads_before: int | None = None  # torch's thread count before predict, while this sets it
 
     @property
     def written(self) -> dict[str, dict[str, Path]]:
@@ -282,6 +287,24 @@ class VideoWriterCallback(BasePredictionWriter):
         )
         self._report = []
         self._started, self._frames_written = time.perf_counter(), 0
+        self._set_threads(trainer, pl_module)
+
+    def _set_threads(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The first writer callback of the trainer sets torch's intra-op threads for the run, and logs why."""
+        writers = [callback for callback in trainer.callbacks if isinstance(callback, VideoWriterCallback)]
+        if writers[0] is not self:
+            return
+        requested = pl_module.predict_threads if isinstance(pl_module, PredictVideoModule) else None
+        threads, reason = predict_threads(trainer, requested, sum(len(writer.outputs) for writer in writers))
+        self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        log_threads(threads, reason)
+
+    def _restore_threads(self) -> None:
+        """Give torch back the thread count it had before predict."""
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def write_on_batch_end(
         self,
@@ -332,6 +355,7 @@ class VideoWriterCallback(BasePredictionWriter):
                 self._report.append(f"{output}: {path} ({on_disk} frames{added})")
         for info in self._plan.videos if self._plan else ():
             RunManifest(self.output_dir, info.name).remove_if_complete()
+        self._restore_threads()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """After the progress bar: report every process's own files; once every rank is done, rank zero joins
@@ -363,6 +387,7 @@ class VideoWriterCallback(BasePredictionWriter):
     ) -> None:
         """Finalize every open file so that it plays and holds every frame written so far; a video that got no
         frame leaves no manifest behind (its rerun starts afresh); then release the output folder."""
+        self._restore_threads()
         for files in (self._predict, self._validation and self._validation.files):
             if files is not None:
                 files.close_all(reason=type(exception).__name__)

@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler, default_collate
 
 from lightning_matting.data.readers import frame_to_float
+from lightning_matting.run.frame_ranges import FrameRanges
+from lightning_matting.validators import check_int
 
 SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
 FRAME_KEYS = (
@@ -53,22 +55,14 @@ def frame_ranges(
     consecutive shares of near-equal size, rank r getting the r-th. Either way every frame of `todo` (default:
     every frame; a resumed run: those not yet written) belongs to exactly one rank, none twice.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+    check_int("world_size", world_size, minimum=1)
     todo = [[range(n)] for n in lengths] if todo is None else _check_todo(todo, lengths)
     ranges: list[list[list[range]]] = [[[] for _ in lengths] for _ in range(world_size)]
     counts = [sum(len(frames) for frames in video) for video in todo]
     if splits_videos(len(lengths), world_size):
         for video, frames_todo in enumerate(todo):
-            cuts = [counts[video] * rank // world_size for rank in range(world_size + 1)]
-            position = 0  # frames of the video's todo before `frames`
-            for frames in frames_todo:
-                for rank in range(world_size):
-                    start = max(cuts[rank], position) - position
-                    stop = min(cuts[rank + 1], position + len(frames)) - position
-                    if start < stop:
-                        ranges[rank][video].append(frames[start:stop])
-                position += len(frames)
+            for rank, share in enumerate(FrameRanges(frames_todo).shares(world_size)):
+                ranges[rank][video] = list(share)
         return ranges
     load = [0] * world_size
     for video in sorted(range(len(lengths)), key=lambda v: (-counts[v], v)):
@@ -121,17 +115,13 @@ class VideoBatchSampler(BatchSampler):
     ) -> None:
         if drop_last:
             raise ValueError("drop_last must be False: VideoBatchSampler gives every frame of its ranges")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in lengths):
-            raise ValueError(
-                f"lengths must be non-negative integers (frames per video), got {list(lengths)!r}"
-            )
+        check_int("batch_size", batch_size, minimum=1)
+        for video, n in enumerate(lengths):
+            check_int(f"lengths[{video}] (frames of video {video})", n, minimum=0)
         if ranges is None and isinstance(sampler, DistributedSampler):
             ranges = frame_ranges(list(lengths), sampler.num_replicas)[sampler.rank]
         ranges = [[range(n)] for n in lengths] if ranges is None else _check_todo(ranges, lengths)
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0 (frames before a range's start), got {warmup!r}")
+        check_int("warmup (frames before a range's start)", warmup, minimum=0)
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.warmup = warmup

@@ -90,6 +90,33 @@ class FrameRanges:
         gaps.append(range(position, num_frames))
         return FrameRanges(gaps)
 
+    def shares(self, count: int) -> list[FrameRanges]:
+        """The frames cut, in order, into `count` consecutive shares of near-equal size.
+
+        Args:
+            count: The number of shares (>= 1), such as a distributed run's ranks.
+
+        Returns:
+            `count` FrameRanges; share k holds the held frames at positions [n * k // count, n * (k + 1) //
+            count) of the n in order, so sizes differ by at most 1 and every frame is in exactly one share.
+
+        Raises:
+            ValueError: `count` < 1.
+        """
+        if count < 1:
+            raise ValueError(f"invalid count ({count!r}): expected an int >= 1")
+        cuts = [self.frame_count * k // count for k in range(count + 1)]
+        shares: list[list[range]] = [[] for _ in range(count)]
+        position = 0  # held frames before `frames`
+        for frames in self._ranges:
+            for k in range(count):
+                start = max(cuts[k], position) - position
+                stop = min(cuts[k + 1], position + len(frames)) - position
+                if start < stop:
+                    shares[k].append(frames[start:stop])
+            position += len(frames)
+        return [FrameRanges(share) for share in shares]
+
     def contains(self, frames: range) -> bool:
         """Whether every frame of `frames` is held (an empty range always is)."""
         return not frames or any(r.start <= frames.start and frames.stop <= r.stop for r in self._ranges)

@@ -10,9 +10,14 @@ from pathlib import Path
 
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.run.frame_ranges import FrameRanges
-from lightning_matting.writers.chunks import chunk_problem, finished_chunks, record_path, verified_chunks
+from lightning_matting.writers.chunks import (
+    chunk_problem,
+    finished_chunks,
+    parts_folder,
+    record_path,
+    verified_chunks,
+)
 from lightning_matting.writers.output_format import OutputFormat
-from lightning_matting.writers.segments import parts_folder
 
 
 def _image_frames(folder: Path, extension: str) -> FrameRanges:

@@ -1,7 +1,7 @@
-"""The finished chunks of a segmented video: their names, their records, and the one check of both.
+"""The finished chunks of a segmented video: their folder, names, records, and the one check of both.
 
-A chunk `<parts>/<first:08d>-<stop:08d>.<ext>` holds frames [first, stop). It counts as written only when
-its RECORD, the sidecar `<chunk>.json` ({"frames", "bytes", "sha256"}), matches it. The writer makes the
+The chunks of an output `<path>` live in `<path>.parts/`; a chunk `<parts>/<first:08d>-<stop:08d>.<ext>`
+holds frames [first, stop). It counts as written only when its RECORD, the sidecar `<chunk>.json` ({"frames", "bytes", "sha256"}), matches it. The writer makes the
 record after the chunk's file is finalized and its demuxed frame count equals the frames given to it, and
 writes it (atomically, synced) after renaming the chunk to its finished name: a kill between the two leaves a
 chunk without a record, whose frames a resume writes again. One record per chunk, written by the one writer
@@ -28,6 +28,12 @@ from .durable import StorageError, replace_durably, storage_error
 
 _CHUNK_NAME = re.compile(r"(\d{8})-(\d{8})\.(.+)")
 RECORD_SUFFIX = ".json"
+
+
+def parts_folder(path: str | Path) -> Path:
+    """The folder of the chunks of the output file `path`: `<path>.parts/`."""
+    path = Path(path)
+    return path.with_name(path.name + ".parts")
 
 
 def chunk_path(parts: Path, frames: range, extension: str) -> Path:

@@ -19,9 +19,10 @@ from lightning_matting.video_names import folder_name
 
 from .base import FrameWriter
 from .images import ALPHA_EXTENSIONS, ImageSequenceWriter, check_image_depth
+from .join import join_parts, preview_parts
 from .opencv import VideoWriter
 from .pyav import ALPHA_CODECS, PRESETS, AVWriter, check_video_depth
-from .segments import SegmentedWriter, join_parts, preview_parts, segment_frames_for
+from .segments import SegmentedWriter, segment_frames_for
 
 Format = Literal["video", "image_sequence"]
 Codec = Literal["h264", "hevc", "prores4444", "vp9", "ffv1"]

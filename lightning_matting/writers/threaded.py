@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from lightning_matting.validators import check_int
+
 from .durable import StorageError
 
 _STOP = object()
@@ -25,8 +27,8 @@ class BackgroundWorkers:
     """
 
     def __init__(self, work: Callable[[Any], None], name: str, threads: int = 1, max_queued: int = 4):
-        if threads < 1 or max_queued < 1:
-            raise ValueError(f"threads and max_queued must be >= 1, got {threads} and {max_queued}")
+        check_int("threads", threads, minimum=1)
+        check_int("max_queued", max_queued, minimum=1)
         self._work: Callable[[Any], None] | None = work
         self._name = name
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
