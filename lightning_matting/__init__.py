@@ -45,6 +45,7 @@ _WHERE = {
     "Stage": "lightning_matting.callbacks.training_stages",
     "PredictVideoSource": "lightning_matting.protocols",
     "PredictVideoModule": "lightning_matting.protocols",
+    "PredictThreadsModule": "lightning_matting.protocols",
 }
 
 __all__ = sorted(_WHERE)

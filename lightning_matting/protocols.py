@@ -62,14 +62,19 @@ class PredictVideoModule(Protocol):
         """Frames to predict, unwritten, before a share that starts mid-video (0: the model has no state)."""
         ...
 
+    def request_outputs(self, names: Sequence[str]) -> None:
+        """Compute these outputs (com, pha, fgr, err, ref, seg) in `predict_step` and `validation_step`."""
+        ...
+
+
+@runtime_checkable
+class PredictThreadsModule(Protocol):
+    """A LightningModule that asks for torch's intra-op thread count during predict (`MattingModule(threads=)`)."""
+
     @property
     def predict_threads(self) -> int | None:
         """torch's intra-op threads during predict (>= 1), or None: the writer callback gives torch the cores
         left after DataLoader workers and encoder threads (or keeps OMP_NUM_THREADS)."""
-        ...
-
-    def request_outputs(self, names: Sequence[str]) -> None:
-        """Compute these outputs (com, pha, fgr, err, ref, seg) in `predict_step` and `validation_step`."""
         ...
 
 

@@ -38,7 +38,7 @@ from lightning_matting.callbacks.validation_gather import ValidationGather
 from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
-from lightning_matting.protocols import PredictVideoModule, PredictVideoSource
+from lightning_matting.protocols import PredictThreadsModule, PredictVideoModule, PredictVideoSource
 from lightning_matting.run.lock import FolderInUseError, FolderLock
 from lightning_matting.run.manifest import RunManifest
 from lightning_matting.run.written import written_frames
@@ -294,7 +294,7 @@ class VideoWriterCallback(BasePredictionWriter):
         writers = [callback for callback in trainer.callbacks if isinstance(callback, VideoWriterCallback)]
         if writers[0] is not self:
             return
-        requested = pl_module.predict_threads if isinstance(pl_module, PredictVideoModule) else None
+        requested = pl_module.predict_threads if isinstance(pl_module, PredictThreadsModule) else None
         threads, reason = predict_threads(trainer, requested, sum(len(writer.outputs) for writer in writers))
         self._threads_before = torch.get_num_threads()
         torch.set_num_threads(threads)
