@@ -12,8 +12,12 @@ a busy machine slows both alike) and the max abs error against eager fp32 over e
                  inference_mode
   fold           BatchNorm folded only (contiguous NCHW)
   channels_last  BatchNorm folded and the whole network channels_last, for every family
-  bf16           `fast` under torch.autocast(bfloat16) (what precision="bf16-mixed" does; on a CPU without
-                 bf16 instructions 4-50x slower: not a default)
+  bf16           what MattingModule(precision="bf16") runs (`bf16_copy`): RVM's `fast` under
+                 torch.autocast(bfloat16) with its refiner in fp32, BGMv2's `fast` with bf16 weights and
+                 activations; float32 in and out
+  autocast       `fast` under torch.autocast(bfloat16), every family (what Lightning's precision="bf16-mixed"
+                 does; on a CPU without bf16 instructions 4-50x slower)
+  bf16-weights   `fast` with bf16 weights and activations (model.to(bfloat16), inputs cast), every family
   compile        torch.compile(dynamic=False) of `fast`, as MattingModule(compile=True) (its compile time is
                  printed: a minute or more per size on a CPU, less from a warm inductor cache)
   onnxruntime    RVM only: BatchNorm folded, exported to ONNX and run by ONNX Runtime with the same thread
@@ -21,6 +25,8 @@ a busy machine slows both alike) and the max abs error against eager fp32 over e
 Weights are freshly initialised and inputs random, so refine variants run "sampling" with
 prevent_oversampling off (the reference's speed test): backbone_scale 0.25, 80,000 pixels. RVM runs frame
 after frame with its state carried, at the automatic downsample ratio (longest side to 512 px). CPU only.
+The first line names the CPU and its relevant flags (lightning_matting.cpu) and every row its model: one
+CPU's figures say nothing of another's (bf16 above all: native with avx512_bf16 or AMX, emulated without).
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ import time
 import torch
 from torch import Tensor, nn
 
+from lightning_matting.cpu import cpu_info
 from lightning_matting.models import VARIANTS, load_model
 from lightning_matting.models.inference import ChannelsLast, fold_batch_norms, inference_copy
 from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
+from lightning_matting.models.precision import Bfloat16, bf16_copy
 from lightning_matting.models.rvm import auto_downsample_ratio
 
-OPTIONS = ("fast", "fold", "channels_last", "bf16", "compile", "onnxruntime")
+OPTIONS = ("fast", "fold", "channels_last", "bf16", "autocast", "bf16-weights", "compile", "onnxruntime")
 FIRST_CALL_BUILDS = ("compile", "onnxruntime")  # the first call compiles or exports
 REFINE_OPTIONS = {
     "backbone_scale": 0.25,
@@ -58,6 +66,10 @@ def build(option: str, net: nn.Module) -> nn.Module:
         return torch.compile(inference_copy(net), dynamic=False)  # as MattingModule(compile=True)
     if option == "onnxruntime":
         return OnnxRuntimeRVM(net)
+    if option == "bf16":
+        return bf16_copy(net)
+    if option == "bf16-weights":
+        return Bfloat16(inference_copy(net).to(torch.bfloat16))
     return inference_copy(net)
 
 
@@ -105,7 +117,7 @@ def measure(variant: str, width: int, height: int, options: list[str], warmup: i
         if option == "onnxruntime" and not recurrent:
             continue
         start = time.perf_counter()
-        runners[option] = Runner(build(option, net), recurrent, ratio, option == "bf16", eager=False)
+        runners[option] = Runner(build(option, net), recurrent, ratio, option == "autocast", eager=False)
         if option in FIRST_CALL_BUILDS:
             runners[option](frames[0], bgr, timed=False)
             compile_seconds[option] = time.perf_counter() - start
@@ -126,7 +138,7 @@ def measure(variant: str, width: int, height: int, options: list[str], warmup: i
         runner = runners[option]
         note = f" (built in {compile_seconds[option]:.0f} s)" if option in compile_seconds else ""
         cells.append(f"{base / statistics.median(runner.times):.2f}x, {errors[option]:.1e}{note}")
-    return f"| {variant} | {width}x{height} | " + " | ".join(cells) + " |"
+    return f"| {cpu_info().model} | {variant} | {width}x{height} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
@@ -144,13 +156,14 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_info().describe()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {args.iterations} frames")
     print(
-        "| variant | size | eager ms/frame | "
+        "| CPU | variant | size | eager ms/frame | "
         + " | ".join(f"{o}: speed, max error" for o in args.options)
         + " |"
     )
-    print("|---|---|---|" + "---|" * len(args.options))
+    print("|---|---|---|---|" + "---|" * len(args.options))
     for variant in args.variants:
         for size in args.sizes:
             width, height = (int(v) for v in size.split("x"))

@@ -12,11 +12,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lightning_matting.cpu import cpu_info
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
 from lightning_matting.models.loading import VARIANTS, VariantName
 from lightning_matting.models.networks import Inference, InferenceNetworks, check_inference
+from lightning_matting.models.precision import Precision, check_bf16_device, check_precision
 from lightning_matting.models.weights import is_remote, resolve_checkpoint
 from lightning_matting.outputs import (
     DEFAULT_TARGET_COLOR,
@@ -92,10 +94,17 @@ class MattingModule(L.LightningModule):
         threads: torch's intra-op threads during predict, set by the VideoWriterCallback (`predict_threads`);
             None: the cores left after DataLoader workers and writer encoder threads (at least 1), or
             OMP_NUM_THREADS when set. Restored after predict.
+        precision: The number format of inference="fast" in eval: "fp32", or "bf16" (RVM's copy under bf16
+            autocast with its refiner in fp32, BGMv2's with bf16 weights and activations; float32 in and out).
+            bf16 pha is within 5e-3 of "eager" on the golden inputs (mean error up to 1.5e-3), and BGMv2
+            "sampling" or "thresholding" may refine other patches. On a CPU it needs bf16 instructions
+            (avx512_bf16 or amx_bf16, `lightning_matting.cpu`) and is refused without them when predict or
+            validation starts; on a GPU it runs. Training and `state_dict()` stay fp32.
 
     Raises:
         ValueError: A setting out of its allowed values, or options given with an nn.Module.
         ImportError: inference="onnxruntime" without the `[onnx]` extra.
+        ValueError: precision="bf16" on a CPU without bf16 instructions, when predict or validation starts.
 
     Example:
         >>> module = MattingModule("mattingrefine-resnet50", checkpoint="pytorch_resnet50.pth")
@@ -124,6 +133,7 @@ class MattingModule(L.LightningModule):
         inference: Inference = "fast",
         compile: bool = False,
         threads: int | None = None,
+        precision: Precision = "fp32",
     ):
         super().__init__()
         # threads changes the speed only: a resume on another machine must not be refused for it
@@ -161,7 +171,10 @@ class MattingModule(L.LightningModule):
         self.adapter = make_adapter(self.net, downsample_ratio)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
-        self.networks = InferenceNetworks(check_inference(inference, self.net, bool(compile)), bool(compile))
+        inference = check_inference(inference, self.net, bool(compile))
+        self.networks = InferenceNetworks(
+            inference, bool(compile), check_precision(precision, inference, self.net)
+        )
         self.threads = threads
         if isinstance(warmup_frames, bool) or not isinstance(warmup_frames, int) or warmup_frames < 0:
             raise ValueError(f"warmup_frames must be an int >= 0, got {warmup_frames!r}")
@@ -241,6 +254,7 @@ class MattingModule(L.LightningModule):
                 stacklevel=1,
             )
         self._check_inference_device()
+        self._check_precision_device()
         self._state_key, self._state = None, None
 
     def train(self, mode: bool = True) -> MattingModule:
@@ -259,6 +273,7 @@ class MattingModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._check_inference_device()
+        self._check_precision_device()
         self._state_key, self._state = None, None
 
     def _check_inference_device(self) -> None:
@@ -268,6 +283,11 @@ class MattingModule(L.LightningModule):
                 f"inference='onnxruntime' runs RVM on the CPU and this module is on {self.device}: use "
                 "inference='fast' on a GPU"
             )
+
+    def _check_precision_device(self) -> None:
+        """precision="bf16" on a CPU without bf16 instructions: refused before the first batch."""
+        if self.networks.precision == "bf16":
+            check_bf16_device(self.device, cpu_info())
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""

@@ -11,6 +11,7 @@ from lightning_matting.models.bgmv2 import MattingRefine
 from lightning_matting.models.inference import can_rewrite, inference_copy
 from lightning_matting.models.onnx_export import require_onnxruntime
 from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
+from lightning_matting.models.precision import Precision, bf16_copy
 from lightning_matting.models.rvm import RobustVideoMatting
 
 Inference = Literal["fast", "eager", "onnxruntime"]
@@ -56,11 +57,14 @@ class InferenceNetworks:
         inference: "fast", "eager" or "onnxruntime" (checked by `check_inference`).
         compile: Compile what runs with `torch.compile(dynamic=False)` (the training network and the inference
             copy): one graph per input shape.
+        precision: The "fast" copy's number format: "fp32", or "bf16" (`bf16_copy`; checked by
+            `check_precision`).
     """
 
-    def __init__(self, inference: Inference, compile: bool) -> None:
+    def __init__(self, inference: Inference, compile: bool, precision: Precision = "fp32") -> None:
         self.inference = inference
         self.compile = compile
+        self.precision = precision
         self._copy: nn.Module | None = None
         self._copy_key: tuple | None = None
         self._compiled: dict[int, nn.Module] = {}
@@ -95,7 +99,7 @@ class InferenceNetworks:
     def _build(self, net: nn.Module) -> nn.Module:
         if self.inference == "onnxruntime":
             return OnnxRuntimeRVM(net)
-        fast = inference_copy(net)
+        fast = inference_copy(net) if self.precision == "fp32" else bf16_copy(net)
         return _compile(fast) if self.compile else fast
 
     def _compiled_once(self, net: nn.Module) -> nn.Module:
