@@ -85,6 +85,11 @@ def predict_config(
 
     Raises:
         ValueError: No input, a glob matching nothing, or a number of backgrounds other than 1 or one per input.
+
+    Example:
+        >>> config = predict_config(["interview.mp4"], "rvm-mobilenetv3", outputs=["pha"])
+        >>> config["predict"]["model"], config["predict"]["data"]
+        ({'model': 'rvm-mobilenetv3', 'checkpoint': 'official'}, {'sources': ['interview.mp4'], 'batch_size': 4})
     """
     sources = expand_inputs(inputs)
     plates = list(backgrounds or [])
@@ -137,7 +142,7 @@ def matte(inputs: str | Sequence[str], model: str, **options: Any) -> dict[str, 
         ValueError: A bad argument, naming it (see `predict_config` and the classes it configures).
 
     Example:
-        >>> matte("interview.mp4", "rvm-mobilenetv3")  # doctest: +SKIP
+        >>> matte("interview.mp4", "rvm-mobilenetv3")  # your footage, official weights  # doctest: +SKIP
         {'interview': {'com': PosixPath('outputs/interview/com.mp4'), 'pha': ...}}
     """
     from lightning_matting.callbacks import VideoWriterCallback

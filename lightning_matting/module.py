@@ -107,8 +107,16 @@ class MattingModule(L.LightningModule):
         ValueError: precision="bf16" on a CPU without bf16 instructions, when predict or validation starts.
 
     Example:
-        >>> module = MattingModule("mattingrefine-resnet50", checkpoint="pytorch_resnet50.pth")
-        >>> trainer.predict(module, datamodule, return_predictions=False)
+        >>> from pathlib import Path
+        >>> import lightning as L
+        >>> from lightning_matting import VideoMattingDataModule, VideoWriterCallback
+        >>> module = MattingModule("mattingbase-mobilenetv2", checkpoint="demo")  # the packaged demo model
+        >>> data = VideoMattingDataModule(synthetic=1, synthetic_size=(96, 64), synthetic_frames=8)
+        >>> writer = VideoWriterCallback("outputs", outputs=["pha"])
+        >>> trainer = L.Trainer(logger=False, callbacks=[writer], enable_progress_bar=False)
+        >>> trainer.predict(module, datamodule=data, return_predictions=False)
+        >>> sorted(str(path) for path in Path("outputs").rglob("*.mp4"))
+        ['outputs/synthetic_000/pha.mp4']
     """
 
     def __init__(

@@ -11,9 +11,24 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
 
-from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError, unknown_region
+from lightning_matting.metrics import (
+    MSE,
+    SAD,
+    ConnectivityError,
+    DtSSD,
+    GradientError,
+    functional,
+    unknown_region,
+)
 
 IMAGE_METRICS = (SAD, MSE, GradientError, ConnectivityError)
+FUNCTIONAL = {
+    SAD: functional.sad,
+    MSE: functional.mse,
+    GradientError: functional.gradient_error,
+    ConnectivityError: functional.connectivity_error,
+    DtSSD: functional.dtssd,
+}
 
 
 def random_mattes(batch: int, height: int = 12, width: int = 16, seed: int = 0) -> torch.Tensor:
@@ -282,6 +297,30 @@ def test_merged_instances_equal_one_instance_updated_with_all_batches(metric_cla
     assert float(first.compute()) > 0
 
 
+@pytest.mark.parametrize("metric_class", [*IMAGE_METRICS, DtSSD])
+def test_functional_form_equals_the_metric_on_one_batch(metric_class):
+    pred, target = batches_for(metric_class)[0]
+    kwargs = {}
+    if metric_class is not DtSSD:
+        kwargs["mask"] = torch.zeros_like(pred, dtype=torch.bool)
+        kwargs["mask"][..., 2:10, 3:12] = True
+    metric = metric_class()
+    metric.update(pred, target, **kwargs)
+    result = FUNCTIONAL[metric_class](pred, target, **kwargs)
+    assert result.dtype == torch.float64
+    assert float(result) > 0
+    assert torch.equal(result, metric.compute())
+
+
+def test_functional_forms_reject_bad_input_as_the_metrics_do():
+    with pytest.raises(ValueError, match=r"pred must be a float tensor \[B,1,H,W\].*got ndarray"):
+        functional.sad(GOOD.numpy(), GOOD)
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor shaped like pred"):
+        functional.connectivity_error(GOOD, GOOD, mask=GOOD)
+    with pytest.raises(ValueError, match=r"pred must have shape clips \[B,T,1,H,W\]"):
+        functional.dtssd(GOOD[0, 0], GOOD[0, 0])
+
+
 def test_forward_returns_the_batch_value_and_accumulates():
     (pred_a, target_a), (pred_b, target_b) = batches_for(SAD)[:2]
     metric = SAD()
@@ -309,6 +348,21 @@ def test_metric_collection_on_consecutive_frames_keeps_metrics_apart():
     dtssd.update(frames, frames)
     dtssd.update(pred, target)
     assert float(results["DtSSD"]) == pytest.approx(float(dtssd.compute()), rel=1e-12)
+
+
+def test_two_metrics_in_one_collection_keep_separate_states():
+    collection = MetricCollection([SAD(), GradientError()])
+    frames = random_mattes(2, seed=16)
+    collection.update(frames, frames)  # both states zero after the first batch: equal, yet not one group
+    pred = blur(frames, 1)
+    collection.update(pred, frames)
+    assert collection.compute_groups == {0: ["SAD"], 1: ["GradientError"]}
+    assert float(collection["SAD"].sum_abs_error) == pytest.approx(float((pred - frames).abs().sum()))
+    assert float(collection["GradientError"].sum_gradient_error) != float(collection["SAD"].sum_abs_error)
+    assert int(collection["SAD"].total) == int(collection["GradientError"].total) == 4
+    results = collection.compute()
+    assert float(results["SAD"]) == pytest.approx(value(SAD, pred, frames) / 2, rel=1e-12)
+    assert float(results["GradientError"]) == pytest.approx(value(GradientError, pred, frames) / 2, rel=1e-12)
 
 
 def test_metric_collection_passes_the_mask_to_image_metrics():

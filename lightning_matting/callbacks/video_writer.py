@@ -127,9 +127,19 @@ class VideoWriterCallback(BasePredictionWriter):
         ValueError: A setting out of its allowed values, naming it.
 
     Example:
+        >>> from pathlib import Path
+        >>> import lightning as L
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> class Brightness(L.LightningModule):  # any module whose predict_step returns the outputs
+        ...     def predict_step(self, batch, batch_idx):
+        ...         return {"pha": batch[0].mean(1, keepdim=True)}
+        >>> frames = DataLoader(TensorDataset(torch.rand(8, 3, 64, 96)), batch_size=4)
         >>> writer = VideoWriterCallback("outputs", outputs=["pha"], fps=25)
-        >>> trainer = Trainer(callbacks=[writer])
-        >>> trainer.predict(my_module, my_dataloader, return_predictions=False)
+        >>> trainer = L.Trainer(logger=False, callbacks=[writer], enable_progress_bar=False)
+        >>> trainer.predict(Brightness(), frames, return_predictions=False)
+        >>> sorted(str(path) for path in Path("outputs").rglob("*.mp4"))
+        ['outputs/predict_0/pha.mp4']
     """
 
     def __init__(
