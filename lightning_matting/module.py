@@ -78,26 +78,26 @@ class MattingModule(L.LightningModule):
             (batches {"low": ..., "high": ...} from a datamodule given `high_res_size`), which trains the
             refiner; the reference's 0.25.
         inference: What eval mode (predict, validation, a direct call after `eval()`) runs. "fast": for our
-            networks an inference copy with BatchNorm folded into the convolutions and, where it measures
+            networks an inference copy with BatchNorm folded into the convolutions and, where it is
             faster, channels_last memory (BGMv2), under torch.inference_mode, so outputs carry no gradient;
             within 1e-4 of "eager" on the golden inputs (1e-5; 5e-5 with RVM's fast guided filter). The
             copy is rebuilt when the weights or refine settings change.
             "eager": the network itself, as called (gradients in eval mode). "onnxruntime" (RVM on a CPU,
             extra `[onnx]`): the network with BatchNorm folded, exported to ONNX at each frame size's first
-            batch (7-12 s; again after the weights change, so at each validation during fit) and run by
-            ONNX Runtime with torch's thread count (predict's choice in predict); within 2e-6 of "eager",
-            matting pass only (no `seg`); measured about as fast as "fast" on a CPU (README).
+            batch (a pause the log reports; again after the weights change, so at each validation during fit) and run by
+            ONNX Runtime with torch's thread count (predict's choice in predict); within 1e-5 of "eager",
+            matting pass only (no `seg`); its speed against "fast": docs/speed.md.
             Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
-            batch of each input size compiles (about a minute on a CPU), and eval compiles again after the
-            weights change (each validation during fit); see the README for measured gains.
+            batch of each input size compiles (a long pause on a CPU), and eval compiles again after the
+            weights change (each validation during fit); docs/speed.md has the measured gains.
         threads: torch's intra-op threads during predict, set by the VideoWriterCallback (`predict_threads`);
             None: the cores left after DataLoader workers and writer encoder threads (at least 1), or
             OMP_NUM_THREADS when set. Restored after predict.
         precision: The number format of inference="fast" in eval: "fp32", or "bf16" (RVM's copy under bf16
             autocast with its refiner in fp32, BGMv2's with bf16 weights and activations; float32 in and out).
-            bf16 pha is within 5e-3 of "eager" on the golden inputs (mean error up to 1.5e-3), and BGMv2
-            "sampling" or "thresholding" may refine other patches. On a CPU it needs bf16 instructions
+            bf16 pha is within 1e-2 of "eager" on the golden inputs (tested; mean error within 2e-3), and
+            BGMv2 "sampling" or "thresholding" may refine other patches. On a CPU it needs bf16 instructions
             (avx512_bf16 or amx_bf16, `lightning_matting.cpu`) and is refused without them when predict or
             validation starts; on a GPU it runs. Training and `state_dict()` stay fp32.
 

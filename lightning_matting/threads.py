@@ -1,8 +1,8 @@
 """torch's intra-op thread count for a predict run: the cores left after decoding and encoding.
 
 torch starts one intra-op thread per core. A predict run also decodes in DataLoader worker processes and
-encodes each output on its own thread; on a 2-core machine torch's 2 threads, 2 workers and 3 encoders
-made a measured run 3x slower than 1 torch thread. So predict gives torch the cores the others leave;
+encodes each output on its own thread; when all of them outnumber the cores, each slows the others down
+(bench/RESULTS.md has the figures). So predict gives torch the cores the others leave;
 `VideoWriterCallback`, which knows the encoders, sets the count at predict start and restores it after.
 """
 

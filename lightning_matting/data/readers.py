@@ -90,7 +90,7 @@ def frame_to_uint8(frame: Tensor) -> Tensor:
 
 def _planes_to_tensor(image: np.ndarray) -> Tensor:
     """OpenCV BGR(A) [H,W,3|4] (uint8 or uint16) -> contiguous RGB(A) tensor [3|4,H,W], values unchanged."""
-    # The planes in reverse order: one copy, about 3x cheaper than cvtColor + permute + contiguous.
+    # The planes in reverse order: one copy (bench/RESULTS.md times it against cvtColor + permute + contiguous).
     planes = cv2.split(image)
     rgb = planes[2::-1] + planes[3:]
     return torch.from_numpy(np.stack(rgb))

@@ -29,8 +29,8 @@ _NAMED_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
     Refiner: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
 }
 
-# Measured on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): channels_last makes BackgroundMattingV2
-# 1.5-1.9x faster (its refiner's patch batches above all) and RobustVideoMatting, converted whole, slower
+# bench/RESULTS.md: channels_last makes BackgroundMattingV2 faster on a CPU (its refiner's patch batches
+# above all) and RobustVideoMatting, converted whole, slower
 # (its ConvGRU's stack gives NCHW tensors that every later concatenation mixes with channels_last ones);
 # RVM gets its own rewrite on a CPU instead (`rewrite_for_cpu`).
 _CHANNELS_LAST: dict[type[nn.Module], bool] = {MattingBase: True, RobustVideoMatting: False}

@@ -1,8 +1,7 @@
 """RobustVideoMatting run by ONNX Runtime on the CPU from its ONNX export (models/onnx_export.py).
 
-Measured against the eager network on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): 1.21-1.42x its
-speed, about that of the torch inference copy (1.23-1.27x), within 2e-6 of eager. Only the matting pass is
-exported (not the segmentation pass).
+Faster than the eager network on a CPU, about as fast as the torch inference copy (bench/RESULTS.md), and
+within 1e-5 of eager. Only the matting pass is exported (not the segmentation pass).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ class OnnxRuntimeRVM(nn.Module):
     """A RobustVideoMatting run by ONNX Runtime on the CPU, called like the network.
 
     Each batch size, frame size, ratio and thread count gets its own export and session at its first call
-    (export_rvm: 7-12 s measured on a 2-core CPU). The session runs torch's current intra-op thread count
+    (export_rvm takes seconds; the log reports how long). The session runs torch's current intra-op thread count
     (`torch.get_num_threads()`), without spinning waits, so that it leaves idle cores to decoders and
     encoders.
 

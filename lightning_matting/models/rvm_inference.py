@@ -1,9 +1,9 @@
 """RobustVideoMatting for CPU inference: its decoder channels_last, fewer full-size temporaries.
 
-Measured on a 2-core AVX2 CPU, 1 thread (bench/RESULTS.md): the decoder's 3x3 convolutions at the internal
+On a CPU (bench/RESULTS.md) the decoder's 3x3 convolutions at the internal
 resolution are most of RVM's time, and oneDNN runs them faster on channels_last tensors (its brgemm kernels)
 than on NCHW ones (reordered to a blocked layout and back on every call); bilinear x2 upsampling of 32
-channels is 4x faster in channels_last. Converting the whole network costs more than it gains: the ConvGRU's
+channels is faster in channels_last. Converting the whole network costs more than it gains: the ConvGRU's
 `torch.stack` gives NCHW, so every later concatenation mixes layouts and every convolution copies its input
 back. So the decoder alone runs channels_last (`ChannelsLastDecoder`) and avoids what it can:
 
@@ -15,7 +15,7 @@ back. So the decoder alone runs channels_last (`ChannelsLastDecoder`) and avoids
 At a downsample ratio below 1 the guided-filter refiner's full-size linear model is applied in place
 (`InPlaceRefiner`): each full-size temporary is fresh memory, which the kernel maps page by page.
 
-The results equal the network's up to the order of float additions (within 1e-6 here)."""
+The results equal the network's up to the order of float additions."""
 
 from __future__ import annotations
 

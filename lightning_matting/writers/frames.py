@@ -94,7 +94,7 @@ def _torch_to_hwc(frames: torch.Tensor, index: list[int], samples: Samples) -> t
 
 def _cpu_float_to_hwc(frames: torch.Tensor, index: list[int], samples: Samples) -> torch.Tensor:
     """The CPU path: OpenCV per plane with small buffers (torch's batch-sized float temporaries cost page
-    faults); about 7x faster at 720p on 2 cores. addWeighted's saturate_cast scales, rounds half to even and
+    faults), faster than the torch path (bench/RESULTS.md). addWeighted's saturate_cast scales, rounds half to even and
     clamps to the integer range (float32 samples are clipped to [0, 1]); a frame with inf or NaN (where
     saturate_cast gives 0) takes the torch path.
     """
