@@ -16,7 +16,7 @@ from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, Gradie
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
 from lightning_matting.models.loading import VARIANTS, VariantName
-from lightning_matting.models.networks import Inference, InferenceNetworks, check_inference
+from lightning_matting.models.networks import RUNTIMES, Inference, InferenceNetworks, check_inference
 from lightning_matting.models.weights import is_remote, resolve_checkpoint
 from lightning_matting.outputs import (
     DEFAULT_TARGET_COLOR,
@@ -86,6 +86,10 @@ class MattingModule(L.LightningModule):
             batch (7-12 s; again after the weights change, so at each validation during fit) and run by
             ONNX Runtime with torch's thread count (predict's choice in predict); within 2e-6 of "eager",
             matting pass only (no `seg`); measured about as fast as "fast" on a CPU (README).
+            "openvino" and "openvino-bf16" (RVM on a CPU, extra `[openvino]`): the same matting pass
+            converted by OpenVINO at each frame size's first batch (again after the weights change) and
+            compiled for the CPU in float32 (within 1e-6 of "eager") or bfloat16 (CPUs with AVX512_BF16
+            or AMX; within 1e-2), with torch's thread count (docs/openvino.md).
             Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
             batch of each input size compiles (about a minute on a CPU), and eval compiles again after the
@@ -95,7 +99,8 @@ class MattingModule(L.LightningModule):
 
     Raises:
         ValueError: A setting out of its allowed values, or options given with an nn.Module.
-        ImportError: inference="onnxruntime" without the `[onnx]` extra.
+        ImportError: inference="onnxruntime" without the `[onnx]` extra; "openvino" or "openvino-bf16"
+            without the `[openvino]` extra.
 
     Example:
         >>> module = MattingModule("mattingrefine-resnet50", checkpoint="pytorch_resnet50.pth")
@@ -188,10 +193,10 @@ class MattingModule(L.LightningModule):
                 f"outputs {list(names)} need {sorted(missing)}, which {self.variant} does not produce "
                 f"(it gives {sorted(self.adapter.provides)})"
             )
-        if self.networks.inference == "onnxruntime" and "seg" in network_outputs_for(names):
+        if self.networks.inference in RUNTIMES and "seg" in network_outputs_for(names):
             raise ValueError(
-                f"outputs {list(names)} need seg, and inference='onnxruntime' runs RVM's matting pass only: "
-                "use inference='fast' for seg"
+                f"outputs {list(names)} need seg, and inference={self.networks.inference!r} runs RVM's matting "
+                "pass only: use inference='fast' for seg"
             )
         return tuple(names)
 
@@ -268,11 +273,11 @@ class MattingModule(L.LightningModule):
         self._state_key, self._state = None, None
 
     def _check_inference_device(self) -> None:
-        """inference="onnxruntime" runs on the CPU: refused on another device before the first batch."""
-        if self.networks.inference == "onnxruntime" and self.device.type != "cpu":
+        """The outside runtimes (RUNTIMES) run on the CPU: refused on another device before the first batch."""
+        if self.networks.inference in RUNTIMES and self.device.type != "cpu":
             raise ValueError(
-                f"inference='onnxruntime' runs RVM on the CPU and this module is on {self.device}: use "
-                "inference='fast' on a GPU"
+                f"inference={self.networks.inference!r} runs RVM on the CPU and this module is on "
+                f"{self.device}: use inference='fast' on a GPU"
             )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
