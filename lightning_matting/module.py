@@ -86,10 +86,11 @@ class MattingModule(L.LightningModule):
             batch (7-12 s; again after the weights change, so at each validation during fit) and run by
             ONNX Runtime with torch's thread count (predict's choice in predict); within 2e-6 of "eager",
             matting pass only (no `seg`); measured about as fast as "fast" on a CPU (README).
-            "openvino" and "openvino-bf16" (RVM on a CPU, extra `[openvino]`): the same matting pass
-            converted by OpenVINO at each frame size's first batch (again after the weights change) and
-            compiled for the CPU in float32 (within 1e-6 of "eager") or bfloat16 (CPUs with AVX512_BF16
-            or AMX; within 1e-2), with torch's thread count (docs/openvino.md).
+            "openvino" and "openvino-bf16" (on a CPU, extra `[openvino]`): RVM's matting pass, or BGMv2's
+            base network with its refiner in torch, converted by OpenVINO at each frame size's first batch
+            (again after the weights change) and compiled for the CPU in float32 (within 1e-6 of "eager")
+            or bfloat16 (CPUs with AVX512_BF16 or AMX; within 1e-2), with torch's thread count
+            (docs/openvino.md).
             Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
             batch of each input size compiles (about a minute on a CPU), and eval compiles again after the
@@ -276,7 +277,7 @@ class MattingModule(L.LightningModule):
         """The outside runtimes (RUNTIMES) run on the CPU: refused on another device before the first batch."""
         if self.networks.inference in RUNTIMES and self.device.type != "cpu":
             raise ValueError(
-                f"inference={self.networks.inference!r} runs RVM on the CPU and this module is on "
+                f"inference={self.networks.inference!r} runs on the CPU and this module is on "
                 f"{self.device}: use inference='fast' on a GPU"
             )
 

@@ -1,5 +1,6 @@
-"""RVM run by OpenVINO (the `[openvino]` extra, which `make test` installs): the golden outputs in float32
-and bfloat16, RVM's state carried across calls and batches, and every refusal named."""
+"""Our networks run by OpenVINO (the `[openvino]` extra, which `make test` installs): the golden outputs in
+float32 and bfloat16, RVM's state carried across calls and batches, BGMv2 with its refiner in torch, and
+every refusal named."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import sys
 import pytest
 import torch
 from test_inference import max_error, rvm_module, stream
+from test_models_bgmv2 import assert_matches_golden, golden_inputs, refine_model
 from test_models_rvm import golden, reference_model
 
 from lightning_matting.models import load_model
-from lightning_matting.models.openvino_runtime import OpenVinoRVM
+from lightning_matting.models.openvino_runtime import OpenVinoBGMv2, OpenVinoRVM
 from lightning_matting.module import MattingModule
 
 pytest.importorskip("openvino", reason="the [openvino] extra")
@@ -27,7 +29,7 @@ def bf16_cpu() -> bool:
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@pytest.mark.parametrize("variant", ["mobilenetv3", "resnet50"])
+@pytest.mark.parametrize("variant", ["mobilenetv3", pytest.param("resnet50", marks=pytest.mark.slow)])
 def test_openvino_rvm_matches_eager_and_golden_and_carries_its_state(variant):
     model = reference_model(variant)
     clip = golden(variant)["inputs"]["src"]  # [1, T, 3, H, W]
@@ -48,7 +50,7 @@ def test_openvino_rvm_matches_eager_and_golden_and_carries_its_state(variant):
     torch.testing.assert_close(torch.stack(pha, 1), whole[1], atol=1e-6, rtol=0)
     for name, output in zip(("fgr", "pha"), whole[:2], strict=True):
         torch.testing.assert_close(output, expected[name].float(), atol=2e-3, rtol=0, msg=name)
-    assert list(network._compiled) == [(1, 112, 192, 0.5, torch.get_num_threads())]  # one model, reused
+    assert list(network._models._compiled) == [(1, 112, 192, 0.5, torch.get_num_threads())]  # one model, reused
 
 
 @pytest.mark.skipif(not bf16_cpu(), reason="this CPU has no bfloat16 instructions (AVX512_BF16 or AMX)")
@@ -62,6 +64,18 @@ def test_openvino_bf16_stays_near_eager():
         )
     assert all(x.dtype == torch.float32 for x in bf16)
     assert 1e-5 < max_error(tuple(bf16), tuple(eager)) <= BF16_TOLERANCE  # bfloat16 ran: not float32
+
+
+def test_bgmv2_base_network_in_openvino_and_refiner_in_torch_match_eager_and_golden():
+    model = refine_model("mattingrefine-mobilenetv2", "sampling")
+    src, bgr = golden_inputs()
+    with torch.inference_mode():
+        converted, eager = OpenVinoBGMv2(model)(src, bgr), model(src, bgr)
+    assert max_error(tuple(converted), tuple(eager)) <= F32_TOLERANCE  # 6e-7 measured
+    assert_matches_golden(converted, "mattingrefine-mobilenetv2", "sampling")
+    module = MattingModule("mattingrefine-mobilenetv2", inference="openvino-bf16", refine_mode="thresholding")
+    network = module.eval().networks.for_inference(module.net)
+    assert isinstance(network, OpenVinoBGMv2) and network.precision == "bf16"
 
 
 def test_module_runs_openvino_in_eval_carrying_the_state_across_batches():
@@ -89,9 +103,9 @@ def test_module_runs_openvino_in_eval_carrying_the_state_across_batches():
 def test_bad_settings_are_refused_with_their_names(monkeypatch):
     with pytest.raises(
         ValueError,
-        match=r"inference='openvino' runs our RobustVideoMatting networks \(rvm-\*\); MattingBase runs with",
+        match="inference='openvino' runs our RobustVideoMatting and BackgroundMattingV2 networks; Conv2d runs",
     ):
-        MattingModule("mattingbase-mobilenetv2", inference="openvino")
+        MattingModule(torch.nn.Conv2d(6, 4, 1), inference="openvino")
     with pytest.raises(
         ValueError,
         match="compile=True compiles torch networks and inference='openvino-bf16' runs an OpenVINO model: ",
@@ -105,6 +119,19 @@ def test_bad_settings_are_refused_with_their_names(monkeypatch):
         OpenVinoRVM(load_model("rvm-mobilenetv3").to("meta"))
     with pytest.raises(TypeError, match="OpenVinoRVM runs our RobustVideoMatting networks, got MattingBase"):
         OpenVinoRVM(load_model("mattingbase-mobilenetv2"))
+    with pytest.raises(
+        TypeError, match="OpenVinoBGMv2 runs our MattingBase and MattingRefine networks, got Robu"
+    ):
+        OpenVinoBGMv2(load_model("rvm-mobilenetv3"))
+    with pytest.raises(
+        ValueError, match="OpenVINO runs here on the CPU and the network is on meta: on a GPU"
+    ):
+        OpenVinoBGMv2(load_model("mattingbase-mobilenetv2").to("meta"))
+    base, frames = OpenVinoBGMv2(load_model("mattingbase-mobilenetv2")), torch.rand(2, 1, 3, 48, 64)
+    with pytest.raises(ValueError, match=r"OpenVINO runs here on the CPU in float32; got src torch.float64"):
+        base(frames[0].double(), frames[1].double())
+    with pytest.raises(ValueError, match=r"bgr must have the same \[B, 3, H, W\] shape as src"):
+        base(frames[0], frames[1, :, :, :40])
     net = load_model("rvm-mobilenetv3")
     with pytest.raises(ValueError, match=r"precision must be one of \('f32', 'bf16'\), got 'fp16'"):
         OpenVinoRVM(net, "fp16")

@@ -7,20 +7,32 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lightning_matting.models.bgmv2 import MattingRefine
+from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.inference import can_rewrite, inference_copy
 from lightning_matting.models.onnx_export import require_onnxruntime
 from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
-from lightning_matting.models.openvino_runtime import OpenVinoRVM, require_openvino
+from lightning_matting.models.openvino_runtime import OpenVinoBGMv2, OpenVinoRVM, require_openvino
 from lightning_matting.models.rvm import RobustVideoMatting
 
 Inference = Literal["fast", "eager", "onnxruntime", "openvino", "openvino-bf16"]
 INFERENCE_MODES: tuple[Inference, ...] = ("fast", "eager", "onnxruntime", "openvino", "openvino-bf16")
-# The modes an outside runtime runs: RVM's matting pass on the CPU, the runtime's name.
+# The modes an outside runtime runs on the CPU (for RVM its matting pass only): what it runs.
 RUNTIMES: dict[str, str] = {
     "onnxruntime": "an ONNX export",
     "openvino": "an OpenVINO model",
     "openvino-bf16": "an OpenVINO model",
+}
+# The networks each runtime runs, as the refusal names them.
+_RUNTIME_NETWORKS: dict[str, tuple[tuple[type[nn.Module], ...], str]] = {
+    "onnxruntime": ((RobustVideoMatting,), "our RobustVideoMatting networks (rvm-*)"),
+    "openvino": (
+        (RobustVideoMatting, MattingBase),
+        "our RobustVideoMatting and BackgroundMattingV2 networks",
+    ),
+    "openvino-bf16": (
+        (RobustVideoMatting, MattingBase),
+        "our RobustVideoMatting and BackgroundMattingV2 networks",
+    ),
 }
 
 
@@ -28,8 +40,8 @@ def check_inference(inference: object, net: nn.Module, compile: bool) -> Inferen
     """`inference` if `net` can run it (with `compile`).
 
     Raises:
-        ValueError: Not one of INFERENCE_MODES; one of RUNTIMES for a network other than our RVM, or with
-            `compile`.
+        ValueError: Not one of INFERENCE_MODES; one of RUNTIMES for a network it does not run ("onnxruntime":
+            our RVM; "openvino", "openvino-bf16": our RVM and BGMv2), or with `compile`.
         ImportError: "onnxruntime" without the `[onnx]` extra installed, "openvino" or "openvino-bf16"
             without the `[openvino]` extra.
     """
@@ -38,10 +50,10 @@ def check_inference(inference: object, net: nn.Module, compile: bool) -> Inferen
             f"inference must be one of {', '.join(map(repr, INFERENCE_MODES))}, got {inference!r}"
         )
     if inference in RUNTIMES:
-        if not isinstance(net, RobustVideoMatting):
+        families, names = _RUNTIME_NETWORKS[inference]
+        if not isinstance(net, families):
             raise ValueError(
-                f"inference={inference!r} runs our RobustVideoMatting networks (rvm-*); "
-                f"{type(net).__name__} runs with 'fast' or 'eager'"
+                f"inference={inference!r} runs {names}; {type(net).__name__} runs with 'fast' or 'eager'"
             )
         if compile:
             raise ValueError(
@@ -60,7 +72,7 @@ class InferenceNetworks:
 
     What eval runs for our networks: "fast", the inference copy (`inference_copy`); "onnxruntime", RVM
     through ONNX Runtime (`OnnxRuntimeRVM`); "openvino" and "openvino-bf16", RVM through OpenVINO in float32
-    or bfloat16 (`OpenVinoRVM`); "eager", the network itself. It is rebuilt when the network
+    or bfloat16 (`OpenVinoRVM`), BGMv2's base network likewise and its refiner in torch (`OpenVinoBGMv2`); "eager", the network itself. It is rebuilt when the network
     changes: a parameter or buffer replaced, moved or modified in place (an optimizer step,
     `load_state_dict`: their version counters), or a BGMv2 refine setting changed. It is dropped with
     `clear()`, e.g. on entering training.
@@ -109,7 +121,12 @@ class InferenceNetworks:
         if self.inference == "onnxruntime":
             return OnnxRuntimeRVM(net)
         if self.inference in ("openvino", "openvino-bf16"):
-            return OpenVinoRVM(net, "bf16" if self.inference == "openvino-bf16" else "f32")
+            precision = "bf16" if self.inference == "openvino-bf16" else "f32"
+            return (
+                OpenVinoRVM(net, precision)
+                if isinstance(net, RobustVideoMatting)
+                else OpenVinoBGMv2(net, precision)
+            )
         fast = inference_copy(net)
         return _compile(fast) if self.compile else fast
 
