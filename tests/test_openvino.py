@@ -50,7 +50,9 @@ def test_openvino_rvm_matches_eager_and_golden_and_carries_its_state(variant):
     torch.testing.assert_close(torch.stack(pha, 1), whole[1], atol=1e-6, rtol=0)
     for name, output in zip(("fgr", "pha"), whole[:2], strict=True):
         torch.testing.assert_close(output, expected[name].float(), atol=2e-3, rtol=0, msg=name)
-    assert list(network._models._compiled) == [(1, 112, 192, 0.5, torch.get_num_threads())]  # one model, reused
+    assert list(network._models._compiled) == [
+        (1, 112, 192, 0.5, torch.get_num_threads())
+    ]  # one model, reused
 
 
 @pytest.mark.skipif(not bf16_cpu(), reason="this CPU has no bfloat16 instructions (AVX512_BF16 or AMX)")
@@ -94,7 +96,9 @@ def test_module_runs_openvino_in_eval_carrying_the_state_across_batches():
     assert converted.networks.for_inference(converted.net) is not network
     copied = copy.deepcopy(converted)  # compiled models cannot be copied: the copy builds its own
     assert copied.networks._copy is None and converted.networks._copy is not None
-    with pytest.raises(ValueError, match="'openvino' runs RVM on the CPU and this module is on meta: use "):
+    with pytest.raises(
+        ValueError, match="inference='openvino' runs on the CPU and this module is on meta: use "
+    ):
         copied.to("meta").on_validation_epoch_start()
     bf16 = rvm_module(inference="openvino-bf16")
     assert bf16.networks.for_inference(bf16.net).precision == "bf16"
