@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,av,loggers,onnx]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,av,loggers,onnx,openvino]"
 	touch $(STAMP)
 
 setup: $(STAMP)

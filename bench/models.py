@@ -22,6 +22,11 @@ a busy machine slows both alike) and the max abs error against eager fp32 over e
                  printed: a minute or more per size on a CPU, less from a warm inductor cache)
   onnxruntime    RVM only: BatchNorm folded, exported to ONNX and run by ONNX Runtime with the same thread
                  count, as MattingModule(inference="onnxruntime") (extra `[onnx]`; its export time printed)
+  openvino       BatchNorm folded, converted by OpenVINO and compiled for the CPU in float32 with the same
+                 thread count (RVM whole; BGMv2 its base network, the refiner in torch), as
+                 MattingModule(inference="openvino") (extra `[openvino]`; its conversion time printed)
+  openvino-bf16  the same compiled in bfloat16, as MattingModule(inference="openvino-bf16") (CPUs with
+                 AVX512_BF16 or AMX)
 Weights are freshly initialised and inputs random, so refine variants run "sampling" with
 prevent_oversampling off (the reference's speed test): backbone_scale 0.25, 80,000 pixels. RVM runs frame
 after frame with its state carried, at the automatic downsample ratio (longest side to 512 px). CPU only.
@@ -43,11 +48,24 @@ from lightning_matting.cpu import cpu_info
 from lightning_matting.models import VARIANTS, load_model
 from lightning_matting.models.inference import ChannelsLast, fold_batch_norms, inference_copy
 from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
+from lightning_matting.models.openvino_runtime import OpenVinoBGMv2, OpenVinoRVM
 from lightning_matting.models.precision import Bfloat16, bf16_copy
-from lightning_matting.models.rvm import auto_downsample_ratio
+from lightning_matting.models.rvm import RobustVideoMatting, auto_downsample_ratio
 
-OPTIONS = ("fast", "fold", "channels_last", "bf16", "autocast", "bf16-weights", "compile", "onnxruntime")
-FIRST_CALL_BUILDS = ("compile", "onnxruntime")  # the first call compiles or exports
+OPTIONS = (
+    "fast",
+    "fold",
+    "channels_last",
+    "bf16",
+    "autocast",
+    "bf16-weights",
+    "compile",
+    "onnxruntime",
+    "openvino",
+    "openvino-bf16",
+)
+FIRST_CALL_BUILDS = ("compile", "onnxruntime", "openvino", "openvino-bf16")  # the first call builds
+RVM_ONLY = ("onnxruntime",)
 REFINE_OPTIONS = {
     "backbone_scale": 0.25,
     "refine_mode": "sampling",
@@ -70,6 +88,13 @@ def build(option: str, net: nn.Module) -> nn.Module:
         return bf16_copy(net)
     if option == "bf16-weights":
         return Bfloat16(inference_copy(net).to(torch.bfloat16))
+    if option in ("openvino", "openvino-bf16"):
+        precision = "bf16" if option == "openvino-bf16" else "f32"
+        return (
+            OpenVinoRVM(net, precision)
+            if isinstance(net, RobustVideoMatting)
+            else OpenVinoBGMv2(net, precision)
+        )
     return inference_copy(net)
 
 
@@ -114,7 +139,7 @@ def measure(variant: str, width: int, height: int, options: list[str], warmup: i
     runners: dict[str, Runner] = {}
     compile_seconds = {}
     for option in options:
-        if option == "onnxruntime" and not recurrent:
+        if option in RVM_ONLY and not recurrent:
             continue
         start = time.perf_counter()
         runners[option] = Runner(build(option, net), recurrent, ratio, option == "autocast", eager=False)

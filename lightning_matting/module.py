@@ -17,7 +17,7 @@ from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, Gradie
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
 from lightning_matting.models.loading import VARIANTS, VariantName
-from lightning_matting.models.networks import Inference, InferenceNetworks, check_inference
+from lightning_matting.models.networks import RUNTIMES, Inference, InferenceNetworks, check_inference
 from lightning_matting.models.precision import Precision, check_bf16_device, check_precision
 from lightning_matting.models.weights import is_remote, resolve_checkpoint
 from lightning_matting.outputs import (
@@ -87,6 +87,11 @@ class MattingModule(L.LightningModule):
             batch (a pause the log reports; again after the weights change, so at each validation during fit) and run by
             ONNX Runtime with torch's thread count (predict's choice in predict); within 1e-5 of "eager",
             matting pass only (no `seg`); its speed against "fast": docs/speed.md.
+            "openvino" and "openvino-bf16" (on a CPU, extra `[openvino]`): RVM's matting pass, or BGMv2's
+            base network with its refiner in torch, converted by OpenVINO at each frame size's first batch
+            (again after the weights change) and compiled for the CPU in float32 (within 1e-4 of "eager",
+            tested) or bfloat16 (CPUs with avx512_bf16 or amx_bf16; within 1e-2), with torch's thread count
+            (docs/openvino.md).
             Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
             batch of each input size compiles (a long pause on a CPU), and eval compiles again after the
@@ -103,8 +108,10 @@ class MattingModule(L.LightningModule):
 
     Raises:
         ValueError: A setting out of its allowed values, or options given with an nn.Module.
-        ImportError: inference="onnxruntime" without the `[onnx]` extra.
-        ValueError: precision="bf16" on a CPU without bf16 instructions, when predict or validation starts.
+        ImportError: inference="onnxruntime" without the `[onnx]` extra; "openvino" or "openvino-bf16"
+            without the `[openvino]` extra.
+        ValueError: precision="bf16" or inference="openvino-bf16" on a CPU without bf16 instructions, when
+            predict or validation starts.
 
     Example:
         >>> from pathlib import Path
@@ -208,10 +215,10 @@ class MattingModule(L.LightningModule):
                 f"outputs {list(names)} need {sorted(missing)}, which {self.variant} does not produce "
                 f"(it gives {sorted(self.adapter.provides)})"
             )
-        if self.networks.inference == "onnxruntime" and "seg" in network_outputs_for(names):
+        if self.networks.inference in RUNTIMES and "seg" in network_outputs_for(names):
             raise ValueError(
-                f"outputs {list(names)} need seg, and inference='onnxruntime' runs RVM's matting pass only: "
-                "use inference='fast' for seg"
+                f"outputs {list(names)} need seg, and inference={self.networks.inference!r} runs RVM's matting "
+                "pass only: use inference='fast' for seg"
             )
         return tuple(names)
 
@@ -285,17 +292,20 @@ class MattingModule(L.LightningModule):
         self._state_key, self._state = None, None
 
     def _check_inference_device(self) -> None:
-        """inference="onnxruntime" runs on the CPU: refused on another device before the first batch."""
-        if self.networks.inference == "onnxruntime" and self.device.type != "cpu":
+        """The outside runtimes (RUNTIMES) run on the CPU: refused on another device before the first batch."""
+        if self.networks.inference in RUNTIMES and self.device.type != "cpu":
             raise ValueError(
-                f"inference='onnxruntime' runs RVM on the CPU and this module is on {self.device}: use "
-                "inference='fast' on a GPU"
+                f"inference={self.networks.inference!r} runs on the CPU and this module is on "
+                f"{self.device}: use inference='fast' on a GPU"
             )
 
     def _check_precision_device(self) -> None:
-        """precision="bf16" on a CPU without bf16 instructions: refused before the first batch."""
+        """precision="bf16" or inference="openvino-bf16" on a CPU without bf16 instructions: refused before the
+        first batch."""
         if self.networks.precision == "bf16":
             check_bf16_device(self.device, cpu_info())
+        if self.networks.inference == "openvino-bf16":
+            check_bf16_device(self.device, cpu_info(), "inference='openvino-bf16'")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
         """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""

@@ -73,7 +73,7 @@ def test_bf16_is_refused_on_a_cpu_without_bf16_instructions_and_allowed_elsewher
     assert str(error.value) == (
         "precision='bf16' needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16), and this one, "
         "Intel(R) Core(TM) i5-8250U CPU @ 1.60GHz (avx2), has neither: bf16 would run emulated with fp32 "
-        "instructions, slower than fp32. Use precision='fp32' on this CPU, or run on a GPU"
+        "instructions, slower than fp32. Use fp32 on this CPU (precision='fp32', inference='openvino'), or run on a GPU"
     )
     check_bf16_device(torch.device("cpu"), CpuInfo("Intel(R) Xeon(R) Processor", ("avx512f", "amx_bf16")))
     check_bf16_device(torch.device("cuda", 0), NO_BF16)  # a GPU: its own bf16, whatever the host CPU

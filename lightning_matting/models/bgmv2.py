@@ -130,15 +130,18 @@ class MattingBase(nn.Module):
 
     def forward(self, src: Tensor, bgr: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         check_inputs(src, bgr)
-        x = self._coarse(src, bgr)
+        return self.base_outputs(src, self.coarse(src, bgr))
+
+    def base_outputs(self, src: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(pha, fgr, err, hid) [B,C,H,W] from src [B,3,H,W] and the coarse output x [B,37,H,W]."""
         pha = x[:, 0:1].clamp(0.0, 1.0)
         fgr = (x[:, 1:4] + src).clamp(0.0, 1.0)
         err = x[:, 4:5].clamp(0.0, 1.0)
         hid = x[:, 5:].relu()
         return pha, fgr, err, hid
 
-    def _coarse(self, src: Tensor, bgr: Tensor) -> Tensor:
-        """The raw 37-channel decoder output [B, 37, H, W] for src and bgr."""
+    def coarse(self, src: Tensor, bgr: Tensor) -> Tensor:
+        """The raw 37-channel decoder output [B, 37, H, W] for src and bgr: the backbone, ASPP, decoder."""
         x = torch.cat([src, bgr], dim=1)
         f1, f2, f3, f4 = self.backbone(x)
         return self.decoder(self.aspp(f4), f3, f2, f1, x)
@@ -181,10 +184,21 @@ class MattingRefine(MattingBase):
 
     def forward(self, src: Tensor, bgr: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         check_inputs(src, bgr, multiple_of=4)
+        src_sm, bgr_sm = self.downsampled(src, bgr)
+        return self.refined(src, bgr, src_sm, self.coarse(src_sm, bgr_sm))
+
+    def downsampled(self, src: Tensor, bgr: Tensor) -> tuple[Tensor, Tensor]:
+        """src and bgr [B,3,H,W] at `backbone_scale` ([B,3,h,w]), where the base network runs."""
         size = (int(src.size(2) * self.backbone_scale), int(src.size(3) * self.backbone_scale))
         src_sm = F.interpolate(src, size=size, mode="bilinear", align_corners=False)
         bgr_sm = F.interpolate(bgr, size=size, mode="bilinear", align_corners=False)
-        x = self._coarse(src_sm, bgr_sm)
+        return src_sm, bgr_sm
+
+    def refined(
+        self, src: Tensor, bgr: Tensor, src_sm: Tensor, x: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The outputs of `forward` from src, bgr [B,3,H,W], src_sm [B,3,h,w] (`downsampled`) and the base
+        network's coarse output x [B,37,h,w] on them: the refiner's part."""
         pha_sm = x[:, 0:1].clamp(0.0, 1.0)
         fgr_sm = x[:, 1:4]
         err_sm = x[:, 4:5].clamp(0.0, 1.0)

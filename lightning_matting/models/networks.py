@@ -7,40 +7,64 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lightning_matting.models.bgmv2 import MattingRefine
+from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.inference import can_rewrite, inference_copy
 from lightning_matting.models.onnx_export import require_onnxruntime
 from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
+from lightning_matting.models.openvino_runtime import OpenVinoBGMv2, OpenVinoRVM, require_openvino
 from lightning_matting.models.precision import Precision, bf16_copy
 from lightning_matting.models.rvm import RobustVideoMatting
 
-Inference = Literal["fast", "eager", "onnxruntime"]
-INFERENCE_MODES: tuple[Inference, ...] = ("fast", "eager", "onnxruntime")
+Inference = Literal["fast", "eager", "onnxruntime", "openvino", "openvino-bf16"]
+INFERENCE_MODES: tuple[Inference, ...] = ("fast", "eager", "onnxruntime", "openvino", "openvino-bf16")
+# The modes an outside runtime runs on the CPU (for RVM its matting pass only): what it runs.
+RUNTIMES: dict[str, str] = {
+    "onnxruntime": "an ONNX export",
+    "openvino": "an OpenVINO model",
+    "openvino-bf16": "an OpenVINO model",
+}
+# The networks each runtime runs, as the refusal names them.
+_RUNTIME_NETWORKS: dict[str, tuple[tuple[type[nn.Module], ...], str]] = {
+    "onnxruntime": ((RobustVideoMatting,), "our RobustVideoMatting networks (rvm-*)"),
+    "openvino": (
+        (RobustVideoMatting, MattingBase),
+        "our RobustVideoMatting and BackgroundMattingV2 networks",
+    ),
+    "openvino-bf16": (
+        (RobustVideoMatting, MattingBase),
+        "our RobustVideoMatting and BackgroundMattingV2 networks",
+    ),
+}
 
 
 def check_inference(inference: object, net: nn.Module, compile: bool) -> Inference:
     """`inference` if `net` can run it (with `compile`).
 
     Raises:
-        ValueError: Not one of INFERENCE_MODES; "onnxruntime" for a network other than our RVM, or with
-            `compile`.
-        ImportError: "onnxruntime" without the `[onnx]` extra installed.
+        ValueError: Not one of INFERENCE_MODES; one of RUNTIMES for a network it does not run ("onnxruntime":
+            our RVM; "openvino", "openvino-bf16": our RVM and BGMv2), or with `compile`.
+        ImportError: "onnxruntime" without the `[onnx]` extra installed, "openvino" or "openvino-bf16"
+            without the `[openvino]` extra.
     """
     if inference not in INFERENCE_MODES:
         raise ValueError(
             f"inference must be one of {', '.join(map(repr, INFERENCE_MODES))}, got {inference!r}"
         )
-    if inference == "onnxruntime":
-        if not isinstance(net, RobustVideoMatting):
+    if inference in RUNTIMES:
+        families, names = _RUNTIME_NETWORKS[inference]
+        if not isinstance(net, families):
             raise ValueError(
-                "inference='onnxruntime' runs our RobustVideoMatting networks (rvm-*); "
-                f"{type(net).__name__} runs with 'fast' or 'eager'"
+                f"inference={inference!r} runs {names}; {type(net).__name__} runs with 'fast' or 'eager'"
             )
         if compile:
             raise ValueError(
-                "compile=True compiles torch networks and inference='onnxruntime' runs an ONNX export: choose one"
+                f"compile=True compiles torch networks and inference={inference!r} runs {RUNTIMES[inference]}: "
+                "choose one"
             )
-        require_onnxruntime()
+        if inference == "onnxruntime":
+            require_onnxruntime()
+        else:
+            require_openvino()
     return inference
 
 
@@ -48,13 +72,14 @@ class InferenceNetworks:
     """The networks a module runs: its training network (compiled or not) and a cached one for eval.
 
     What eval runs for our networks: "fast", the inference copy (`inference_copy`); "onnxruntime", RVM
-    through ONNX Runtime (`OnnxRuntimeRVM`); "eager", the network itself. It is rebuilt when the network
+    through ONNX Runtime (`OnnxRuntimeRVM`); "openvino" and "openvino-bf16", RVM through OpenVINO in float32
+    or bfloat16 (`OpenVinoRVM`), BGMv2's base network likewise and its refiner in torch (`OpenVinoBGMv2`); "eager", the network itself. It is rebuilt when the network
     changes: a parameter or buffer replaced, moved or modified in place (an optimizer step,
     `load_state_dict`: their version counters), or a BGMv2 refine setting changed. It is dropped with
     `clear()`, e.g. on entering training.
 
     Args:
-        inference: "fast", "eager" or "onnxruntime" (checked by `check_inference`).
+        inference: One of INFERENCE_MODES (checked by `check_inference`).
         compile: Compile what runs with `torch.compile(dynamic=False)` (the training network and the inference
             copy): one graph per input shape.
         precision: The "fast" copy's number format: "fp32", or "bf16" (`bf16_copy`; checked by
@@ -89,7 +114,7 @@ class InferenceNetworks:
 
     def __getstate__(self) -> dict:
         """Copies and pickles (deepcopy, ddp_spawn, torch.save of a module) leave the cached networks behind:
-        an ONNX Runtime session cannot be pickled, and they are rebuilt at the next call."""
+        an ONNX Runtime session or OpenVINO model cannot be pickled, and they are rebuilt at the next call."""
         return {**self.__dict__, "_copy": None, "_copy_key": None, "_compiled": {}}
 
     def clear(self) -> None:
@@ -99,6 +124,13 @@ class InferenceNetworks:
     def _build(self, net: nn.Module) -> nn.Module:
         if self.inference == "onnxruntime":
             return OnnxRuntimeRVM(net)
+        if self.inference in ("openvino", "openvino-bf16"):
+            precision = "bf16" if self.inference == "openvino-bf16" else "f32"
+            return (
+                OpenVinoRVM(net, precision)
+                if isinstance(net, RobustVideoMatting)
+                else OpenVinoBGMv2(net, precision)
+            )
         fast = inference_copy(net) if self.precision == "fp32" else bf16_copy(net)
         return _compile(fast) if self.compile else fast
 

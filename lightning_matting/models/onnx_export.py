@@ -65,7 +65,7 @@ def require_onnxruntime() -> Any:
         ) from error
 
 
-class _MattingStep(nn.Module):
+class MattingStep(nn.Module):
     """One call of RVM's matting pass at a fixed ratio: (src, r1..r4) -> (fgr, pha, r1..r4)."""
 
     def __init__(self, net: RobustVideoMatting, downsample_ratio: float) -> None:
@@ -134,7 +134,7 @@ def export_onnx(
                 "refine_sample_pixels": net.refiner.sample_pixels,
                 "refine_prevent_oversampling": net.refiner.prevent_oversampling,
             }
-    folded = _folded_copy(net)
+    folded = folded_copy(net)
     src, bgr = torch.zeros(2, batch_size, 3, height, width)  # two tensors: one passed twice is one input
     with torch.no_grad():
         folded(src, bgr)  # the network's own checks, with its messages
@@ -165,13 +165,27 @@ def export_rvm(
         )
     _check_export(net, width, height, batch_size)
     ratio = auto_downsample_ratio(height, width) if downsample_ratio is None else downsample_ratio
-    folded = _folded_copy(net)
+    step, inputs = rvm_step(net, width, height, ratio, batch_size)
+    metadata = {"width": width, "height": height, "downsample_ratio": ratio, "batch_size": batch_size}
+    return _export(step, inputs, RVM_INPUT_NAMES, RVM_OUTPUT_NAMES, metadata)
+
+
+def rvm_step(
+    net: RobustVideoMatting, width: int, height: int, downsample_ratio: float, batch_size: int
+) -> tuple[MattingStep, tuple[Tensor, ...]]:
+    """RVM's matting step at `downsample_ratio`, BatchNorm folded, and its example inputs (zeros).
+
+    Returns:
+        The step (on a frozen float32 copy of `net`) and (src [N,3,H,W], r1..r4 [N,C,h,w]) float32 zeros.
+
+    Raises:
+        ValueError: A ratio out of (0, 1], or one that shrinks the frame below a pixel.
+    """
+    folded = folded_copy(net)
     src = torch.zeros(batch_size, 3, height, width)
     with torch.no_grad():
-        _, _, *states = folded(src, downsample_ratio=ratio)  # checks the ratio; gives the state shapes
-    metadata = {"width": width, "height": height, "downsample_ratio": ratio, "batch_size": batch_size}
-    inputs = (src, *(torch.zeros_like(state) for state in states))
-    return _export(_MattingStep(folded, ratio), inputs, RVM_INPUT_NAMES, RVM_OUTPUT_NAMES, metadata)
+        _, _, *states = folded(src, downsample_ratio=downsample_ratio)  # checks the ratio; the state shapes
+    return MattingStep(folded, downsample_ratio), (src, *(torch.zeros_like(state) for state in states))
 
 
 def _check_export(net: nn.Module, width: int, height: int, batch_size: int) -> None:
@@ -184,7 +198,8 @@ def _check_export(net: nn.Module, width: int, height: int, batch_size: int) -> N
     require_onnxruntime()
 
 
-def _folded_copy(net: nn.Module) -> nn.Module:
+def folded_copy(net: nn.Module) -> nn.Module:
+    """A frozen float32 eval copy of `net` with BatchNorm folded (`fold_batch_norms`)."""
     return fold_batch_norms(copy.deepcopy(net).float().eval()).requires_grad_(False)
 
 
@@ -196,7 +211,7 @@ def _export(
     metadata: dict[str, object],
 ) -> bytes:
     """torch.onnx's (dynamo) export of `module` at `inputs`' shapes, `metadata` in the model's properties."""
-    with _quiet_exporter():
+    with quiet_exporter():
         program = torch.onnx.export(
             module.eval(),
             inputs,
@@ -213,7 +228,7 @@ def _export(
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """Silence the exporter's notes that say nothing about our network (torchvision ops it skips, tracing)."""
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level

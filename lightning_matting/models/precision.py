@@ -41,21 +41,22 @@ def check_precision(precision: object, inference: str, net: nn.Module) -> Precis
     return precision
 
 
-def check_bf16_device(device: torch.device, cpu: CpuInfo) -> None:
+def check_bf16_device(device: torch.device, cpu: CpuInfo, setting: str = "precision='bf16'") -> None:
     """Refuse bf16 on a CPU without bf16 instructions, where it runs emulated and slower than fp32.
 
     Args:
         device: The device eval runs on; any other than "cpu" (a GPU) is allowed.
         cpu: The CPU (`lightning_matting.cpu.cpu_info()`), whose flags decide.
+        setting: The setting that asks for bf16, as the message names it.
 
     Raises:
         ValueError: `device` is the CPU and `cpu` lacks every one of NATIVE_BF16_FLAGS.
     """
     if device.type == "cpu" and not has_native_bf16(cpu.flags):
         raise ValueError(
-            f"precision='bf16' needs a CPU with bf16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}), and "
+            f"{setting} needs a CPU with bf16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}), and "
             f"this one, {cpu.describe()}, has neither: bf16 would run emulated with fp32 instructions, "
-            "slower than fp32. Use precision='fp32' on this CPU, or run on a GPU"
+            "slower than fp32. Use fp32 on this CPU (precision='fp32', inference='openvino'), or run on a GPU"
         )
 
 
