@@ -53,8 +53,10 @@ class SAD(_MatteError):
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
         """Add images pred, target (float [B,1,H,W] in [0, 1]) over mask (bool [B,1,H,W]; None: all pixels)."""
         sum_abs_error, total = _sad_update(pred, target, mask)
-        self.sum_abs_error += sum_abs_error
-        self.total += total
+        self.sum_abs_error = (
+            self.sum_abs_error + sum_abs_error
+        )  # not in place: a state made under inference_mode stays updatable
+        self.total = self.total + total  # not in place: a state made under inference_mode stays updatable
 
     def compute(self) -> Tensor:
         """Mean over every image seen, float64 scalar; nan before the first image."""
@@ -75,8 +77,10 @@ class MSE(_MatteError):
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
         """Add images pred, target (float [B,1,H,W] in [0, 1]) over mask (bool [B,1,H,W]; None: all pixels)."""
         sum_squared_error, total = _mse_update(pred, target, mask)
-        self.sum_squared_error += sum_squared_error
-        self.total += total
+        self.sum_squared_error = (
+            self.sum_squared_error + sum_squared_error
+        )  # not in place: a state made under inference_mode stays updatable
+        self.total = self.total + total  # not in place: a state made under inference_mode stays updatable
 
     def compute(self) -> Tensor:
         """Mean over every image seen with a non-empty region, float64 scalar; nan before the first."""
@@ -97,8 +101,10 @@ class GradientError(_MatteError):
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
         """Add images pred, target (float [B,1,H,W] in [0, 1]) over mask (bool [B,1,H,W]; None: all pixels)."""
         sum_gradient_error, total = _gradient_error_update(pred, target, mask)
-        self.sum_gradient_error += sum_gradient_error
-        self.total += total
+        self.sum_gradient_error = (
+            self.sum_gradient_error + sum_gradient_error
+        )  # not in place: a state made under inference_mode stays updatable
+        self.total = self.total + total  # not in place: a state made under inference_mode stays updatable
 
     def compute(self) -> Tensor:
         """Mean over every image seen, float64 scalar; nan before the first image."""
@@ -119,8 +125,10 @@ class ConnectivityError(_MatteError):
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
         """Add images pred, target (float [B,1,H,W] in [0, 1]) over mask (bool [B,1,H,W]; None: all pixels)."""
         sum_connectivity_error, total = _connectivity_error_update(pred, target, mask)
-        self.sum_connectivity_error += sum_connectivity_error
-        self.total += total
+        self.sum_connectivity_error = (
+            self.sum_connectivity_error + sum_connectivity_error
+        )  # not in place: a state made under inference_mode stays updatable
+        self.total = self.total + total  # not in place: a state made under inference_mode stays updatable
 
     def compute(self) -> Tensor:
         """Mean over every image seen, float64 scalar; nan before the first image."""
@@ -146,8 +154,10 @@ class DtSSD(_MatteError):
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add clips pred, target: float in [0, 1], clips [B,T,1,H,W] or consecutive frames [T,1,H,W]."""
         sum_dtssd, total = _dtssd_update(pred, target)
-        self.sum_dtssd += sum_dtssd
-        self.total += total
+        self.sum_dtssd = (
+            self.sum_dtssd + sum_dtssd
+        )  # not in place: a state made under inference_mode stays updatable
+        self.total = self.total + total  # not in place: a state made under inference_mode stays updatable
 
     def compute(self) -> Tensor:
         """Mean over every frame transition seen, float64 scalar; nan before the first transition."""
