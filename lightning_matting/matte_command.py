@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_matting.live_sources import is_live_source
 from lightning_matting.models.loading import VARIANTS
 
 WRITER = "lightning_matting.callbacks.VideoWriterCallback"
@@ -21,10 +22,11 @@ _GLOB_CHARACTERS = "*?["
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """The sources named by `inputs`: files and image folders as given, globs expanded in sorted order.
+    """The sources named by `inputs`: files, image folders and live sources as given, globs expanded in sorted order.
 
     Args:
-        inputs: Paths (video files, image folders) and glob patterns such as `shots/*.mp4`.
+        inputs: Paths (video files, image folders), glob patterns such as `shots/*.mp4`, and live sources (a URL
+            such as udp://127.0.0.1:9000, '-' for standard input, /dev/videoN), which are never globbed.
 
     Returns:
         The source paths, in the order given (each glob's matches sorted).
@@ -38,7 +40,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         )
     sources: list[str] = []
     for item in inputs:
-        if any(character in item for character in _GLOB_CHARACTERS) and not Path(item).exists():
+        if (
+            not is_live_source(item)
+            and any(character in item for character in _GLOB_CHARACTERS)
+            and not Path(item).exists()
+        ):
             matches = sorted(glob.glob(item))
             if not matches:
                 raise ValueError(f"matte: the input pattern {item!r} matches no file or folder")
@@ -61,6 +67,7 @@ def predict_config(
     batch_size: int = 4,
     overwrite: bool = False,
     resume: bool = False,
+    realtime: bool = False,
 ) -> dict[str, Any]:
     """The predict config (as `lightning-matting predict --config` reads it) of one `matte` call.
 
@@ -78,6 +85,7 @@ def predict_config(
         batch_size: Consecutive frames per step (RVM: its T).
         overwrite: Replace existing outputs.
         resume: Continue an interrupted run of the same command.
+        realtime: A live input: keep only the latest frames when the model falls behind (bounded latency).
 
     Returns:
         {"subcommand": "predict", "predict": {"trainer": ..., "model": ..., "data": ...}}.
@@ -102,6 +110,8 @@ def predict_config(
         data["backgrounds"] = plates
     if target is not None:
         data["target"] = target
+    if realtime:
+        data["realtime"] = True
     return {
         "subcommand": "predict",
         "predict": {
@@ -124,7 +134,7 @@ def matte(inputs: str | Sequence[str], model: str, **options: Any) -> dict[str, 
         inputs: A path or glob, or a list of them (video files, image folders).
         model: A variant name (`lightning_matting.VARIANTS`) or a TorchScript file.
         **options: The keyword arguments of `predict_config` (checkpoint, backgrounds, output, outputs, codec,
-            target, devices, batch_size, overwrite, resume).
+            target, devices, batch_size, overwrite, resume, realtime).
 
     Returns:
         The written files: {video: {output: path}}.
@@ -153,7 +163,11 @@ def parser() -> argparse.ArgumentParser:
         "`lightning-matting predict` with the config that --print_config shows.",
     )
     matte_parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="video files, image folders or globs"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, image folders or globs; or one live source: a URL (udp://, tcp://, rtsp://, ...), "
+        "- (standard input) or /dev/videoN",
     )
     matte_parser.add_argument(
         "--model", required=True, help=f"a variant ({', '.join(VARIANTS)}) or a TorchScript file"
@@ -183,6 +197,11 @@ def parser() -> argparse.ArgumentParser:
     matte_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     matte_parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     matte_parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="a live input: keep only the latest frames when the model falls behind (bounded latency)",
+    )
+    matte_parser.add_argument(
         "--print_config", action="store_true", help="print the equivalent predict config (YAML) and exit"
     )
     return matte_parser
@@ -210,5 +229,6 @@ def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], boo
         batch_size=parsed.batch_size,
         overwrite=parsed.overwrite,
         resume=parsed.resume,
+        realtime=parsed.realtime,
     )
     return config, parsed.print_config

@@ -26,7 +26,7 @@ from lightning_matting.data.datasets import (
     parse_colour,
     unique_names,
 )
-from lightning_matting.data.live import LIVE_NAME, LiveFrames, check_live_source, is_live_source
+from lightning_matting.data.live import LIVE_NAME, LiveFrames
 from lightning_matting.data.matting_sets import (
     EvaluationClips,
     ImageMattingDataset,
@@ -40,6 +40,7 @@ from lightning_matting.data.sampling import (
     frame_ranges,
 )
 from lightning_matting.data.synthetic import make_clip, save_clip
+from lightning_matting.live_sources import check_live_source, is_live_source
 from lightning_matting.metadata import VideoInfo, to_fraction
 from lightning_matting.protocols import PredictVideoModule
 
@@ -243,6 +244,7 @@ class VideoMattingDataModule(LightningDataModule):
         self._backgrounds: dict[str, str | None] = {}
         self._static: dict[str, tuple[str, Tensor]] = {}  # a static plate/target on the device, per video
         self._temporary_dir: Path | None = None
+        self._live: LiveFrames | None = None  # the live source's frames, once set up for predict
         # Distributed predict: a rank may have no frame (fewer frames than ranks); the others still need it.
         self.allow_zero_length_dataloader_with_multiple_devices = True
 
@@ -259,10 +261,16 @@ class VideoMattingDataModule(LightningDataModule):
             )
         return bool(live)
 
+    @property
+    def live_video(self) -> VideoInfo | None:
+        """The live source's video (`LiveVideoSource`): its name, size and stream frame rate; None: no live source
+        set up for predict."""
+        return self._live.info if self._live is not None else None
+
     def setup(self, stage: str) -> None:
         """Open (and for synthetic predict clips, first write) what `stage` needs; errors name the bad input."""
         if stage == "predict" and self.live:
-            self.predict_dataset = LiveFrames(
+            self.predict_dataset = self._live = LiveFrames(
                 self.sources[0],
                 self.batch_size,
                 self.resize,
@@ -274,6 +282,7 @@ class VideoMattingDataModule(LightningDataModule):
             self.videos = []  # of unknown length: the writer takes its size from its frames
             self._predict_ranges = None
         elif stage == "predict":
+            self._live = None
             self.predict_dataset = self._predict_dataset()
             self.videos = self.predict_dataset.videos
             self._predict_ranges = None

@@ -9,7 +9,6 @@ waits for the model).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import warnings
@@ -17,56 +16,26 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from lightning_matting.live_sources import DEVICE, STDIN, check_live_source
 from lightning_matting.metadata import VideoInfo
 
-LIVE_SCHEMES = ("udp", "tcp", "rtsp", "rtmp", "srt", "http", "https")
-STDIN = "-"
 LIVE_NAME = "live"  # the output folder of a live source
-_DEVICE = re.compile(r"/dev/video\d+")
 _BACKOFF_SECONDS = 0.5  # the first wait before reopening a dropped stream; doubled at each further attempt
 _BUFFERED_BATCHES = 4  # realtime=False: batches of decoded frames the reader may hold before the stream waits
 _console = logging.getLogger("lightning.pytorch")
-
-
-def is_live_source(source: str) -> bool:
-    """Whether `source` names a live input: a URL (`scheme://...`), '-' (standard input) or `/dev/videoN`."""
-    return source == STDIN or "://" in source or _DEVICE.fullmatch(source) is not None
-
-
-def check_live_source(source: str) -> None:
-    """Refuse a live source that cannot be opened whatever the network does: an unknown scheme, a missing device.
-
-    Raises:
-        ValueError: A URL whose scheme is none of `LIVE_SCHEMES`, naming it.
-        FileNotFoundError: A `/dev/videoN` that does not exist, naming it.
-    """
-    if "://" in source:
-        scheme = source.split("://", 1)[0].lower()
-        if scheme not in LIVE_SCHEMES:
-            raise ValueError(
-                f"source {source!r} is a URL of the unknown scheme {scheme!r}: a live source is a URL of "
-                f"{', '.join(f'{s}://' for s in LIVE_SCHEMES)}, '-' (standard input) or /dev/videoN (a V4L2 "
-                "camera); a file is given by its path"
-            )
-    elif _DEVICE.fullmatch(source) and not Path(source).exists():
-        raise FileNotFoundError(
-            f"source {source!r}: no such video device; the cameras here are "
-            f"{sorted(str(p) for p in Path('/dev').glob('video*')) or 'none'} (V4L2, /dev/videoN)"
-        )
 
 
 def open_live(source: str, timeout: float) -> Any:
     """The PyAV input container of a live source, opened within `timeout` seconds.
 
     Args:
-        source: A URL of `LIVE_SCHEMES`, '-' (standard input: any container FFmpeg reads, such as NUT or
+        source: A URL of `lightning_matting.live_sources.LIVE_SCHEMES`, '-' (standard input: any container FFmpeg reads, such as NUT or
             MPEG-TS) or /dev/videoN.
         timeout: Seconds to wait for the stream to open, and later for each read.
 
@@ -84,7 +53,7 @@ def open_live(source: str, timeout: float) -> Any:
     try:
         if source == STDIN:
             container = av.open("pipe:0", "r", timeout=timeout)
-        elif _DEVICE.fullmatch(source):
+        elif DEVICE.fullmatch(source):
             container = av.open(source, "r", format="v4l2", timeout=timeout)
         else:
             container = av.open(source, "r", options=options, timeout=(timeout, timeout))
@@ -168,7 +137,7 @@ class LiveFrames(IterableDataset):
     thread while the batches are iterated.
 
     Args:
-        source: A URL of `LIVE_SCHEMES`, '-' (standard input) or /dev/videoN.
+        source: A URL of `lightning_matting.live_sources.LIVE_SCHEMES`, '-' (standard input) or /dev/videoN.
         batch_size: Frames per batch (at most).
         resize: (width, height) of the frames; None: the stream's size.
         realtime: Keep only the latest frames when the model falls behind (bounded latency).
