@@ -113,7 +113,8 @@ class VideoMattingDataModule(LightningDataModule):
     Args:
         sources: Video files or image folders to predict; or one live source alone: a URL (udp://, tcp://,
             rtsp://, rtmp://, srt://, http(s)://), '-' (standard input) or /dev/videoN, matted as its frames
-            come (`lightning_matting.data.live`; no background, align or synthetic clips beside it).
+            come (`lightning_matting.data.live`; its background a still image; no align, target or synthetic
+            clips beside it).
         backgrounds: One plate per source (an image, a video, an image folder, or null), or None.
         target: The composite's background for every source: '#RRGGBB', (r, g, b) in [0, 1], or an image
             or video path (looped when shorter, cut when longer).
@@ -253,11 +254,11 @@ class VideoMattingDataModule(LightningDataModule):
         live = [source for source in self.sources if is_live_source(source)]
         for source in live:
             check_live_source(source)
-        if live and (len(self.sources) > 1 or self.synthetic or any(self.backgrounds) or self.align):
+        if live and (len(self.sources) > 1 or self.synthetic or self.align or self.target is not None):
             raise ValueError(
-                f"sources: the live source {live[0]!r} is predicted alone, without backgrounds, align or "
-                f"synthetic clips; got sources {self.sources}, backgrounds {self.backgrounds}, align "
-                f"{self.align}, synthetic {self.synthetic}"
+                f"sources: the live source {live[0]!r} is predicted alone, without align, target or synthetic "
+                f"clips; got sources {self.sources}, align {self.align}, target {self.target!r}, synthetic "
+                f"{self.synthetic}"
             )
         return bool(live)
 
@@ -278,6 +279,7 @@ class VideoMattingDataModule(LightningDataModule):
                 self.live_timeout,
                 self.reconnects,
                 LIVE_NAME,
+                self.backgrounds[0],
             )
             self.videos = []  # of unknown length: the writer takes its size from its frames
             self._predict_ranges = None

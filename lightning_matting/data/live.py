@@ -16,12 +16,15 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from lightning_matting.data.datasets import resize_frame
+from lightning_matting.data.readers import IMAGE_EXTENSIONS, decode_image, float_to_frame, frame_to_float
 from lightning_matting.live_sources import DEVICE, STDIN, check_live_source
 from lightning_matting.metadata import VideoInfo
 
@@ -127,7 +130,9 @@ class LiveFrames(IterableDataset):
     Batch: {"src": uint8 [B,3,H,W] RGB, "index": LongTensor [B] (the frames given so far: consecutive from 0),
     "frame": LongTensor [B] (each frame's number among those decoded: gaps are frames left out),
     "capture_time": float64 [B] (wall clock when decoded, s since the epoch), "pts": float64 [B] (the stream's
-    presentation time, s; NaN where it has none), "dropped": frames left out so far, "video": `name`}.
+    presentation time, s; NaN where it has none), "dropped": frames left out so far, "video": `name`}; with
+    a `background`, also "bgr": uint8 [1,3,H,W], the plate at the frames' size, listed under "static" (sent
+    to the device once, see `collate_frames`).
     `realtime`: a batch is the latest frames decoded (1 to `batch_size`), older ones are left out when the
     model falls behind; else every frame, in batches of `batch_size` (the last possibly shorter).
 
@@ -144,10 +149,12 @@ class LiveFrames(IterableDataset):
         timeout: Seconds to wait for the stream to open and for each read.
         reconnects: Times a failed stream is reopened before the batches end.
         name: The video's name (its output folder).
+        background: A still plate (an image file) for models that need one; stretched to the frames' size.
 
     Raises:
-        ValueError: An unknown scheme, a stream that does not open, or a setting out of range (naming it).
-        FileNotFoundError: A /dev/videoN that does not exist.
+        ValueError: An unknown scheme, a stream that does not open, a background that is not an image file, or
+            a setting out of range (naming it).
+        FileNotFoundError: A /dev/videoN or a background that does not exist.
     """
 
     def __init__(
@@ -159,9 +166,16 @@ class LiveFrames(IterableDataset):
         timeout: float = 5.0,
         reconnects: int = 3,
         name: str = LIVE_NAME,
+        background: str | None = None,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ValueError(f"live_timeout must be a number of seconds > 0, got {timeout!r}")
+        if background is not None and Path(background).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(
+                f"backgrounds: a live source takes a still plate, an image file ({', '.join(sorted(IMAGE_EXTENSIONS))}"
+                f"), got {background!r}"
+            )
+        plate = None if background is None else decode_image(background)
         if isinstance(reconnects, bool) or not isinstance(reconnects, int) or reconnects < 0:
             raise ValueError(f"reconnects must be an integer >= 0, got {reconnects!r}")
         self.source = source
@@ -174,6 +188,9 @@ class LiveFrames(IterableDataset):
         width, height = resize or (stream.codec_context.width, stream.codec_context.height)
         rate = stream.average_rate or stream.guessed_rate or 30
         self.info = VideoInfo(name, Fraction(rate), width, height, 0)
+        self._plate = (
+            None if plate is None else float_to_frame(resize_frame(frame_to_float(plate), width, height))
+        )
         self.delivered = 0  # frames given in batches
         self.dropped = 0  # frames left out (realtime)
 
@@ -202,7 +219,8 @@ class LiveFrames(IterableDataset):
         _console.info(f"live source {self.source}: {self.delivered} frames matted{left_out}")
 
     def _batch(self, frames: list[LiveFrame]) -> dict[str, Any]:
-        return {
+        plate = {} if self._plate is None else {"bgr": self._plate[None], "static": ["bgr"]}
+        return plate | {
             "src": torch.stack([frame.rgb for frame in frames]),
             "index": torch.arange(self.delivered, self.delivered + len(frames)),
             "frame": torch.tensor([frame.number for frame in frames]),
