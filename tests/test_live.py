@@ -3,6 +3,7 @@ it comes; the stream's end, realtime drops, unreachable sources and standard inp
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import sys
@@ -170,11 +171,9 @@ def test_standard_input_through_the_matte_command(tmp_path):
     command = [sys.executable, "-m", "lightning_matting.cli", "matte", "-", f"--model={model}"]
     command += ["--checkpoint=none", f"--background={plate(tmp_path)}", f"--output={tmp_path / 'out'}"]
     command += ["--outputs=pha", "--devices=1"]
-    process = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
-    )
-    send_pattern(process.stdin, 20, "nut")
-    process.stdin.close()
-    _, stderr = process.communicate(timeout=90)
+    stream = io.BytesIO()
+    send_pattern(stream, 20, "nut")
+    process = subprocess.run(command, input=stream.getvalue(), capture_output=True, cwd=ROOT, timeout=90)
+    stderr = process.stderr
     assert process.returncode == 0, stderr.decode()[-3000:]
     assert list(levels(tmp_path / "out" / "live" / "pha.mp4")) == list(range(20))  # a pipe loses nothing
