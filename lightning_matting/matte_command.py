@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_matting.data.datasets import parse_colour
+from lightning_matting.live_sources import is_live_source
 from lightning_matting.models.loading import VARIANTS
 
 WRITER = "lightning_matting.callbacks.VideoWriterCallback"
@@ -22,10 +23,11 @@ _GLOB_CHARACTERS = "*?["
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """The sources named by `inputs`: files and image folders as given, globs expanded in sorted order.
+    """The sources named by `inputs`: files, image folders and live sources as given, globs expanded in sorted order.
 
     Args:
-        inputs: Paths (video files, image folders) and glob patterns such as `shots/*.mp4`.
+        inputs: Paths (video files, image folders), glob patterns such as `shots/*.mp4`, and live sources (a URL
+            such as udp://127.0.0.1:9000, '-' for standard input, /dev/videoN), which are never globbed.
 
     Returns:
         The source paths, in the order given (each glob's matches sorted).
@@ -39,7 +41,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         )
     sources: list[str] = []
     for item in inputs:
-        if any(character in item for character in _GLOB_CHARACTERS) and not Path(item).exists():
+        if (
+            not is_live_source(item)
+            and any(character in item for character in _GLOB_CHARACTERS)
+            and not Path(item).exists()
+        ):
             matches = sorted(glob.glob(item))
             if not matches:
                 raise ValueError(f"matte: the input pattern {item!r} matches no file or folder")
@@ -62,6 +68,7 @@ def predict_config(
     batch_size: int = 4,
     overwrite: bool = False,
     resume: bool = False,
+    realtime: bool = False,
 ) -> dict[str, Any]:
     """The predict config (as `lightning-matting predict --config` reads it) of one `matte` call.
 
@@ -79,6 +86,7 @@ def predict_config(
         batch_size: Consecutive frames per step (RVM: its T).
         overwrite: Replace existing outputs.
         resume: Continue an interrupted run of the same command.
+        realtime: A live input: keep only the latest frames when the model falls behind (bounded latency).
 
     Returns:
         {"subcommand": "predict", "predict": {"trainer": ..., "model": ..., "data": ...}}.
@@ -111,6 +119,8 @@ def predict_config(
             data["target"] = list(parse_colour(target)) if target.startswith("#") else target
         except ValueError as error:
             raise ValueError(f"matte: --target {target!r}: {error}") from error
+    if realtime:
+        data["realtime"] = True
     return {
         "subcommand": "predict",
         "predict": {
@@ -133,7 +143,7 @@ def matte(inputs: str | Sequence[str], model: str, **options: Any) -> dict[str, 
         inputs: A path or glob, or a list of them (video files, image folders).
         model: A variant name (`lightning_matting.VARIANTS`) or a TorchScript file.
         **options: The keyword arguments of `predict_config` (checkpoint, backgrounds, output, outputs, codec,
-            target, devices, batch_size, overwrite, resume).
+            target, devices, batch_size, overwrite, resume, realtime).
 
     Returns:
         The written files: {video: {output: path}}.
@@ -162,7 +172,11 @@ def parser() -> argparse.ArgumentParser:
         "`lightning-matting predict` with the config that --print_config shows.",
     )
     matte_parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="video files, image folders or globs"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, image folders or globs; or one live source: a URL (udp://, tcp://, rtsp://, ...), "
+        "- (standard input) or /dev/videoN",
     )
     matte_parser.add_argument(
         "--model", required=True, help=f"a variant ({', '.join(VARIANTS)}) or a TorchScript file"
@@ -191,6 +205,11 @@ def parser() -> argparse.ArgumentParser:
     matte_parser.add_argument("--batch-size", type=int, default=4, help="frames per step (default: 4)")
     matte_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     matte_parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    matte_parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="a live input: keep only the latest frames when the model falls behind (bounded latency)",
+    )
     matte_parser.add_argument(
         "--print_config", action="store_true", help="print the equivalent predict config (YAML) and exit"
     )
@@ -232,5 +251,6 @@ def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], boo
         batch_size=parsed.batch_size,
         overwrite=parsed.overwrite,
         resume=parsed.resume,
+        realtime=parsed.realtime,
     )
     return config, parsed.print_config

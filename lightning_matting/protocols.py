@@ -54,6 +54,17 @@ class PredictVideoSource(Protocol):
 
 
 @runtime_checkable
+class LiveVideoSource(Protocol):
+    """A datamodule that may predict a live source (`VideoMattingDataModule`): a video of unknown length, not in
+    `PredictVideoSource.videos`, whose frames are written as they come at the stream's frame rate."""
+
+    @property
+    def live_video(self) -> VideoInfo | None:
+        """The live video's name, size and frame rate (num_frames 0) once `setup("predict")` ran; None: none."""
+        ...
+
+
+@runtime_checkable
 class PredictVideoModule(Protocol):
     """A LightningModule that computes named outputs on request and may keep a recurrent state (`MattingModule`)."""
 

@@ -38,7 +38,12 @@ from lightning_matting.callbacks.validation_gather import ValidationGather
 from lightning_matting.callbacks.video_files import VideoFiles
 from lightning_matting.metadata import to_fraction
 from lightning_matting.outputs import straight_rgba
-from lightning_matting.protocols import PredictThreadsModule, PredictVideoModule, PredictVideoSource
+from lightning_matting.protocols import (
+    LiveVideoSource,
+    PredictThreadsModule,
+    PredictVideoModule,
+    PredictVideoSource,
+)
 from lightning_matting.run.lock import FolderInUseError, FolderLock
 from lightning_matting.run.manifest import RunManifest
 from lightning_matting.run.written import written_frames
@@ -284,11 +289,13 @@ class VideoWriterCallback(BasePredictionWriter):
                 stacklevel=1,
             )
         plan = self._plan
+        datamodule = trainer.datamodule
+        live = datamodule.live_video if isinstance(datamodule, LiveVideoSource) else None
         self._predict = VideoFiles(
             self.output_format,
             self.output_dir,
             self.outputs,
-            fps=self.fps,
+            fps=live.fps if live is not None else self.fps,
             videos={info.name: info for info in plan.videos} if plan else None,
             ranges=plan.ranges if plan else None,
             segmented=True,

@@ -26,6 +26,7 @@ from lightning_matting.data.datasets import (
     parse_colour,
     unique_names,
 )
+from lightning_matting.data.live import LIVE_NAME, LiveFrames
 from lightning_matting.data.matting_sets import (
     EvaluationClips,
     ImageMattingDataset,
@@ -39,6 +40,7 @@ from lightning_matting.data.sampling import (
     frame_ranges,
 )
 from lightning_matting.data.synthetic import make_clip, save_clip
+from lightning_matting.live_sources import check_live_source, is_live_source
 from lightning_matting.metadata import VideoInfo, to_fraction
 from lightning_matting.protocols import PredictVideoModule
 
@@ -109,7 +111,10 @@ class VideoMattingDataModule(LightningDataModule):
     batches are consecutive frames of one clip, so video metrics (dtSSD) apply. Frames travel as uint8.
 
     Args:
-        sources: Video files or image folders to predict.
+        sources: Video files or image folders to predict; or one live source alone: a URL (udp://, tcp://,
+            rtsp://, rtmp://, srt://, http(s)://), '-' (standard input) or /dev/videoN, matted as its frames
+            come (`lightning_matting.data.live`; its background a still image; no align, target or synthetic
+            clips beside it).
         backgrounds: One plate per source (an image, a video, an image folder, or null), or None.
         target: The composite's background for every source: '#RRGGBB', (r, g, b) in [0, 1], or an image
             or video path (looped when shorter, cut when longer).
@@ -145,6 +150,10 @@ class VideoMattingDataModule(LightningDataModule):
             procedural clips (`SyntheticWindows`, `synthetic_frames` frames each, at `train_size`), in [0, 1):
             0.2 makes one item in five synthetic; 0: none.
         seed: Seed of the synthetic clips (train, validation and predict clips differ).
+        realtime: A live source: keep only the latest frames when the model falls behind (bounded latency,
+            the frames left out counted); False: every frame (the stream waits for the model).
+        live_timeout: Seconds a live source may take to open, and to deliver each read.
+        reconnects: Times a live stream that fails mid-stream is reopened (with backoff) before predict ends.
 
     Raises:
         ValueError: A setting out of its allowed values, naming it.
@@ -186,6 +195,9 @@ class VideoMattingDataModule(LightningDataModule):
         high_res_size: tuple[int, int] | None = None,
         high_res_clip_length: int = 6,
         mix_synthetic: float = 0.0,
+        realtime: bool = False,
+        live_timeout: float = 5.0,
+        reconnects: int = 3,
     ) -> None:
         super().__init__()
         for label, paths in (("sources", sources), ("backgrounds", backgrounds)):
@@ -224,17 +236,55 @@ class VideoMattingDataModule(LightningDataModule):
         self.high_res_size = _check_high_res(high_res_size, self.train_data)
         self.high_res_clip_length = _check_count("high_res_clip_length", high_res_clip_length, 1)
         self.seed = _check_count("seed", seed, 0)
+        self.live = self._check_live()
+        self.realtime = realtime
+        self.live_timeout = live_timeout
+        self.reconnects = _check_count("reconnects", reconnects, 0)
         self.videos: list[VideoInfo] = []
         self._predict_ranges: list[list[range]] | None = None  # this rank's frames per video (plan_predict)
         self._backgrounds: dict[str, str | None] = {}
         self._static: dict[str, tuple[str, Tensor]] = {}  # a static plate/target on the device, per video
         self._temporary_dir: Path | None = None
+        self._live: LiveFrames | None = None  # the live source's frames, once set up for predict
         # Distributed predict: a rank may have no frame (fewer frames than ranks); the others still need it.
         self.allow_zero_length_dataloader_with_multiple_devices = True
 
+    def _check_live(self) -> bool:
+        """Whether the source is live; a live source is refused beside other sources, plates or synthetic clips."""
+        live = [source for source in self.sources if is_live_source(source)]
+        for source in live:
+            check_live_source(source)
+        if live and (len(self.sources) > 1 or self.synthetic or self.align or self.target is not None):
+            raise ValueError(
+                f"sources: the live source {live[0]!r} is predicted alone, without align, target or synthetic "
+                f"clips; got sources {self.sources}, align {self.align}, target {self.target!r}, synthetic "
+                f"{self.synthetic}"
+            )
+        return bool(live)
+
+    @property
+    def live_video(self) -> VideoInfo | None:
+        """The live source's video (`LiveVideoSource`): its name, size and stream frame rate; None: no live source
+        set up for predict."""
+        return self._live.info if self._live is not None else None
+
     def setup(self, stage: str) -> None:
         """Open (and for synthetic predict clips, first write) what `stage` needs; errors name the bad input."""
-        if stage == "predict":
+        if stage == "predict" and self.live:
+            self.predict_dataset = self._live = LiveFrames(
+                self.sources[0],
+                self.batch_size,
+                self.resize,
+                self.realtime,
+                self.live_timeout,
+                self.reconnects,
+                LIVE_NAME,
+                self.backgrounds[0],
+            )
+            self.videos = []  # of unknown length: the writer takes its size from its frames
+            self._predict_ranges = None
+        elif stage == "predict":
+            self._live = None
             self.predict_dataset = self._predict_dataset()
             self.videos = self.predict_dataset.videos
             self._predict_ranges = None
@@ -371,6 +421,12 @@ class VideoMattingDataModule(LightningDataModule):
         `predict_warmup_frames` frames (recurrent models), marked "warmup" in their batches. Frames are uint8
         (the module makes them floats on its device), or float32 in [0,1] when the trainer runs on the CPU."""
         trainer = self.trainer
+        if self.live:
+            if trainer is not None and trainer.world_size > 1:
+                raise ValueError(
+                    f"a live source ({self.sources[0]!r}) is predicted by one process: run with devices=1"
+                )
+            return DataLoader(self.predict_dataset, batch_size=None)  # its own batches, as frames come
         module = trainer.lightning_module if trainer is not None else None
         if self._predict_ranges is None:
             self.plan_predict(

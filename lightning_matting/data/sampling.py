@@ -20,7 +20,13 @@ FRAME_KEYS = (
     "bgr",
     "tgt",
 )  # image keys of a batch: uint8 0-255 or uint16 0-65535 (as decoded), or float in [0, 1]
-HOST_KEYS = ("index", "warmup")  # bookkeeping read on the host every batch: not sent to the device
+HOST_KEYS = (
+    "index",
+    "warmup",
+    "frame",
+    "capture_time",
+    "pts",
+)  # bookkeeping read on the host every batch: not sent to the device
 
 
 def splits_videos(num_videos: int, world_size: int) -> bool:

@@ -1,0 +1,265 @@
+"""Live sources: network streams, standard input and V4L2 cameras, read through PyAV as their frames come.
+
+A live source has no frame count: `LiveFrames` yields batches of consecutive frames until the stream ends. A
+reader thread decodes; with `realtime` it keeps only the latest frames when the model falls behind (latency
+stays bounded, the frames left out are counted), else it keeps every frame (a bounded buffer: the stream
+waits for the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from lightning_matting.data.datasets import resize_frame
+from lightning_matting.data.readers import IMAGE_EXTENSIONS, decode_image, float_to_frame, frame_to_float
+from lightning_matting.live_sources import DEVICE, STDIN, check_live_source
+from lightning_matting.metadata import VideoInfo
+
+LIVE_NAME = "live"  # the output folder of a live source
+_BACKOFF_SECONDS = 0.5  # the first wait before reopening a dropped stream; doubled at each further attempt
+_BUFFERED_BATCHES = 4  # realtime=False: batches of decoded frames the reader may hold before the stream waits
+_console = logging.getLogger("lightning.pytorch")
+
+
+def open_live(source: str, timeout: float) -> Any:
+    """The PyAV input container of a live source, opened within `timeout` seconds.
+
+    Args:
+        source: A URL of `lightning_matting.live_sources.LIVE_SCHEMES`, '-' (standard input: any container FFmpeg reads, such as NUT or
+            MPEG-TS) or /dev/videoN.
+        timeout: Seconds to wait for the stream to open, and later for each read.
+
+    Raises:
+        ValueError: What `check_live_source` refuses, or the stream does not open (naming it and why).
+    """
+    import av
+
+    check_live_source(source)
+    microseconds = str(int(timeout * 1e6))
+    # FFmpeg's own socket timeouts (µs) besides PyAV's interrupt, which a blocked UDP read does not reach
+    options = {"timeout": microseconds, "rw_timeout": microseconds, "analyzeduration": "1000000"}
+    if source.startswith("udp://"):
+        options["overrun_nonfatal"] = "1"  # a model behind drops packets instead of failing the stream
+    try:
+        if source == STDIN:
+            container = av.open("pipe:0", "r", timeout=timeout)
+        elif DEVICE.fullmatch(source):
+            container = av.open(source, "r", format="v4l2", timeout=timeout)
+        else:
+            container = av.open(source, "r", options=options, timeout=(timeout, timeout))
+    except (av.FFmpegError, OSError) as error:
+        raise ValueError(
+            f"source {source!r}: the live stream did not open within {timeout:g} s ({error}); check that a "
+            "sender is sending there (or the server is up), or give live_timeout more seconds"
+        ) from error
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"source {source!r}: the live stream has no video track")
+    return container
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    """One decoded frame: RGB uint8 [3,H,W], the wall clock when decoded (s since the epoch), the stream's
+    presentation time (s, NaN when it has none) and its number among the frames decoded (from 0)."""
+
+    rgb: torch.Tensor
+    captured: float
+    pts: float
+    number: int
+
+
+class _FrameBuffer:
+    """Decoded frames between the reader thread and the batches: the latest `capacity` (`keep_latest`, the
+    older ones dropped and counted) or every frame (the reader waits while `capacity` wait)."""
+
+    def __init__(self, capacity: int, keep_latest: bool):
+        self.capacity = capacity
+        self.keep_latest = keep_latest
+        self.dropped = 0
+        self.ended = False
+        self.failure: str | None = None  # why the stream stopped, when it did not end
+        self._frames: deque[LiveFrame] = deque()
+        self._changed = threading.Condition()
+
+    def put(self, frame: LiveFrame) -> bool:
+        """Add a frame; False once the consumer stopped."""
+        with self._changed:
+            if self.keep_latest and len(self._frames) >= self.capacity:
+                self._frames.popleft()
+                self.dropped += 1
+            self._changed.wait_for(lambda: len(self._frames) < self.capacity or self.ended)
+            if self.ended:
+                return False
+            self._frames.append(frame)
+            self._changed.notify_all()
+            return True
+
+    def take(self, count: int, whole: bool) -> list[LiveFrame]:
+        """Up to `count` frames, waiting for one (or, `whole`, for `count`); none: the stream ended."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self._frames) >= (count if whole else 1) or self.ended)
+            frames = [self._frames.popleft() for _ in range(min(count, len(self._frames)))]
+            self._changed.notify_all()
+            return frames
+
+    def end(self, failure: str | None = None) -> None:
+        """No more frames: the stream ended (or stopped: `failure`), or the consumer is done."""
+        with self._changed:
+            self.ended = True
+            self.failure = self.failure or failure
+            self._changed.notify_all()
+
+
+class LiveFrames(IterableDataset):
+    """Batches of consecutive frames of a live source, as they come, until the stream ends.
+
+    Batch: {"src": uint8 [B,3,H,W] RGB, "index": LongTensor [B] (the frames given so far: consecutive from 0),
+    "frame": LongTensor [B] (each frame's number among those decoded: gaps are frames left out),
+    "capture_time": float64 [B] (wall clock when decoded, s since the epoch), "pts": float64 [B] (the stream's
+    presentation time, s; NaN where it has none), "dropped": frames left out so far, "video": `name`}; with
+    a `background`, also "bgr": uint8 [1,3,H,W], the plate at the frames' size, listed under "static" (sent
+    to the device once, see `collate_frames`).
+    `realtime`: a batch is the latest frames decoded (1 to `batch_size`), older ones are left out when the
+    model falls behind; else every frame, in batches of `batch_size` (the last possibly shorter).
+
+    A stream that ends ends the batches. One that fails mid-stream (a read error, `timeout` seconds of
+    silence) is reopened up to `reconnects` times, waiting 0.5 s, 1 s, 2 s ... before each; then the batches
+    end with a warning naming the source. The stream is opened here (errors before any work) and decoded by a
+    thread while the batches are iterated.
+
+    Args:
+        source: A URL of `lightning_matting.live_sources.LIVE_SCHEMES`, '-' (standard input) or /dev/videoN.
+        batch_size: Frames per batch (at most).
+        resize: (width, height) of the frames; None: the stream's size.
+        realtime: Keep only the latest frames when the model falls behind (bounded latency).
+        timeout: Seconds to wait for the stream to open and for each read.
+        reconnects: Times a failed stream is reopened before the batches end.
+        name: The video's name (its output folder).
+        background: A still plate (an image file) for models that need one; stretched to the frames' size.
+
+    Raises:
+        ValueError: An unknown scheme, a stream that does not open, a background that is not an image file, or
+            a setting out of range (naming it).
+        FileNotFoundError: A /dev/videoN or a background that does not exist.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        batch_size: int = 4,
+        resize: tuple[int, int] | None = None,
+        realtime: bool = False,
+        timeout: float = 5.0,
+        reconnects: int = 3,
+        name: str = LIVE_NAME,
+        background: str | None = None,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ValueError(f"live_timeout must be a number of seconds > 0, got {timeout!r}")
+        if background is not None and Path(background).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(
+                f"backgrounds: a live source takes a still plate, an image file ({', '.join(sorted(IMAGE_EXTENSIONS))}"
+                f"), got {background!r}"
+            )
+        plate = None if background is None else decode_image(background)
+        if isinstance(reconnects, bool) or not isinstance(reconnects, int) or reconnects < 0:
+            raise ValueError(f"reconnects must be an integer >= 0, got {reconnects!r}")
+        self.source = source
+        self.batch_size = batch_size
+        self.realtime = realtime
+        self.timeout = float(timeout)
+        self.reconnects = reconnects
+        self._container = open_live(source, self.timeout)
+        stream = self._container.streams.video[0]
+        width, height = resize or (stream.codec_context.width, stream.codec_context.height)
+        rate = stream.average_rate or stream.guessed_rate or 30
+        self.info = VideoInfo(name, Fraction(rate), width, height, 0)
+        self._plate = (
+            None if plate is None else float_to_frame(resize_frame(frame_to_float(plate), width, height))
+        )
+        self.delivered = 0  # frames given in batches
+        self.dropped = 0  # frames left out (realtime)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        capacity = self.batch_size if self.realtime else self.batch_size * _BUFFERED_BATCHES
+        buffer = _FrameBuffer(capacity, keep_latest=self.realtime)
+        reader = threading.Thread(target=self._read, args=(buffer,), name="live-reader", daemon=True)
+        reader.start()
+        try:
+            while frames := buffer.take(self.batch_size, whole=not self.realtime):
+                self.dropped = buffer.dropped
+                yield self._batch(frames)
+                self.delivered += len(frames)
+        finally:
+            buffer.end()
+            reader.join()
+            self.dropped = buffer.dropped
+        if buffer.failure is not None:
+            warnings.warn(
+                f"live source {self.source!r} stopped ({buffer.failure}) and did not come back after "
+                f"{self.reconnects} reconnect(s); the {self.delivered} frames received are written",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        left_out = f", {self.dropped} left out to keep up (realtime)" if self.realtime else ""
+        _console.info(f"live source {self.source}: {self.delivered} frames matted{left_out}")
+
+    def _batch(self, frames: list[LiveFrame]) -> dict[str, Any]:
+        plate = {} if self._plate is None else {"bgr": self._plate[None], "static": ["bgr"]}
+        return plate | {
+            "src": torch.stack([frame.rgb for frame in frames]),
+            "index": torch.arange(self.delivered, self.delivered + len(frames)),
+            "frame": torch.tensor([frame.number for frame in frames]),
+            "capture_time": torch.tensor([frame.captured for frame in frames], dtype=torch.float64),
+            "pts": torch.tensor([frame.pts for frame in frames], dtype=torch.float64),
+            "dropped": self.dropped,
+            "video": self.info.name,
+        }
+
+    def _read(self, buffer: _FrameBuffer) -> None:
+        """The reader thread: decode into `buffer`, reopening a failed stream up to `reconnects` times."""
+        import av
+
+        container, number, attempts = self._container, 0, 0
+        try:
+            while not buffer.ended:
+                try:
+                    if container is None:
+                        container = open_live(self.source, self.timeout)
+                    for frame in container.decode(video=0):
+                        captured = time.time()
+                        rgb = frame.to_ndarray(format="rgb24", width=self.info.width, height=self.info.height)
+                        pts = float(frame.time) if frame.time is not None else float("nan")
+                        planes = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+                        if not buffer.put(LiveFrame(planes, captured, pts, number)):
+                            return
+                        number, attempts = number + 1, 0  # a frame came: the stream is up
+                    buffer.end()  # the stream ended
+                    return
+                except (av.FFmpegError, OSError, ValueError) as error:
+                    if container is not None:
+                        container.close()
+                        container = None
+                    if attempts >= self.reconnects:
+                        buffer.end(failure=str(error))
+                        return
+                    time.sleep(_BACKOFF_SECONDS * 2**attempts)
+                    attempts += 1
+        finally:
+            if container is not None:
+                container.close()
+            self._container = None
