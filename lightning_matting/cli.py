@@ -20,6 +20,7 @@ from lightning_matting.cli_errors import DEBUG_ENV, DEBUG_FLAG, SettingsError, r
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.held_console import HeldConsole, ReleaseAtRunStart, held_console
 from lightning_matting.module import MattingModule
+from lightning_matting.moved_settings import check_moved_settings
 from lightning_matting.presets import resolve_config_arguments
 
 PROG = "lightning-matting"
@@ -69,7 +70,7 @@ class MattingCLI(LightningCLI):
     """LightningCLI whose `predict` defaults to `return_predictions: false` (videos go to the writers) and
     takes `--resume=true`: continue an interrupted predict run (sets VideoWriterCallback.resume). A setting
     refused while the config is parsed or its classes are made raises `SettingsError` (or argparse's
-    ArgumentError: the parsers do not exit). Lines `console` holds are shown once the run starts."""
+    ArgumentError: the parsers do not exit); so does a setting at its old flat key (`moved_settings`). Lines `console` holds are shown once the run starts."""
 
     def __init__(self, *args, console: HeldConsole, **kwargs) -> None:  # noqa: ANN002, ANN003 - LightningCLI's
         self.console = console
@@ -96,6 +97,10 @@ class MattingCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - Lightning's signature
         # `args` are always given (no warning about sys.argv): a list, or a config such as `matte` builds
+        try:
+            check_moved_settings(args)
+        except ValueError as error:
+            raise SettingsError(str(error)) from error
         self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:

@@ -28,6 +28,8 @@ from lightning_matting.outputs import (
     network_outputs_for,
 )
 from lightning_matting.protocols import MattingNetwork
+from lightning_matting.settings import RefineSettings, TrainingSettings
+from lightning_matting.validators import check_choice
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
 DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and the README
@@ -58,25 +60,8 @@ class MattingModule(L.LightningModule):
         outputs: The outputs to compute (com, pha, fgr, err, ref, seg); None: what the writer callbacks
             request, or pha and fgr without one.
         target_color: The composite's background, RGB in [0, 1], when the data gives no target.
-        backbone_scale: BGMv2: the scale the backbone runs at (reference: 0.25 for HD, 0.125 for 4K).
-        refine_mode: BGMv2 refine: full, sampling or thresholding.
-        refine_sample_pixels: BGMv2 refine "sampling": pixels refined per frame (80,000 HD; 320,000 4K).
-        refine_threshold: BGMv2 refine "thresholding": error above which a patch is refined.
-        refine_kernel_size: BGMv2 refiner kernel size (1 or 3).
-        refine_prevent_oversampling: BGMv2: never refine more pixels than the frame has.
         downsample_ratio: RVM: the scale its encoder runs at; None: automatic (longest side to 512 px).
         warmup_frames: Recurrent models: frames predicted, unwritten, before a share that starts mid-video.
-        learning_rate: Adam's learning rate of the decoder (and ASPP).
-        backbone_learning_rate: Adam's learning rate of the backbone.
-        refiner_learning_rate: Adam's learning rate of the refiner (BGMv2's MattingRefine, RVM's guided
-            filter); None: `learning_rate`.
-        bgmv2_stage: What training trains of a BGMv2 network: "base" the base network alone at the input size
-            with MattingBase's losses (the reference's train_base.py; a MattingRefine's refiner is left as it
-            is), "refine" the whole MattingRefine with its losses (train_refine.py). None: what the network
-            is. `TrainingStages` can switch it within a fit.
-        high_res_downsample_ratio: RVM: the scale its encoder runs at in the high-resolution training pass
-            (batches {"low": ..., "high": ...} from a datamodule given `high_res_size`), which trains the
-            refiner; the reference's 0.25.
         inference: What eval mode (predict, validation, a direct call after `eval()`) runs. "fast": for our
             networks an inference copy with BatchNorm folded into the convolutions and, where it is
             faster, channels_last memory (BGMv2), under torch.inference_mode, so outputs carry no gradient;
@@ -105,6 +90,10 @@ class MattingModule(L.LightningModule):
             BGMv2 "sampling" or "thresholding" may refine other patches. On a CPU it needs bf16 instructions
             (avx512_bf16 or amx_bf16, `lightning_matting.cpu`) and is refused without them when predict or
             validation starts; on a GPU it runs. Training and `state_dict()` stay fp32.
+        refine: BGMv2's refinement (`RefineSettings`: backbone_scale, mode, sample_pixels, threshold,
+            kernel_size, prevent_oversampling), for variant names and TorchScript files.
+        training: What `fit` trains and at which rates (`TrainingSettings`: stage, learning_rate,
+            backbone_learning_rate, refiner_learning_rate, high_res_downsample_ratio).
 
     Raises:
         ValueError: A setting out of its allowed values, or options given with an nn.Module.
@@ -118,7 +107,8 @@ class MattingModule(L.LightningModule):
         >>> import lightning as L
         >>> from lightning_matting import VideoMattingDataModule, VideoWriterCallback
         >>> module = MattingModule("mattingbase-mobilenetv2", checkpoint="demo")  # the packaged demo model
-        >>> data = VideoMattingDataModule(synthetic=1, synthetic_size=(96, 64), synthetic_frames=8)
+        >>> from lightning_matting.data import SyntheticSettings
+        >>> data = VideoMattingDataModule(synthetic=SyntheticSettings(clips=1, size=(96, 64), frames=8))
         >>> writer = VideoWriterCallback("outputs", outputs=["pha"])
         >>> trainer = L.Trainer(logger=False, callbacks=[writer], enable_progress_bar=False)
         >>> trainer.predict(module, datamodule=data, return_predictions=False)
@@ -132,41 +122,21 @@ class MattingModule(L.LightningModule):
         checkpoint: str | None = None,
         outputs: Sequence[OutputName] | None = None,
         target_color: Sequence[float] = DEFAULT_TARGET_COLOR,
-        backbone_scale: float | None = None,
-        refine_mode: Literal["full", "sampling", "thresholding"] | None = None,
-        refine_sample_pixels: int | None = None,
-        refine_threshold: float | None = None,
-        refine_kernel_size: int | None = None,
-        refine_prevent_oversampling: bool | None = None,
         downsample_ratio: float | None = None,
         warmup_frames: int = DEFAULT_WARMUP_FRAMES,
-        learning_rate: float = 5e-4,
-        backbone_learning_rate: float = 1e-4,
-        refiner_learning_rate: float | None = None,
-        bgmv2_stage: Literal["base", "refine"] | None = None,
-        high_res_downsample_ratio: float = 0.25,
         inference: Inference = "fast",
         compile: bool = False,
         threads: int | None = None,
         precision: Precision = "fp32",
+        refine: RefineSettings = RefineSettings(),
+        training: TrainingSettings = TrainingSettings(),
     ):
         super().__init__()
         # threads changes the speed only: a resume on another machine must not be refused for it
         self.save_hyperparameters(
             ignore=["threads"] if isinstance(model, str | Path) else ["model", "threads"]
         )
-        options = {
-            name: value
-            for name, value in {
-                "backbone_scale": backbone_scale,
-                "refine_mode": refine_mode,
-                "refine_sample_pixels": refine_sample_pixels,
-                "refine_threshold": refine_threshold,
-                "refine_kernel_size": refine_kernel_size,
-                "refine_prevent_oversampling": refine_prevent_oversampling,
-            }.items()
-            if value is not None
-        }
+        options = refine.model_options()
         self.variant = str(model) if isinstance(model, str | Path) else type(model).__name__
         if isinstance(model, nn.Module):
             if options or checkpoint is not None:
@@ -196,11 +166,8 @@ class MattingModule(L.LightningModule):
         self.warmup_frames = warmup_frames
         self.target_color = _check_color(target_color)
         self.outputs = None if outputs is None else self._check_available(check_output_names(outputs))
-        self.learning_rate = learning_rate
-        self.backbone_learning_rate = backbone_learning_rate
-        self.refiner_learning_rate = refiner_learning_rate
-        self.set_bgmv2_stage(bgmv2_stage)
-        self.high_res_downsample_ratio = _check_ratio(high_res_downsample_ratio, "high_res_downsample_ratio")
+        self.training_settings = training
+        self.set_bgmv2_stage(training.stage)
         self.val_metrics = MetricCollection(
             [SAD(), MSE(), GradientError(), ConnectivityError(), DtSSD()], prefix="val/"
         )
@@ -316,7 +283,7 @@ class MattingModule(L.LightningModule):
 
     def set_bgmv2_stage(self, stage: Literal["base", "refine"] | None) -> None:
         """Train a BGMv2 network's base alone ("base") or the whole MattingRefine ("refine") from the next
-        step on; None: what the network is (see `bgmv2_stage`).
+        step on; None: what the network is (see `training.stage`).
 
         Raises:
             ValueError: A stage other than these, "refine" for a MattingBase, or a stage for another family.
@@ -326,12 +293,12 @@ class MattingModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
         """The family's reference losses on a batch of frames [B,C,H,W] or clips [B,T,C,H,W] (uint8 or float),
-        or on {"low": batch, "high": batch}: RVM's two passes, the second at `high_res_downsample_ratio`,
+        or on {"low": batch, "high": batch}: RVM's two passes, the second at `training.high_res_downsample_ratio`,
         their losses summed (logged as "train/<term>" and "train/high/<term>")."""
         if isinstance(batch, dict) and set(batch) == {"low", "high"}:
             low, high = (
                 self._losses(batch["low"], None),
-                self._losses(batch["high"], self.high_res_downsample_ratio),
+                self._losses(batch["high"], self.training_settings.high_res_downsample_ratio),
             )
             terms = {name: value for name, value in low.items() if name != "loss"}
             terms |= {f"high/{name}": value for name, value in high.items()}
@@ -356,14 +323,15 @@ class MattingModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over parameter groups named "backbone", "refiner" and "rest" (`TrainingStages` changes their
-        rates by name) at `backbone_learning_rate`, `refiner_learning_rate` and `learning_rate`; a network
-        of unknown family is all "rest"."""
+        rates by name) at `training`'s `backbone_learning_rate`, `refiner_learning_rate` and `learning_rate`; a
+        network of unknown family is all "rest"."""
+        settings = self.training_settings
         rates = {
-            "backbone": self.backbone_learning_rate,
-            "refiner": self.learning_rate
-            if self.refiner_learning_rate is None
-            else self.refiner_learning_rate,
-            "rest": self.learning_rate,
+            "backbone": settings.backbone_learning_rate,
+            "refiner": settings.learning_rate
+            if settings.refiner_learning_rate is None
+            else settings.refiner_learning_rate,
+            "rest": settings.learning_rate,
         }
         groups = parameter_groups(self.net)
         return torch.optim.Adam(
@@ -451,22 +419,17 @@ def _check_bgmv2_stage(stage: object, family: str | None, variant: str) -> str |
     """The BGMv2 stage to train: `stage`, or for None what the network is (None outside BGMv2)."""
     if stage is None:
         return family if family in ("base", "refine") else None
-    if stage not in ("base", "refine"):
-        raise ValueError(f"bgmv2_stage must be 'base', 'refine' or None, got {stage!r}")
+    check_choice("model.training.stage", stage, ("base", "refine"))
     if family not in ("base", "refine"):
-        raise ValueError(f"bgmv2_stage applies to BackgroundMattingV2 networks, not {variant}; leave it None")
+        raise ValueError(
+            f"model.training.stage applies to BackgroundMattingV2 networks, not {variant}; leave it None"
+        )
     if stage == "refine" and family == "base":
         raise ValueError(
-            f"bgmv2_stage='refine' needs a MattingRefine network (mattingrefine-*), got {variant}; a MattingBase "
+            f"model.training.stage='refine' needs a MattingRefine network (mattingrefine-*), got {variant}; a MattingBase "
             "checkpoint loads into one: MattingModule('mattingrefine-<backbone>', checkpoint=<base weights>)"
         )
     return stage
-
-
-def _check_ratio(ratio: object, name: str) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {ratio!r}")
-    return float(ratio)
 
 
 def _check_color(color: Sequence[float]) -> tuple[float, float, float]:

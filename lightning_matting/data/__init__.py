@@ -23,16 +23,21 @@ from .readers import (
     to_fraction,
 )
 from .sampling import VideoBatchSampler, collate_frames
+from .settings import HighResSettings, LiveSettings, SyntheticSettings, TrainingDataSettings
 from .synthetic import ClipFiles, SyntheticClip, SyntheticScene, make_clip, save_clip
 
 __all__ = [
     "ClipFiles",
+    "HighResSettings",
     "ImageSequenceReader",
+    "LiveSettings",
     "MattingVideoDataset",
     "MultiVideoDataset",
     "SyntheticClip",
     "SyntheticMattingDataset",
     "SyntheticScene",
+    "SyntheticSettings",
+    "TrainingDataSettings",
     "VideoBatchSampler",
     "VideoInfo",
     "VideoMattingDataModule",

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,12 @@ from lightning_matting.data.sampling import (
     collate_frames,
     frame_ranges,
 )
+from lightning_matting.data.settings import (
+    HighResSettings,
+    LiveSettings,
+    SyntheticSettings,
+    TrainingDataSettings,
+)
 from lightning_matting.data.synthetic import make_clip, save_clip
 from lightning_matting.live_sources import check_live_source, is_live_source
 from lightning_matting.metadata import VideoInfo, to_fraction
@@ -52,47 +59,14 @@ def split_seeds(seed: int, split: str, count: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, _SPLITS[split]]).generate_state(count)]
 
 
-def _check_train_data(train_data: object, train_root: str | None, backgrounds_root: str | None) -> str:
-    """What `fit` trains on, with the roots a real dataset needs."""
-    if train_data not in ("synthetic", "videomatte", "images"):
-        raise ValueError(f"train_data must be 'synthetic', 'videomatte' or 'images', got {train_data!r}")
-    if train_data != "synthetic" and (train_root is None or backgrounds_root is None):
+def _check_high_res(high_res: HighResSettings, train: TrainingDataSettings) -> HighResSettings:
+    """`high_res`, whose pass needs real training data: synthetic clips have one size."""
+    if high_res.size is not None and train.data == "synthetic":
         raise ValueError(
-            f"train_data={train_data!r} needs train_root (the dataset folder with fgr/ and pha/) and "
-            f"backgrounds_root (a folder of background images or videos); got {train_root!r}, {backgrounds_root!r}"
+            "data.high_res.size needs real training data (data.train.data 'videomatte' or 'images'): synthetic "
+            "clips have one size, data.synthetic.size"
         )
-    return train_data
-
-
-def _check_mix(mix_synthetic: object, train_data: str, train_clips: int) -> float:
-    """The share of synthetic training items: a number in [0, 1), only with real data and clips to draw from."""
-    if (
-        isinstance(mix_synthetic, bool)
-        or not isinstance(mix_synthetic, int | float)
-        or not 0 <= mix_synthetic < 1
-    ):
-        raise ValueError(f"mix_synthetic must be a share in [0, 1) of training items, got {mix_synthetic!r}")
-    if mix_synthetic and train_data == "synthetic":
-        raise ValueError(
-            "mix_synthetic mixes procedural clips into a real train_data ('videomatte' or 'images')"
-        )
-    if mix_synthetic and train_clips < 1:
-        raise ValueError(
-            f"mix_synthetic needs train_clips >= 1 procedural clips to draw from, got {train_clips}"
-        )
-    return float(mix_synthetic)
-
-
-def _check_high_res(size: object, train_data: str) -> tuple[int, int] | None:
-    """A high-resolution pass's (width, height), on real training data only; None: no such pass."""
-    if size is None:
-        return None
-    if train_data == "synthetic":
-        raise ValueError(
-            "high_res_size needs real training data (train_data 'videomatte' or 'images'): synthetic clips have "
-            "one size, synthetic_size"
-        )
-    return check_resize(size, "high_res_size")
+    return high_res
 
 
 def _check_count(label: str, value: object, minimum: int) -> int:
@@ -123,37 +97,11 @@ class VideoMattingDataModule(LightningDataModule):
         fps: Frame rate of image-folder sources (videos carry their own): a number or "30000/1001".
         batch_size: Frames per batch.
         num_workers: DataLoader worker processes that decode (0: in the main process).
-        synthetic: Synthetic clips to render and predict besides `sources` (0: none).
-        synthetic_size: (width, height) in pixels of synthetic clips (predict, fit and validate).
-        synthetic_frames: Frames per synthetic clip.
-        synthetic_fps: Frame rate of synthetic clips.
-        synthetic_dir: Where rendered predict clips are written (src.mp4 + bgr.png); None: a temporary
-            folder removed at teardown.
-        train_clips: Synthetic training clips.
-        val_clips: Synthetic validation clips.
-        augment: Augment training frames (shift, zoom, colour jitter, misaligned plate).
-        train_data: What `fit` trains on: "synthetic" clips, "videomatte" (fgr/ + pha/ clips, the
-            VideoMatte240K layout) or "images" (fgr/ + pha/ images made into moving clips), see
-            `lightning_matting.data.matting_sets`.
-        train_root: The dataset folder of "videomatte" or "images".
-        backgrounds_root: The backgrounds folder (images, videos, folders of frames) composited behind them.
-        val_root: Evaluation clips with ground truth (src/ + pha/, optional bgr/ and fgr/) for validation;
-            None: synthetic validation clips.
-        clip_length: Frames per training item: 1 for BackgroundMattingV2, a time run for RVM.
-        train_size: (width, height) in pixels of training items from real datasets.
-        high_res_size: RVM: (width, height) in pixels of a second, high-resolution training pass beside the
-            first (the reference's stages 3 and 4, 2048x2048): training batches become {"low": ..., "high": ...}
-            of the same data, the second at this size (MattingModule's `high_res_downsample_ratio`); None: one
-            pass. Real `train_data` only.
-        high_res_clip_length: Frames per item of the high-resolution pass (the reference's 6).
-        mix_synthetic: With a real `train_data`, the share of training items that are windows of `train_clips`
-            procedural clips (`SyntheticWindows`, `synthetic_frames` frames each, at `train_size`), in [0, 1):
-            0.2 makes one item in five synthetic; 0: none.
-        seed: Seed of the synthetic clips (train, validation and predict clips differ).
-        realtime: A live source: keep only the latest frames when the model falls behind (bounded latency,
-            the frames left out counted); False: every frame (the stream waits for the model).
-        live_timeout: Seconds a live source may take to open, and to deliver each read.
-        reconnects: Times a live stream that fails mid-stream is reopened (with backoff) before predict ends.
+        live: How a live source is read (`LiveSettings`: realtime, timeout, reconnects).
+        synthetic: Procedural clips (`SyntheticSettings`: predict clips, size, frames, fps, dir, seed).
+        train: What `fit` trains and validates on (`TrainingDataSettings`: data, roots, clips, clip length,
+            size, augment, mix_synthetic).
+        high_res: RVM's high-resolution training pass (`HighResSettings`: size, clip_length).
 
     Raises:
         ValueError: A setting out of its allowed values, naming it.
@@ -165,6 +113,7 @@ class VideoMattingDataModule(LightningDataModule):
           backgrounds: [interview_plate.png, null]
           target: "#00ff00"
           batch_size: 8
+          train: {clip_length: 15}   # a group: --data.train.clip_length=15
     """
 
     def __init__(
@@ -177,27 +126,10 @@ class VideoMattingDataModule(LightningDataModule):
         fps: float | str = 30,
         batch_size: int = 4,
         num_workers: int = 0,
-        synthetic: int = 0,
-        synthetic_size: tuple[int, int] = (320, 192),
-        synthetic_frames: int = 60,
-        synthetic_fps: float | str = 30,
-        synthetic_dir: str | None = None,
-        train_clips: int = 8,
-        val_clips: int = 2,
-        augment: bool = True,
-        seed: int = 0,
-        train_data: Literal["synthetic", "videomatte", "images"] = "synthetic",
-        train_root: str | None = None,
-        backgrounds_root: str | None = None,
-        val_root: str | None = None,
-        clip_length: int = 1,
-        train_size: tuple[int, int] = (512, 288),
-        high_res_size: tuple[int, int] | None = None,
-        high_res_clip_length: int = 6,
-        mix_synthetic: float = 0.0,
-        realtime: bool = False,
-        live_timeout: float = 5.0,
-        reconnects: int = 3,
+        live: LiveSettings = LiveSettings(),
+        synthetic: SyntheticSettings = SyntheticSettings(),
+        train: TrainingDataSettings = TrainingDataSettings(),
+        high_res: HighResSettings = HighResSettings(),
     ) -> None:
         super().__init__()
         for label, paths in (("sources", sources), ("backgrounds", backgrounds)):
@@ -218,28 +150,11 @@ class VideoMattingDataModule(LightningDataModule):
         self.fps = to_fraction(fps)
         self.batch_size = _check_count("batch_size", batch_size, 1)
         self.num_workers = _check_count("num_workers", num_workers, 0)
-        self.synthetic = _check_count("synthetic", synthetic, 0)
-        self.synthetic_size = check_resize(synthetic_size, "synthetic_size")
-        self.synthetic_frames = _check_count("synthetic_frames", synthetic_frames, 1)
-        self.synthetic_fps = to_fraction(synthetic_fps)
-        self.synthetic_dir = synthetic_dir
-        self.train_clips = _check_count("train_clips", train_clips, 0)
-        self.val_clips = _check_count("val_clips", val_clips, 0)
-        self.augment = augment
-        self.train_data = _check_train_data(train_data, train_root, backgrounds_root)
-        self.mix_synthetic = _check_mix(mix_synthetic, train_data, self.train_clips)
-        self.train_root = train_root
-        self.backgrounds_root = backgrounds_root
-        self.val_root = val_root
-        self.clip_length = _check_count("clip_length", clip_length, 1)
-        self.train_size = check_resize(train_size, "train_size")
-        self.high_res_size = _check_high_res(high_res_size, self.train_data)
-        self.high_res_clip_length = _check_count("high_res_clip_length", high_res_clip_length, 1)
-        self.seed = _check_count("seed", seed, 0)
-        self.live = self._check_live()
-        self.realtime = realtime
-        self.live_timeout = live_timeout
-        self.reconnects = _check_count("reconnects", reconnects, 0)
+        self.live = live
+        self.synthetic = synthetic
+        self.train = train
+        self.high_res = _check_high_res(high_res, train)
+        self.is_live = self._check_live()
         self.videos: list[VideoInfo] = []
         self._predict_ranges: list[list[range]] | None = None  # this rank's frames per video (plan_predict)
         self._backgrounds: dict[str, str | None] = {}
@@ -254,11 +169,12 @@ class VideoMattingDataModule(LightningDataModule):
         live = [source for source in self.sources if is_live_source(source)]
         for source in live:
             check_live_source(source)
-        if live and (len(self.sources) > 1 or self.synthetic or self.align or self.target is not None):
+        clips = self.synthetic.clips
+        if live and (len(self.sources) > 1 or clips or self.align or self.target is not None):
             raise ValueError(
                 f"sources: the live source {live[0]!r} is predicted alone, without align, target or synthetic "
-                f"clips; got sources {self.sources}, align {self.align}, target {self.target!r}, synthetic "
-                f"{self.synthetic}"
+                f"clips; got sources {self.sources}, align {self.align}, target {self.target!r}, "
+                f"synthetic.clips {clips}"
             )
         return bool(live)
 
@@ -270,14 +186,14 @@ class VideoMattingDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Open (and for synthetic predict clips, first write) what `stage` needs; errors name the bad input."""
-        if stage == "predict" and self.live:
+        if stage == "predict" and self.is_live:
             self.predict_dataset = self._live = LiveFrames(
                 self.sources[0],
                 self.batch_size,
                 self.resize,
-                self.realtime,
-                self.live_timeout,
-                self.reconnects,
+                self.live.realtime,
+                self.live.timeout,
+                self.live.reconnects,
                 LIVE_NAME,
                 self.backgrounds[0],
             )
@@ -292,23 +208,24 @@ class VideoMattingDataModule(LightningDataModule):
             self._make_train_datasets()
         if stage in ("fit", "validate"):
             self.val_dataset = (
-                EvaluationClips(self.val_root, fps=self.fps)
-                if self.val_root is not None
-                else self._synthetic_dataset("val", self.val_clips)
+                EvaluationClips(self.train.val_root, fps=self.fps)
+                if self.train.val_root is not None
+                else self._synthetic_dataset("val", self.train.val_clips)
             )
 
     def _train_dataset(self, clip_length: int, size: tuple[int, int]) -> Dataset:
         """The training items: `clip_length` frames at `size` (real data; synthetic clips keep theirs)."""
-        if self.train_data == "synthetic":
-            return self._synthetic_dataset("train", self.train_clips)
-        kind = VideoMatteDataset if self.train_data == "videomatte" else ImageMattingDataset
-        real = kind(self.train_root, self.backgrounds_root, clip_length, size, self.augment)
-        if not self.mix_synthetic:
+        train = self.train
+        if train.data == "synthetic":
+            return self._synthetic_dataset("train", train.clips)
+        kind = VideoMatteDataset if train.data == "videomatte" else ImageMattingDataset
+        real = kind(train.root, train.backgrounds_root, clip_length, size, train.augment)
+        if not train.mix_synthetic:
             return real
-        count = round(len(real) * self.mix_synthetic / (1 - self.mix_synthetic))
-        seeds = split_seeds(self.seed, "train", self.train_clips)
-        frames = max(self.synthetic_frames, clip_length)
-        synthetic = SyntheticWindows(seeds, clip_length, real.size, frames, count, self.augment)
+        count = round(len(real) * train.mix_synthetic / (1 - train.mix_synthetic))
+        seeds = split_seeds(self.synthetic.seed, "train", train.clips)
+        frames = max(self.synthetic.frames, clip_length)
+        synthetic = SyntheticWindows(seeds, clip_length, real.size, frames, count, train.augment)
         return ConcatDataset([real, synthetic])
 
     def plan_predict(
@@ -361,7 +278,7 @@ class VideoMattingDataModule(LightningDataModule):
         pairs += self._write_synthetic_clips()
         if not pairs:
             raise ValueError(
-                "nothing to predict: give sources (video files or image folders) or synthetic > 0"
+                "nothing to predict: give sources (video files or image folders) or synthetic.clips > 0"
             )
         names = unique_names([name for _, _, name in pairs])
         self._backgrounds = {name: background for (_, background, _), name in zip(pairs, names, strict=True)}
@@ -381,37 +298,42 @@ class VideoMattingDataModule(LightningDataModule):
         )
 
     def _write_synthetic_clips(self) -> list[tuple[str, str, str]]:
-        if self.synthetic == 0:
+        settings = self.synthetic
+        if settings.clips == 0:
             return []
-        if self.synthetic_dir is not None:
-            folder = Path(self.synthetic_dir)
+        if settings.dir is not None:
+            folder = Path(settings.dir)
         else:
             if self._temporary_dir is None:
                 self._temporary_dir = Path(tempfile.mkdtemp(prefix="lightning_matting_synthetic_"))
                 # removed at teardown, and also when the datamodule is dropped without one (or at exit)
                 weakref.finalize(self, shutil.rmtree, self._temporary_dir, ignore_errors=True)
             folder = self._temporary_dir
-        width, height = self.synthetic_size
+        width, height = settings.size
         pairs = []
-        for k, clip_seed in enumerate(split_seeds(self.seed, "predict", self.synthetic)):
+        for k, clip_seed in enumerate(split_seeds(settings.seed, "predict", settings.clips)):
             name = f"synthetic_{k:03d}"
-            clip = make_clip(width, height, self.synthetic_frames, self.synthetic_fps, seed=clip_seed)
+            clip = make_clip(width, height, settings.frames, to_fraction(settings.fps), seed=clip_seed)
             files = save_clip(clip, folder / name)
             pairs.append((str(files.src), str(files.bgr), name))
         return pairs
 
     def _synthetic_dataset(self, split: str, count: int) -> SyntheticMattingDataset:
         if count == 0:
-            raise ValueError(f"{split}_clips must be >= 1 to {'train' if split == 'train' else 'validate'}")
-        width, height = self.synthetic_size
+            field = "clips" if split == "train" else "val_clips"
+            raise ValueError(
+                f"data.train.{field} must be >= 1 to {'train' if split == 'train' else 'validate'} on "
+                "synthetic clips"
+            )
+        width, height = self.synthetic.size
         return SyntheticMattingDataset(
-            split_seeds(self.seed, split, count),
+            split_seeds(self.synthetic.seed, split, count),
             width=width,
             height=height,
-            num_frames=self.synthetic_frames,
-            fps=self.synthetic_fps,
+            num_frames=self.synthetic.frames,
+            fps=to_fraction(self.synthetic.fps),
             names=[f"{split}_{k:03d}" for k in range(count)],
-            augment=self.augment and split == "train",
+            augment=self.train.augment and split == "train",
         )
 
     def predict_dataloader(self) -> DataLoader:
@@ -421,7 +343,7 @@ class VideoMattingDataModule(LightningDataModule):
         `predict_warmup_frames` frames (recurrent models), marked "warmup" in their batches. Frames are uint8
         (the module makes them floats on its device), or float32 in [0,1] when the trainer runs on the CPU."""
         trainer = self.trainer
-        if self.live:
+        if self.is_live:
             if trainer is not None and trainer.world_size > 1:
                 raise ValueError(
                     f"a live source ({self.sources[0]!r}) is predicted by one process: run with devices=1"
@@ -468,7 +390,7 @@ class VideoMattingDataModule(LightningDataModule):
         Args:
             clip_length: Frames per training item.
             train_size: (width, height) in pixels of real training items.
-            train_data: "synthetic", "videomatte" or "images" (see `train_data` of the datamodule).
+            train_data: "synthetic", "videomatte" or "images" (see the datamodule's `train.data`).
             train_root: The dataset folder of "videomatte" or "images".
             batch_size: Items per batch (training and validation).
             high_res_size: (width, height) of RVM's high-resolution pass, which starts if it was off.
@@ -478,34 +400,27 @@ class VideoMattingDataModule(LightningDataModule):
         Raises:
             ValueError: A setting out of its allowed values, naming it.
         """
-        if clip_length is not None:
-            self.clip_length = _check_count("clip_length", clip_length, 1)
-        if train_size is not None:
-            self.train_size = check_resize(train_size, "train_size")
-        if train_data is not None:
-            self.train_data = _check_train_data(
-                train_data, train_root or self.train_root, self.backgrounds_root
-            )
-        if train_root is not None:
-            self.train_root = train_root
+        train = {"clip_length": clip_length, "size": train_size, "data": train_data, "root": train_root}
+        self.train = replace(self.train, **{key: value for key, value in train.items() if value is not None})
+        high_res = {"size": high_res_size, "clip_length": high_res_clip_length}
+        high_res = replace(
+            self.high_res, **{key: value for key, value in high_res.items() if value is not None}
+        )
+        self.high_res = _check_high_res(high_res, self.train)
         if batch_size is not None:
             self.batch_size = _check_count("batch_size", batch_size, 1)
-        if high_res_size is not None:
-            self.high_res_size = _check_high_res(high_res_size, self.train_data)
-        if high_res_clip_length is not None:
-            self.high_res_clip_length = _check_count("high_res_clip_length", high_res_clip_length, 1)
         self.train_dataset = None  # built again, with these settings, by the next train_dataloader
 
     def _make_train_datasets(self) -> None:
-        self.train_dataset = self._train_dataset(self.clip_length, self.train_size)
+        self.train_dataset = self._train_dataset(self.train.clip_length, self.train.size)
         self.high_res_dataset = (
             None
-            if self.high_res_size is None
-            else self._train_dataset(self.high_res_clip_length, self.high_res_size)
+            if self.high_res.size is None
+            else self._train_dataset(self.high_res.clip_length, self.high_res.size)
         )
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
-        """Shuffled training items with ground truth (see `train_data`); with `high_res_size`, the loaders of
+        """Shuffled training items with ground truth (see `train.data`); with `high_res.size`, the loaders of
         both passes as {"low": ..., "high": ...} (Lightning cycles the shorter)."""
         if self.train_dataset is None:
             self._make_train_datasets()
