@@ -120,7 +120,7 @@ def predict_config(
         except ValueError as error:
             raise ValueError(f"matte: --target {target!r}: {error}") from error
     if realtime:
-        data["realtime"] = True
+        data["live"] = {"realtime": True}
     return {
         "subcommand": "predict",
         "predict": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from lightning_matting.outputs import (
     network_outputs_for,
 )
 from lightning_matting.protocols import MattingNetwork
-from lightning_matting.settings import RefineSettings, TrainingSettings
+from lightning_matting.settings import RefineSettings, TrainingSettings, settings_from
 from lightning_matting.validators import check_choice
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
@@ -94,6 +95,7 @@ class MattingModule(L.LightningModule):
             kernel_size, prevent_oversampling), for variant names and TorchScript files.
         training: What `fit` trains and at which rates (`TrainingSettings`: stage, learning_rate,
             backbone_learning_rate, refiner_learning_rate, high_res_downsample_ratio).
+            Either group may be a mapping of its fields, as `hparams` and checkpoints hold them.
 
     Raises:
         ValueError: A setting out of its allowed values, or options given with an nn.Module.
@@ -136,6 +138,10 @@ class MattingModule(L.LightningModule):
         self.save_hyperparameters(
             ignore=["threads"] if isinstance(model, str | Path) else ["model", "threads"]
         )
+        refine = settings_from("model.refine", refine, RefineSettings)
+        training = settings_from("model.training", training, TrainingSettings)
+        # the groups as plain data: a checkpoint loads without unpickling classes, hparams.yaml stays plain YAML
+        self.hparams.update(refine=asdict(refine), training=asdict(training))
         options = refine.model_options()
         self.variant = str(model) if isinstance(model, str | Path) else type(model).__name__
         if isinstance(model, nn.Module):

@@ -6,10 +6,11 @@ Each group is a frozen dataclass that checks its fields when made; LightningCLI 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeVar
 
-from lightning_matting.validators import check_bool, check_choice, check_int, check_number
+from lightning_matting.validators import check_bool, check_choice, check_int, check_number, invalid
 
 RefineMode = Literal["full", "sampling", "thresholding"]
 BGMv2Stage = Literal["base", "refine"]
@@ -105,3 +106,21 @@ class TrainingSettings:
         check_number(
             "model.training.high_res_downsample_ratio", self.high_res_downsample_ratio, 0, 1, low_open=True
         )
+
+
+Settings = TypeVar("Settings", RefineSettings, TrainingSettings)
+
+
+def settings_from(name: str, value: Any, kind: type[Settings]) -> Settings:
+    """`value` if it is a `kind`, or the `kind` of a mapping of its fields (a checkpoint's hyperparameters hold
+    the groups as mappings, plain data that loads without pickled classes).
+
+    Raises:
+        TypeError: Neither, or a mapping with unknown fields, naming `name`.
+    """
+    if isinstance(value, kind):
+        return value
+    expected = f"a {kind.__name__} or a mapping of its fields ({', '.join(f.name for f in fields(kind))})"
+    if not isinstance(value, Mapping) or not set(value) <= {f.name for f in fields(kind)}:
+        raise TypeError(invalid(name, value, expected))
+    return kind(**value)

@@ -108,3 +108,14 @@ def check_size(name: str, value: Any) -> tuple[int, int]:
     if min(value) < 1:
         raise ValueError(invalid(name, value, expected))
     return int(value[0]), int(value[1])
+
+
+def check_type(name: str, value: Any, kind: type[T]) -> T:
+    """`value` if it is a `kind`.
+
+    Raises:
+        TypeError: Not a `kind`.
+    """
+    if not isinstance(value, kind):
+        raise TypeError(invalid(name, value, f"a {kind.__name__}"))
+    return value

@@ -14,9 +14,10 @@ import torch
 from jsonargparse import ArgumentParser
 
 from lightning_matting.data import VideoInfo, VideoMattingDataModule
+from lightning_matting.data.settings import SyntheticSettings, TrainingDataSettings
 from lightning_matting.writers import VideoWriter
 
-SMALL = {"synthetic_size": (64, 48), "synthetic_frames": 5}
+SMALL = {"size": (64, 48), "frames": 5}  # synthetic clips
 
 
 def write_video(path: Path, count: int, width: int = 64, height: int = 48, fps: float = 25) -> Path:
@@ -46,7 +47,10 @@ def predict_batches(datamodule: VideoMattingDataModule) -> list[dict]:
 def test_predict_over_files_and_synthetic_clips(user_files, tmp_path):
     sources, backgrounds = user_files
     datamodule = VideoMattingDataModule(
-        sources, backgrounds, batch_size=3, synthetic=2, synthetic_dir=str(tmp_path / "synthetic"), **SMALL
+        sources,
+        backgrounds,
+        batch_size=3,
+        synthetic=SyntheticSettings(clips=2, dir=str(tmp_path / "synthetic"), **SMALL),
     )
     datamodule.setup("predict")
     assert datamodule.videos == [
@@ -95,7 +99,7 @@ def test_resize_and_target_reach_every_video(user_files):
 
 def test_workers_yield_the_same_batches_as_the_main_process(user_files):
     sources, backgrounds = user_files
-    settings = {"batch_size": 2, "synthetic": 1, **SMALL}
+    settings = {"batch_size": 2, "synthetic": SyntheticSettings(clips=1, **SMALL)}
     in_process = predict_batches(VideoMattingDataModule(sources, backgrounds, num_workers=0, **settings))
     in_workers = predict_batches(VideoMattingDataModule(sources, backgrounds, num_workers=2, **settings))
     assert len(in_process) == len(in_workers) == 9
@@ -109,7 +113,7 @@ def test_workers_yield_the_same_batches_as_the_main_process(user_files):
 
 
 def test_temporary_synthetic_folder_is_removed_at_teardown():
-    datamodule = VideoMattingDataModule(synthetic=1, **SMALL)
+    datamodule = VideoMattingDataModule(synthetic=SyntheticSettings(clips=1, **SMALL))
     datamodule.setup("predict")
     folder = Path(datamodule.predict_dataset.datasets[0].source.path).parent.parent
     assert folder.is_dir()
@@ -118,7 +122,11 @@ def test_temporary_synthetic_folder_is_removed_at_teardown():
 
 
 def test_fit_and_validate_on_synthetic_clips_with_ground_truth():
-    datamodule = VideoMattingDataModule(batch_size=4, train_clips=2, val_clips=1, seed=5, **SMALL)
+    datamodule = VideoMattingDataModule(
+        batch_size=4,
+        train=TrainingDataSettings(clips=2, val_clips=1),
+        synthetic=SyntheticSettings(seed=5, **SMALL),
+    )
     datamodule.setup("fit")
     assert len(datamodule.train_dataset) == 10 and len(datamodule.val_dataset) == 5
     batch = next(iter(datamodule.train_dataloader()))
@@ -129,7 +137,9 @@ def test_fit_and_validate_on_synthetic_clips_with_ground_truth():
     assert val["video"][0] == "val_000" and val["index"].tolist() == [0, 1, 2, 3]
     train_plates = {datamodule.train_dataset[i]["bgr"].sum().item() for i in (0, 5)}
     assert datamodule.val_dataset[0]["bgr"].sum().item() not in train_plates  # different seeds
-    again = VideoMattingDataModule(train_clips=2, val_clips=1, seed=5, **SMALL)
+    again = VideoMattingDataModule(
+        train=TrainingDataSettings(clips=2, val_clips=1), synthetic=SyntheticSettings(seed=5, **SMALL)
+    )
     again.setup("validate")
     assert torch.equal(again.val_dataset[3]["src"], datamodule.val_dataset[3]["src"])
 
@@ -162,12 +172,13 @@ def test_constructor_is_lightning_cli_friendly(tmp_path):
             "--data.target=[0.0, 1.0, 0.0]",
             "--data.resize=[640, 360]",
             "--data.fps=30000/1001",
-            "--data.synthetic=2",
+            "--data.synthetic.clips=2",
         ]
     )
     init = parser.instantiate(config).data
     assert init.sources == ["a.mp4", "frames/"] and init.backgrounds == ["plate.png", None]
     assert init.resize == (640, 360) and init.fps == Fraction(30000, 1001) and init.target == (0.0, 1.0, 0.0)
+    assert init.synthetic == SyntheticSettings(clips=2)
 
 
 @pytest.mark.parametrize(
@@ -182,10 +193,8 @@ def test_constructor_is_lightning_cli_friendly(tmp_path):
         ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
         ({"num_workers": -1}, ValueError, "num_workers must be an integer >= 0"),
         ({"resize": (640, 0)}, ValueError, r"resize must be \(width, height\)"),
-        ({"synthetic_size": (8,)}, ValueError, r"synthetic_size must be \(width, height\)"),
         ({"target": "#00ff0"}, ValueError, "colour must be '#RRGGBB'"),
         ({"fps": "fast"}, ValueError, "fps must be"),
-        ({"seed": -1}, ValueError, "seed must be an integer >= 0"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, error, message):
@@ -198,5 +207,5 @@ def test_bad_inputs_fail_at_setup(tmp_path):
         VideoMattingDataModule().setup("predict")
     with pytest.raises(FileNotFoundError, match="video file not found: .*missing.mp4"):
         VideoMattingDataModule([str(tmp_path / "missing.mp4")]).setup("predict")
-    with pytest.raises(ValueError, match="train_clips must be >= 1 to train"):
-        VideoMattingDataModule(train_clips=0).setup("fit")
+    with pytest.raises(ValueError, match="^data.train.clips must be >= 1 to train on synthetic clips$"):
+        VideoMattingDataModule(train=TrainingDataSettings(clips=0)).setup("fit")

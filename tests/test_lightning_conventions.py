@@ -16,6 +16,7 @@ from test_predict import ROOT, MeanMatte, plate, run_cli, write_counter_clip
 import lightning_matting
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.data.settings import SyntheticSettings, TrainingDataSettings
 from lightning_matting.module import MattingModule
 
 DEMO_WEIGHTS = ROOT / "lightning_matting" / "assets" / "demo_mattingbase_mobilenetv2.pth"
@@ -26,7 +27,9 @@ def test_a_lightning_checkpoint_loads_without_the_original_pth_and_counts_as_tra
     shutil.copy(DEMO_WEIGHTS, weights)
     module = MattingModule("mattingbase-mobilenetv2", checkpoint=str(weights))
     saver = ModelCheckpoint(tmp_path / "ckpt", save_last=True)
-    data = VideoMattingDataModule(synthetic_size=(64, 48), synthetic_frames=2, train_clips=1, val_clips=1)
+    data = VideoMattingDataModule(
+        synthetic=SyntheticSettings(size=(64, 48), frames=2), train=TrainingDataSettings(clips=1, val_clips=1)
+    )
     L.Trainer(
         accelerator="cpu",
         max_steps=1,
@@ -100,12 +103,12 @@ def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_li
         help_text.rindex("--model.model MODEL") : help_text.rindex("--model.checkpoint CHECKPOINT")
     ]
     assert "known subclasses" not in model_help  # the network is a protocol, not every nn.Module
-    assert "BGMv2 refine: full, sampling or thresholding" in help_text  # descriptions from Args:
+    assert "\"full\" (every pixel), \"sampling\"" in help_text  # descriptions from Args: (of RefineSettings)
     callback_help = run_cli("predict", "--trainer.callbacks.help", "VideoWriterCallback").stdout
     assert "'prores4444'" in callback_help and "{outputs,compare}" in callback_help
-    error = run_cli("predict", "--model.refine_mode=fast").stderr
+    error = run_cli("predict", "--model.refine.mode=fast").stderr
     assert error.splitlines()[0] == (
-        "error: model.refine_mode: Expected a typing.Literal['full', 'sampling', 'thresholding']. Got value: fast"
+        "error: model.refine.mode: Expected a typing.Literal['full', 'sampling', 'thresholding']. Got value: fast"
     )
 
 
@@ -113,8 +116,8 @@ def test_an_output_name_the_module_cannot_make_is_one_line_naming_the_choices(tm
     result = run_cli(
         "predict",
         "--config=configs/demo.yaml",
-        f"--data.synthetic_dir={tmp_path / 'in'}",
-        "--data.synthetic_frames=2",
+        f"--data.synthetic.dir={tmp_path / 'in'}",
+        "--data.synthetic.frames=2",
         f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
         "--trainer.callbacks.init_args.outputs=[com, foo]",
     )
@@ -129,8 +132,8 @@ def test_progress_bar_shows_the_video_and_frames_per_second_and_files_are_listed
     result = run_cli(
         "predict",
         "--config=configs/demo.yaml",
-        f"--data.synthetic_dir={tmp_path / 'in'}",
-        "--data.synthetic_frames=8",
+        f"--data.synthetic.dir={tmp_path / 'in'}",
+        "--data.synthetic.frames=8",
         f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -22,6 +22,7 @@ from torch import nn
 from lightning_matting import MattingModule
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data.datamodule import VideoMattingDataModule
+from lightning_matting.data.settings import LiveSettings
 from lightning_matting.matte_command import expand_inputs
 from tests.conftest import read_video
 
@@ -107,7 +108,7 @@ def levels(path: Path) -> np.ndarray:
 def test_a_udp_stream_is_matted_in_order_and_ends_when_the_sender_stops(tmp_path):
     source, sender = udp_sender(30)
     data = VideoMattingDataModule(
-        [source], backgrounds=[plate(tmp_path)], batch_size=2, live_timeout=1, reconnects=1
+        [source], backgrounds=[plate(tmp_path)], batch_size=2, live=LiveSettings(timeout=1, reconnects=1)
     )
     started = time.monotonic()
     with pytest.warns(
@@ -127,7 +128,10 @@ def test_a_udp_stream_is_matted_in_order_and_ends_when_the_sender_stops(tmp_path
 def test_realtime_keeps_the_latest_frames_and_counts_those_left_out(tmp_path):
     source, sender = udp_sender(30)
     data = VideoMattingDataModule(
-        [source], backgrounds=[plate(tmp_path)], batch_size=2, realtime=True, live_timeout=1, reconnects=0
+        [source],
+        backgrounds=[plate(tmp_path)],
+        batch_size=2,
+        live=LiveSettings(realtime=True, timeout=1, reconnects=0),
     )
     slow = SlowSteps(0.4)  # 2 frames per 0.4 s: 5 frames/s of 15
     with pytest.warns(RuntimeWarning, match="did not come back"):
@@ -144,7 +148,7 @@ def test_realtime_keeps_the_latest_frames_and_counts_those_left_out(tmp_path):
 def test_an_unreachable_url_is_a_clear_error_within_seconds(tmp_path):
     port = free_port(socket.SOCK_STREAM)  # nothing listens there
     for source in (f"tcp://127.0.0.1:{port}", f"udp://127.0.0.1:{free_port()}"):
-        data = VideoMattingDataModule([source], live_timeout=1)
+        data = VideoMattingDataModule([source], live=LiveSettings(timeout=1))
         started = time.monotonic()
         with pytest.raises(ValueError, match=rf"source '{source}': the live stream did not open within 1 s"):
             data.setup("predict")

@@ -230,7 +230,7 @@ def test_the_built_wheel_mattes_from_a_url_then_from_the_cache_outside_the_check
             assert (len(frames), width, height) == (4, 64, 48)
     assert "pha: " in first.stdout + first.stderr
 
-    demo = run("demo", "--data.synthetic_frames=4", "--data.synthetic_size=[64, 48]")
+    demo = run("demo", "--data.synthetic.frames=4", "--data.synthetic.size=[64, 48]")
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert len(read_video(work / "outputs" / "demo" / "synthetic_000" / "pha.mp4")[0]) == 4
     shutil.rmtree(work / "outputs")

@@ -23,7 +23,9 @@ from lightning_matting.data.matting_sets import (
     VideoMatteDataset,
     alpha_uint8,
 )
+from lightning_matting.data.settings import SyntheticSettings, TrainingDataSettings
 from lightning_matting.module import MattingModule
+from lightning_matting.settings import TrainingSettings
 from lightning_matting.writers import VideoWriter
 
 SIZE = (64, 48)
@@ -212,15 +214,19 @@ def test_fine_tuning_from_a_checkpoint_lowers_the_validation_loss_and_logs_the_c
     root, bgr = data
     torch.manual_seed(0)
     dm = VideoMattingDataModule(
-        train_data="videomatte",
-        train_root=str(root),
-        backgrounds_root=str(bgr),
-        val_root=str(evaluation(tmp_path / "eval")),
-        train_size=SIZE,
         batch_size=4,
-        augment=False,
+        train=TrainingDataSettings(
+            data="videomatte",
+            root=str(root),
+            backgrounds_root=str(bgr),
+            val_root=str(evaluation(tmp_path / "eval")),
+            size=SIZE,
+            augment=False,
+        ),
     )
-    module = MattingModule("mattingbase-mobilenetv2", checkpoint=str(DEMO_WEIGHTS), learning_rate=1e-3)
+    module = MattingModule(
+        "mattingbase-mobilenetv2", checkpoint=str(DEMO_WEIGHTS), training=TrainingSettings(learning_rate=1e-3)
+    )
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=2,
@@ -250,7 +256,7 @@ def test_fine_tuning_from_a_checkpoint_lowers_the_validation_loss_and_logs_the_c
         # no RVM checkpoint here: untrained weights; its loss's pyramid needs 64 px
         (
             "configs/finetune_rvm.yaml",
-            ["--model.checkpoint=null", "--data.clip_length=3", "--data.train_size=[64, 64]"],
+            ["--model.checkpoint=null", "--data.train.clip_length=3", "--data.train.size=[64, 64]"],
         ),
     ],
 )
@@ -261,10 +267,10 @@ def test_finetune_configs_run_with_only_the_roots_given(data, tmp_path, config, 
     result = run_cli(
         "fit",
         f"--config={config}",
-        f"--data.train_root={root}",
-        f"--data.backgrounds_root={bgr}",
-        f"--data.val_root={evaluation(tmp_path / 'eval')}",
-        "--data.train_size=[64, 48]",
+        f"--data.train.root={root}",
+        f"--data.train.backgrounds_root={bgr}",
+        f"--data.train.val_root={evaluation(tmp_path / 'eval')}",
+        "--data.train.size=[64, 48]",
         "--data.num_workers=0",
         "--trainer.max_steps=2",
         "--trainer.val_check_interval=1",
@@ -281,14 +287,16 @@ def test_finetune_configs_run_with_only_the_roots_given(data, tmp_path, config, 
 def test_synthetic_windows_mix_into_a_real_training_set_as_like_items(data):
     root, bgr = data
     dm = VideoMattingDataModule(
-        train_data="videomatte",
-        train_root=str(root),
-        backgrounds_root=str(bgr),
-        clip_length=3,
-        train_size=SIZE,
-        mix_synthetic=0.5,
-        train_clips=1,
-        synthetic_frames=6,
+        train=TrainingDataSettings(
+            data="videomatte",
+            root=str(root),
+            backgrounds_root=str(bgr),
+            clip_length=3,
+            size=SIZE,
+            mix_synthetic=0.5,
+            clips=1,
+        ),
+        synthetic=SyntheticSettings(frames=6),
     )
     dm.setup("fit")
     assert len(dm.train_dataset) == 8  # the 4 real windows and as many synthetic ones: half of the items
@@ -303,8 +311,8 @@ def test_synthetic_windows_mix_into_a_real_training_set_as_like_items(data):
 
 
 def test_a_real_dataset_needs_its_roots(tmp_path):
-    with pytest.raises(ValueError, match=r"train_data='videomatte' needs train_root .* and backgrounds_root"):
-        VideoMattingDataModule(train_data="videomatte")
+    with pytest.raises(ValueError, match=r"data.train.data='videomatte' needs data.train.root .* and data.train.backgrounds_root"):
+        VideoMattingDataModule(train=TrainingDataSettings(data="videomatte"))
 
 
 @pytest.mark.parametrize(
@@ -319,28 +327,29 @@ def test_a_real_dataset_needs_its_roots(tmp_path):
             r"clip_length must be an int >= 1 \(frames per item\), got 0",
         ),
         (
-            lambda root, bg: VideoMattingDataModule(train_data="photos"),
-            r"train_data must be 'synthetic', 'videomatte' or 'images', got 'photos'",
+            lambda root, bg: VideoMattingDataModule(train=TrainingDataSettings(data="photos")),
+            r"^invalid data.train.data \('photos'\): expected one of 'synthetic', 'videomatte', 'images'$",
         ),
         (
             lambda root, bg: VideoMattingDataModule(
-                train_data="videomatte", train_root=str(root), backgrounds_root=str(bg), mix_synthetic=1.0
+                train=TrainingDataSettings(
+                    data="videomatte", root=str(root), backgrounds_root=str(bg), mix_synthetic=1.0
+                )
             ),
-            r"mix_synthetic must be a share in \[0, 1\) of training items, got 1.0",
+            r"^invalid data.train.mix_synthetic \(1.0\): expected a number in \[0, 1\)$",
         ),
         (
-            lambda root, bg: VideoMattingDataModule(mix_synthetic=0.2),
-            r"mix_synthetic mixes procedural clips into a real train_data \('videomatte' or 'images'\)",
+            lambda root, bg: VideoMattingDataModule(train=TrainingDataSettings(mix_synthetic=0.2)),
+            r"^data.train.mix_synthetic mixes procedural clips into real training data: data.train.data "
+            r"'videomatte' or 'images'$",
         ),
         (
             lambda root, bg: VideoMattingDataModule(
-                train_data="images",
-                train_root=str(root),
-                backgrounds_root=str(bg),
-                mix_synthetic=0.2,
-                train_clips=0,
+                train=TrainingDataSettings(
+                    data="images", root=str(root), backgrounds_root=str(bg), mix_synthetic=0.2, clips=0
+                )
             ),
-            r"mix_synthetic needs train_clips >= 1 procedural clips to draw from, got 0",
+            r"^data.train.mix_synthetic needs data.train.clips >= 1 procedural clips to draw from, got 0$",
         ),
     ],
     ids=["clip-too-short", "clip-length-0", "train-data", "mix-1", "mix-synthetic", "mix-no-clips"],

@@ -16,6 +16,7 @@ from test_models_rvm import golden, reference_model
 from lightning_matting.models import load_model
 from lightning_matting.models.openvino_runtime import OpenVinoBGMv2, OpenVinoRVM
 from lightning_matting.module import MattingModule
+from lightning_matting.settings import RefineSettings
 
 pytest.importorskip("openvino", reason="the [openvino] extra")
 
@@ -77,7 +78,9 @@ def test_bgmv2_base_network_in_openvino_and_refiner_in_torch_match_eager_and_gol
         converted, eager = OpenVinoBGMv2(model)(src, bgr), model(src, bgr)
     assert max_error(tuple(converted), tuple(eager)) <= F32_TOLERANCE  # 6e-7 measured
     assert_matches_golden(converted, "mattingrefine-mobilenetv2", "sampling")
-    module = MattingModule("mattingrefine-mobilenetv2", inference="openvino-bf16", refine_mode="thresholding")
+    module = MattingModule(
+        "mattingrefine-mobilenetv2", inference="openvino-bf16", refine=RefineSettings(mode="thresholding")
+    )
     network = module.eval().networks.for_inference(module.net)
     assert isinstance(network, OpenVinoBGMv2) and network.precision == "bf16"
 

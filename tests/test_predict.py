@@ -18,6 +18,7 @@ from torch import nn
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.module import MattingModule
+from lightning_matting.settings import RefineSettings
 from lightning_matting.writers import VideoWriter
 
 ROOT = Path(__file__).parents[1]
@@ -187,7 +188,7 @@ def test_real_network_under_bf16_mixed_precision(tmp_path):
     callback = VideoWriterCallback(
         tmp_path / "out", outputs=["com", "pha", "fgr", "err", "ref"], fourcc="FFV1"
     )
-    module = MattingModule("mattingrefine-mobilenetv2", refine_mode="full")
+    module = MattingModule("mattingrefine-mobilenetv2", refine=RefineSettings(mode="full"))
     with pytest.warns(UserWarning, match="untrained weights"):
         predict(module, dm, callback, precision="bf16-mixed")
     for output in ("com", "pha", "fgr", "err", "ref"):
@@ -280,9 +281,9 @@ def synthetic_predict_args(frames: int) -> list[str]:
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         "--model.model=mattingbase-mobilenetv2",
-        "--data.synthetic=1",
-        "--data.synthetic_size=[64, 48]",
-        f"--data.synthetic_frames={frames}",
+        "--data.synthetic.clips=1",
+        "--data.synthetic.size=[64, 48]",
+        f"--data.synthetic.frames={frames}",
     ]
 
 
@@ -303,8 +304,8 @@ def test_demo_config_runs_end_to_end(tmp_path):
         "predict",
         "--config",
         "configs/demo.yaml",
-        "--data.synthetic_frames=8",
-        f"--data.synthetic_dir={tmp_path / 'inputs'}",
+        "--data.synthetic.frames=8",
+        f"--data.synthetic.dir={tmp_path / 'inputs'}",
         f"--trainer.callbacks.output_dir={tmp_path / 'demo'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

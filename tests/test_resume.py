@@ -254,7 +254,7 @@ def test_sigkill_loses_at_most_a_segment_and_resume_matches_an_uninterrupted_run
 def test_cli_resume_flag_without_previous_outputs_runs_from_the_start(tmp_path):
     result = run_cli(
         *synthetic_predict_args(5),
-        f"--data.synthetic_dir={tmp_path / 'inputs'}",
+        f"--data.synthetic.dir={tmp_path / 'inputs'}",
         "--trainer.callbacks+=VideoWriterCallback",
         f"--trainer.callbacks.output_dir={tmp_path / 'out'}",
         "--trainer.callbacks.outputs=[pha]",

@@ -9,7 +9,9 @@ from test_matting_sets import DEMO_WEIGHTS, SIZE, backgrounds, videomatte
 
 from lightning_matting.callbacks import Stage, TrainingStages
 from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.data.settings import HighResSettings, TrainingDataSettings
 from lightning_matting.module import MattingModule
+from lightning_matting.settings import TrainingSettings
 
 
 class Spy(L.Callback):
@@ -67,25 +69,26 @@ def _trainer(max_epochs: int, *callbacks: L.Callback) -> L.Trainer:
     )
 
 
-def _videomatte_data(tmp_path, **settings) -> VideoMattingDataModule:
+def _videomatte_data(tmp_path, batch_size: int = 4, **train) -> VideoMattingDataModule:
     return VideoMattingDataModule(
-        train_data="videomatte",
-        train_root=str(videomatte(tmp_path / "videomatte")),
-        backgrounds_root=str(backgrounds(tmp_path / "backgrounds")),
-        augment=False,
-        **settings,
+        batch_size=batch_size,
+        train=TrainingDataSettings(
+            data="videomatte",
+            root=str(videomatte(tmp_path / "videomatte")),
+            backgrounds_root=str(backgrounds(tmp_path / "backgrounds")),
+            augment=False,
+            **train,
+        ),
     )
 
 
 def test_bgmv2_trains_its_base_then_the_whole_refine_network_in_one_fit(tmp_path):
-    dm = _videomatte_data(tmp_path, train_size=SIZE, batch_size=2)
+    dm = _videomatte_data(tmp_path, size=SIZE, batch_size=2)
     with pytest.warns(UserWarning, match=r"holds a MattingBase: mattingrefine-mobilenetv2 takes its weights"):
         module = MattingModule(
             "mattingrefine-mobilenetv2",
             checkpoint=str(DEMO_WEIGHTS),
-            bgmv2_stage="base",
-            learning_rate=5e-4,
-            backbone_learning_rate=1e-4,
+            training=TrainingSettings(stage="base", learning_rate=5e-4, backbone_learning_rate=1e-4),
         )
     stages = TrainingStages(
         [
@@ -109,7 +112,7 @@ def test_bgmv2_trains_its_base_then_the_whole_refine_network_in_one_fit(tmp_path
 
 
 def test_rvm_adds_a_high_resolution_pass_that_trains_its_refiner(tmp_path):
-    dm = _videomatte_data(tmp_path, train_size=(64, 64), clip_length=2, batch_size=1)
+    dm = _videomatte_data(tmp_path, size=(64, 64), clip_length=2, batch_size=1)
     module = MattingModule("rvm-mobilenetv3", downsample_ratio=1.0)
     stages = TrainingStages(
         [Stage(1, high_res_size=(128, 128), high_res_clip_length=3, refiner_learning_rate=2e-4)]
@@ -136,12 +139,14 @@ def test_rvm_adds_a_high_resolution_pass_that_trains_its_refiner(tmp_path):
 
 def test_each_stage_changes_the_clip_length_and_the_rates_from_its_epoch(tmp_path):
     dm = VideoMattingDataModule(
-        train_data="videomatte",
-        train_root=str(videomatte(tmp_path / "videomatte")),
-        backgrounds_root=str(backgrounds(tmp_path / "backgrounds")),
-        train_size=SIZE,
         batch_size=2,
-        augment=False,
+        train=TrainingDataSettings(
+            data="videomatte",
+            root=str(videomatte(tmp_path / "videomatte")),
+            backgrounds_root=str(backgrounds(tmp_path / "backgrounds")),
+            size=SIZE,
+            augment=False,
+        ),
     )
     stages = TrainingStages(
         [
@@ -206,31 +211,33 @@ def test_a_datamodule_that_cannot_change_its_training_data_is_refused():
 @pytest.mark.parametrize(
     ("model", "stage", "match"),
     [
-        ("mattingbase-mobilenetv2", "refine", r"bgmv2_stage='refine' needs a MattingRefine network"),
+        ("mattingbase-mobilenetv2", "refine", r"model.training.stage='refine' needs a MattingRefine network"),
         (
             "rvm-mobilenetv3",
             "base",
-            r"bgmv2_stage applies to BackgroundMattingV2 networks, not rvm-mobilenetv3",
+            r"model.training.stage applies to BackgroundMattingV2 networks, not rvm-mobilenetv3",
         ),
         (
             "mattingrefine-mobilenetv2",
             "coarse",
-            r"bgmv2_stage must be 'base', 'refine' or None, got 'coarse'",
+            r"^invalid model.training.stage \('coarse'\): expected one of 'base', 'refine'$",
         ),
     ],
 )
 def test_bad_bgmv2_stages_are_named(model, stage, match):
     with pytest.raises(ValueError, match=match):
-        MattingModule(model, bgmv2_stage=stage)
+        MattingModule(model, training=TrainingSettings(stage=stage))
 
 
 def test_bad_high_resolution_settings_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"high_res_downsample_ratio must be a number in \(0, 1\], got 0"):
-        MattingModule("rvm-mobilenetv3", high_res_downsample_ratio=0)
-    with pytest.raises(ValueError, match=r"high_res_size needs real training data"):
-        VideoMattingDataModule(high_res_size=(128, 128))
-    with pytest.raises(ValueError, match=r"high_res_clip_length must be an integer >= 1, got 0"):
-        _videomatte_data(tmp_path, high_res_size=(128, 128), high_res_clip_length=0)
+    with pytest.raises(
+        ValueError, match=r"^invalid model.training.high_res_downsample_ratio \(0\): expected a number in \(0, 1\]$"
+    ):
+        MattingModule("rvm-mobilenetv3", training=TrainingSettings(high_res_downsample_ratio=0))
+    with pytest.raises(ValueError, match=r"data.high_res.size needs real training data"):
+        VideoMattingDataModule(high_res=HighResSettings(size=(128, 128)))
+    with pytest.raises(ValueError, match=r"^invalid data.high_res.clip_length \(0\): expected an int >= 1$"):
+        HighResSettings(size=(128, 128), clip_length=0)
 
 
 def test_a_bgmv2_stage_needs_a_module_that_can_switch_it(tmp_path):

@@ -11,12 +11,15 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.data.settings import SyntheticSettings, TrainingDataSettings
 from lightning_matting.module import MattingModule
 
 
 def datamodule() -> VideoMattingDataModule:
     return VideoMattingDataModule(
-        synthetic_size=(64, 48), synthetic_frames=4, train_clips=2, val_clips=2, batch_size=2
+        batch_size=2,
+        synthetic=SyntheticSettings(size=(64, 48), frames=4),
+        train=TrainingDataSettings(clips=2, val_clips=2),
     )
 
 

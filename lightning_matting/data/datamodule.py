@@ -50,6 +50,7 @@ from lightning_matting.data.synthetic import make_clip, save_clip
 from lightning_matting.live_sources import check_live_source, is_live_source
 from lightning_matting.metadata import VideoInfo, to_fraction
 from lightning_matting.protocols import PredictVideoModule
+from lightning_matting.validators import check_type
 
 _SPLITS = {"train": 0, "val": 1, "predict": 2}
 
@@ -150,10 +151,10 @@ class VideoMattingDataModule(LightningDataModule):
         self.fps = to_fraction(fps)
         self.batch_size = _check_count("batch_size", batch_size, 1)
         self.num_workers = _check_count("num_workers", num_workers, 0)
-        self.live = live
-        self.synthetic = synthetic
-        self.train = train
-        self.high_res = _check_high_res(high_res, train)
+        self.live = check_type("data.live", live, LiveSettings)
+        self.synthetic = check_type("data.synthetic", synthetic, SyntheticSettings)
+        self.train = check_type("data.train", train, TrainingDataSettings)
+        self.high_res = _check_high_res(check_type("data.high_res", high_res, HighResSettings), train)
         self.is_live = self._check_live()
         self.videos: list[VideoInfo] = []
         self._predict_ranges: list[list[range]] | None = None  # this rank's frames per video (plan_predict)
