@@ -105,7 +105,9 @@ class VideoMattingDataModule(LightningDataModule):
         high_res: RVM's high-resolution training pass (`HighResSettings`: size, clip_length).
 
     Raises:
-        ValueError: A setting out of its allowed values, naming it.
+        ValueError: A setting out of its allowed values, naming it; `high_res.size` with synthetic training
+            data; a live source beside other sources, align, target or synthetic clips.
+        TypeError: A group that is not its settings class.
 
     Example (YAML for LightningCLI)::
 

@@ -63,7 +63,7 @@ def open_live(source: str, timeout: float) -> Any:
     except (av.FFmpegError, OSError) as error:
         raise ValueError(
             f"source {source!r}: the live stream did not open within {timeout:g} s ({error}); check that a "
-            "sender is sending there (or the server is up), or give live_timeout more seconds"
+            "sender is sending there (or the server is up), or give data.live.timeout more seconds"
         ) from error
     if not container.streams.video:
         container.close()
