@@ -98,7 +98,8 @@ class MattingModule(L.LightningModule):
             Either group may be a mapping of its fields, as `hparams` and checkpoints hold them.
 
     Raises:
-        ValueError: A setting out of its allowed values, or options given with an nn.Module.
+        ValueError: A setting out of its allowed values, or refine settings given with an nn.Module.
+        TypeError: A group that is neither its settings class nor a mapping of its fields.
         ImportError: inference="onnxruntime" without the `[onnx]` extra; "openvino" or "openvino-bf16"
             without the `[openvino]` extra.
         ValueError: precision="bf16" or inference="openvino-bf16" on a CPU without bf16 instructions, when
@@ -299,8 +300,9 @@ class MattingModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
         """The family's reference losses on a batch of frames [B,C,H,W] or clips [B,T,C,H,W] (uint8 or float),
-        or on {"low": batch, "high": batch}: RVM's two passes, the second at `training.high_res_downsample_ratio`,
-        their losses summed (logged as "train/<term>" and "train/high/<term>")."""
+        or on {"low": batch, "high": batch}: RVM's two passes, the second at
+        `training.high_res_downsample_ratio`, their losses summed (logged as "train/<term>" and
+        "train/high/<term>")."""
         if isinstance(batch, dict) and set(batch) == {"low", "high"}:
             low, high = (
                 self._losses(batch["low"], None),

@@ -89,7 +89,12 @@ BAD_INPUTS = {
         ["Trainer(devices='0')", "not a valid input"],
     ),
     "source file": (
-        ["--data.synthetic.clips=0", "--data.sources=[missing.mp4]", "--data.backgrounds=[missing.png]", *WRITER],
+        [
+            "--data.synthetic.clips=0",
+            "--data.sources=[missing.mp4]",
+            "--data.backgrounds=[missing.png]",
+            *WRITER,
+        ],
         None,
         1,
         ["video file not found: missing.mp4"],
@@ -153,7 +158,12 @@ def run_cli_in(folder, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_command_prints_only_the_paragraph_lightnings_set_up_lines_held(tmp_path):
-    args = ["--data.synthetic.clips=0", "--data.sources=[missing.mp4]", "--data.backgrounds=[missing.png]", *WRITER]
+    args = [
+        "--data.synthetic.clips=0",
+        "--data.sources=[missing.mp4]",
+        "--data.backgrounds=[missing.png]",
+        *WRITER,
+    ]
     result = run_cli_in(tmp_path, *SYNTHETIC, *args)
     assert result.returncode == 1
     assert result.stderr.splitlines() == ["error: video file not found: missing.mp4", HINT]

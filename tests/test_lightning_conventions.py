@@ -103,7 +103,7 @@ def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_li
         help_text.rindex("--model.model MODEL") : help_text.rindex("--model.checkpoint CHECKPOINT")
     ]
     assert "known subclasses" not in model_help  # the network is a protocol, not every nn.Module
-    assert "\"full\" (every pixel), \"sampling\"" in help_text  # descriptions from Args: (of RefineSettings)
+    assert '"full" (every pixel), "sampling"' in help_text  # descriptions from Args: (of RefineSettings)
     callback_help = run_cli("predict", "--trainer.callbacks.help", "VideoWriterCallback").stdout
     assert "'prores4444'" in callback_help and "{outputs,compare}" in callback_help
     error = run_cli("predict", "--model.refine.mode=fast").stderr

@@ -311,7 +311,10 @@ def test_synthetic_windows_mix_into_a_real_training_set_as_like_items(data):
 
 
 def test_a_real_dataset_needs_its_roots(tmp_path):
-    with pytest.raises(ValueError, match=r"data.train.data='videomatte' needs data.train.root .* and data.train.backgrounds_root"):
+    with pytest.raises(
+        ValueError,
+        match=r"data.train.data='videomatte' needs data.train.root .* and data.train.backgrounds_root",
+    ):
         VideoMattingDataModule(train=TrainingDataSettings(data="videomatte"))
 
 

@@ -231,7 +231,8 @@ def test_bad_bgmv2_stages_are_named(model, stage, match):
 
 def test_bad_high_resolution_settings_are_named(tmp_path):
     with pytest.raises(
-        ValueError, match=r"^invalid model.training.high_res_downsample_ratio \(0\): expected a number in \(0, 1\]$"
+        ValueError,
+        match=r"^invalid model.training.high_res_downsample_ratio \(0\): expected a number in \(0, 1\]$",
     ):
         MattingModule("rvm-mobilenetv3", training=TrainingSettings(high_res_downsample_ratio=0))
     with pytest.raises(ValueError, match=r"data.high_res.size needs real training data"):
