@@ -13,22 +13,24 @@ TrainData = Literal["synthetic", "videomatte", "images"]
 
 @dataclass(frozen=True)
 class Stage:
-    """From `epoch` on, these settings; None keeps the previous stage's (or the run's own).
+    """From `epoch` on, these settings; None keeps the previous stage's (or the run's own). A stage's keys are
+    flat; each names the run's setting it replaces.
 
     Args:
         epoch: The stage's first epoch (0-based).
-        clip_length: Frames per training item (RVM's sequence length).
-        train_size: (width, height) in pixels of training items.
-        train_data: "synthetic", "videomatte" or "images".
-        train_root: The dataset folder of "videomatte" or "images".
-        batch_size: Training items per batch.
+        clip_length: Frames per training item (RVM's sequence length): `data.train.clip_length`.
+        train_size: (width, height) in pixels of training items: `data.train.size`.
+        train_data: "synthetic", "videomatte" or "images": `data.train.data`.
+        train_root: The dataset folder of "videomatte" or "images": `data.train.root`.
+        batch_size: Training items per batch: `data.batch_size`.
         high_res_size: (width, height) of RVM's high-resolution training pass, which then runs beside the
-            low-resolution one (see the datamodule's `high_res_size`).
-        high_res_clip_length: Frames per item of the high-resolution pass.
-        bgmv2_stage: BGMv2: "base" trains the base network alone, "refine" the whole MattingRefine.
-        learning_rate: Adam's rate of the decoder (and ASPP).
-        backbone_learning_rate: Adam's rate of the backbone.
-        refiner_learning_rate: Adam's rate of the refiner.
+            low-resolution one: `data.high_res.size`.
+        high_res_clip_length: Frames per item of the high-resolution pass: `data.high_res.clip_length`.
+        bgmv2_stage: BGMv2: "base" trains the base network alone, "refine" the whole MattingRefine:
+            `model.training.stage`.
+        learning_rate: Adam's rate of the decoder (and ASPP): `model.training.learning_rate`.
+        backbone_learning_rate: Adam's rate of the backbone: `model.training.backbone_learning_rate`.
+        refiner_learning_rate: Adam's rate of the refiner: `model.training.refiner_learning_rate`.
     """
 
     epoch: int
@@ -100,7 +102,7 @@ class TrainingStages(L.Callback):
 
     At the start of each stage's epoch the datamodule trains on the stage's data settings (its training
     dataloader is made again: this callback sets `reload_dataloaders_every_n_epochs=1`), the module trains the
-    stage's `bgmv2_stage`, and the optimizer's "backbone", "refiner" and "rest" groups (MattingModule's) take
+    stage's `bgmv2_stage` (its `training.stage`), and the optimizer's "backbone", "refiner" and "rest" groups (MattingModule's) take
     the stage's rates. A run resumed from a checkpoint continues in the stage of its epoch.
 
     Args:
