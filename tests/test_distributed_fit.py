@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning_matting.callbacks import VideoWriterCallback
-from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.data import SyntheticSettings, TrainingDataSettings, VideoMattingDataModule
 from lightning_matting.module import MattingModule
 
 out, log = sys.argv[1:3]
@@ -45,7 +45,11 @@ class FrameLog(L.Callback):
 
 
 if __name__ == "__main__":
-    dm = VideoMattingDataModule(synthetic_size=(64, 48), synthetic_frames=4, train_clips=2, val_clips=2, batch_size=2)
+    dm = VideoMattingDataModule(
+        batch_size=2,
+        synthetic=SyntheticSettings(size=(64, 48), frames=4),
+        train=TrainingDataSettings(clips=2, val_clips=2),
+    )
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,

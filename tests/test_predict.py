@@ -243,10 +243,11 @@ trainer:
 model:
   model: mattingbase-mobilenetv2
 data:
-  synthetic: 1
-  synthetic_size: [64, 48]
-  synthetic_frames: 5
-  synthetic_dir: {inputs}
+  synthetic:
+    clips: 1
+    size: [64, 48]
+    frames: 5
+    dir: {inputs}
 """
 
 

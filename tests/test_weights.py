@@ -245,7 +245,7 @@ def test_official_for_a_base_variant_points_to_its_refine_variant():
     assert str(error.value) == (
         "checkpoint='official': 'mattingbase-resnet101' has no official checkpoint; the official "
         "BackgroundMattingV2 checkpoint of this backbone holds the MattingRefine: use model "
-        "'mattingrefine-resnet101' (MattingModule(bgmv2_stage='base') trains its base network alone); variants "
+        "'mattingrefine-resnet101' (MattingModule's training.stage='base' trains its base network alone); variants "
         "with one: mattingrefine-resnet50, mattingrefine-resnet101, mattingrefine-mobilenetv2, rvm-mobilenetv3, "
         "rvm-resnet50"
     )

@@ -97,7 +97,7 @@ def official_weights(variant: str) -> RemoteFile:
         refine = variant.replace("mattingbase-", "mattingrefine-")
         hint = (
             f"; the official BackgroundMattingV2 checkpoint of this backbone holds the MattingRefine: use "
-            f"model {refine!r} (MattingModule(bgmv2_stage='base') trains its base network alone)"
+            f"model {refine!r} (MattingModule's training.stage='base' trains its base network alone)"
         )
     raise ValueError(
         f"checkpoint='official': {variant!r} has no official checkpoint{hint}; variants with one: "
