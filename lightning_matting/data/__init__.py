@@ -6,6 +6,7 @@ The datamodule (and with it Lightning) is imported on first use of its name.
 from typing import Any
 
 from .alignment import align_background, estimate_homography
+from .batch import LiveFrameInfo, MattingBatch
 from .datasets import (
     MattingVideoDataset,
     MultiVideoDataset,
@@ -27,7 +28,9 @@ from .synthetic import ClipFiles, SyntheticClip, SyntheticScene, make_clip, save
 
 __all__ = [
     "ClipFiles",
+    "LiveFrameInfo",
     "ImageSequenceReader",
+    "MattingBatch",
     "MattingVideoDataset",
     "MultiVideoDataset",
     "SyntheticClip",
