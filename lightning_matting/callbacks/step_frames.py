@@ -3,9 +3,9 @@
 A step may return a Tensor [B,C,H,W] (or [B,T,C,H,W], a time run written in order), a tuple/list of them
 (named by position), or a mapping {name: Tensor}; `select(outputs, batch)` covers any other structure.
 "video" in the step's output (a mapping) or in the batch (a mapping, or a `MattingBatch`'s `video`) names the
-video of each frame: a str, or one str per sample. "index" (LongTensor [B]) in the step's output gives the frames' indices in their video.
-Frames of the batch itself (a compare video's input and ground truth) are taken by key: a mapping's key, a
-dataclass's field or a sequence's position.
+video of each frame: a str, or one str per sample. "index" (LongTensor [B]) in the step's output gives the
+frames' indices in their video. Frames of the batch itself (a compare video's input and ground truth) are
+taken by key: a mapping's key, a dataclass's field or a sequence's position.
 """
 
 from __future__ import annotations
