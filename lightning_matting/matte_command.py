@@ -17,8 +17,6 @@ from typing import Any
 from lightning_matting.data.datasets import parse_colour
 from lightning_matting.live_sources import is_live_source
 from lightning_matting.models.loading import VARIANTS
-from lightning_matting.outputs import OUTPUTS
-from lightning_matting.validators import check_choice
 
 WRITER = "lightning_matting.callbacks.VideoWriterCallback"
 _GLOB_CHARACTERS = "*?["
@@ -94,16 +92,13 @@ def predict_config(
         {"subcommand": "predict", "predict": {"trainer": ..., "model": ..., "data": ...}}.
 
     Raises:
-        ValueError: An output not among com, pha, fgr, err, ref, seg, no input, a glob matching nothing, or a
-            number of backgrounds other than 1 or one per input.
+        ValueError: No input, a glob matching nothing, or a number of backgrounds other than 1 or one per input.
 
     Example:
         >>> config = predict_config(["interview.mp4"], "rvm-mobilenetv3", outputs=["pha"])
         >>> config["predict"]["model"], config["predict"]["data"]
         ({'model': 'rvm-mobilenetv3', 'checkpoint': 'official'}, {'sources': ['interview.mp4'], 'batch_size': 4})
     """
-    for name in outputs:
-        check_choice("--outputs", name, OUTPUTS)
     sources = expand_inputs(inputs)
     plates = list(backgrounds or [])
     if len(plates) == 1 and len(sources) > 1:

@@ -126,11 +126,14 @@ def test_a_bad_target_colour_is_named(tmp_path, monkeypatch, capsys):
 def test_an_unknown_output_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
-        cli_main(["matte", "a.mp4", "--model", "rvm-mobilenetv3", "--outputs", "com,foo"])
+        cli_main(
+            ["matte", "a.mp4", "--model", "rvm-mobilenetv3", "--checkpoint", "none", "--outputs", "com,foo"]
+        )
     assert stop.value.code == 2
     error = capsys.readouterr().err.splitlines()[0]
-    assert (
-        error == "error: invalid --outputs ('foo'): expected one of 'com', 'pha', 'fgr', 'err', 'ref', 'seg'"
+    assert error == (
+        "error: invalid outputs of VideoWriterCallback ('foo'): expected one of 'com', 'pha', 'fgr', 'err', "
+        "'ref', 'seg'"
     )
 
 

@@ -134,6 +134,7 @@ class MattingBatch:
             A new MattingBatch (frames in their dtype: uint8 stays uint8).
         """
         device = torch.device(device)
+        non_blocking = device.type == "cuda"  # from pinned memory; elsewhere a plain copy
         moved = {}
         for field in _FRAME_FIELDS:
             value = getattr(self, field)
@@ -142,10 +143,10 @@ class MattingBatch:
             if kept is not None and field in self.static:
                 video, tensor = kept.get(field, (None, None))
                 if video != self.video[0] or tensor.device != device:
-                    kept[field] = (self.video[0], value.to(device, non_blocking=True))
+                    kept[field] = (self.video[0], value.to(device, non_blocking=non_blocking))
                 moved[field] = kept[field][1]
             else:
-                moved[field] = value.to(device, non_blocking=True)
+                moved[field] = value.to(device, non_blocking=non_blocking)
         return dataclasses.replace(self, **moved)
 
     def pin_memory(self) -> MattingBatch:
