@@ -102,9 +102,7 @@ class MattingBatch:
             expected = (first, *src.shape[1:-3], _CHANNELS[field], *src.shape[-2:])
             if not isinstance(value, Tensor) or value.shape != expected:
                 form = ",".join(map(str, expected))
-                _refuse(
-                    field, f"[{form}] (src's samples, frames and size, {_CHANNELS[field]} channels)", value
-                )
+                _refuse(field, f"[{form}] (src's samples, frames and size; C = {_CHANNELS[field]})", value)
             _check_dtype(field, value)
         if self.live is not None and (
             not isinstance(self.live, LiveFrameInfo)
