@@ -102,7 +102,7 @@ def reference_loop(
         with torch.no_grad():
             for batch in dm.predict_dataloader():
                 # uint8 frames as decoded; the reference's ToTensor makes floats on the main thread
-                src, bgr = batch["src"].float().div(255), batch["bgr"].float().div(255)
+                src, bgr = batch.src.float().div(255), batch.bgr.float().div(255)
                 pha, fgr = net(src, bgr.expand_as(src))[:2]
                 outputs = {"com": composite(fgr, pha, green), "pha": pha, "fgr": fgr}
                 for name in OUTPUTS:

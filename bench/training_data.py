@@ -15,6 +15,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_matting.data import make_clip
+from lightning_matting.data import collate_frames, make_clip
 from lightning_matting.data.matting_sets import VideoMatteDataset
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter
@@ -83,7 +84,8 @@ def main() -> None:
         root, backgrounds = make_dataset(Path(folder), size, 4 * args.batch)
         dataset = VideoMatteDataset(root, backgrounds, clip_length=1, size=size, augment=True)
         for workers in args.workers:
-            loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=workers)
+            collate = partial(collate_frames, share_static=False)  # the datamodule's training batches
+            loader = DataLoader(dataset, args.batch, shuffle=True, num_workers=workers, collate_fn=collate)
 
             def endless(loader=loader):
                 while True:

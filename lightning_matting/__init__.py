@@ -37,6 +37,7 @@ _WHERE = {
     "to_fraction": "lightning_matting.metadata",
     "VideoReader": "lightning_matting.data.readers",
     "make_clip": "lightning_matting.data.synthetic",
+    "MattingBatch": "lightning_matting.data.batch",
     "VideoMattingDataModule": "lightning_matting.data.datamodule",
     "LiveSettings": "lightning_matting.data.settings",
     "SyntheticSettings": "lightning_matting.data.settings",

@@ -21,7 +21,9 @@ from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.held_console import HeldConsole, ReleaseAtRunStart, held_console
 from lightning_matting.module import MattingModule
 from lightning_matting.moved_settings import check_moved_settings
+from lightning_matting.outputs import OUTPUTS
 from lightning_matting.presets import resolve_config_arguments
+from lightning_matting.validators import check_choice
 
 PROG = "lightning-matting"
 DESCRIPTION = (
@@ -107,8 +109,13 @@ class MattingCLI(LightningCLI):
         self.parser.add_instantiator(_callback_naming_its_errors, Callback)
 
     def instantiate_classes(self) -> None:
+        """Make the config's classes; a setting refused by a class's __init__, or an output name of a
+        VideoWriterCallback that MattingModule has no such output for, raises `SettingsError`."""
         try:
             super().instantiate_classes()
+            for writer in self.trainer.callbacks:
+                for name in writer.outputs if isinstance(writer, VideoWriterCallback) else ():
+                    check_choice("outputs of VideoWriterCallback", name, OUTPUTS)
         except Exception as error:  # a class's __init__ (model, data, callbacks, Trainer) refused a setting
             raise SettingsError(reason(error)) from error
 

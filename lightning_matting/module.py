@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lightning_matting.cpu import cpu_info
+from lightning_matting.data.batch import MattingBatch
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
@@ -40,12 +41,12 @@ class MattingModule(L.LightningModule):
     """Runs a matting network in `trainer.predict`, `trainer.fit` and `trainer.validate`.
 
     `predict_step` returns {name: [B,C,H,W] on the device for each output, "video": str, "index":
-    LongTensor [B]}; `com` composites fgr over the batch's "tgt" when the data gives one, else over
+    LongTensor [B]}; `com` composites fgr over the batch's `tgt` when the data gives one, else over
     `target_color`. Recurrent models carry their state across batches of a video and restart it at frame 0;
     a share of a video that starts mid-video (a distributed rank's range, a resumed run) is preceded by
-    `warmup_frames` frames that build the state and are not returned ("warmup" in the batch). Batch frames
-    ("src", "bgr", "tgt") may be uint8 (0-255) or uint16 (0-65535), as decoded (converted on the device), or
-    floats in [0,1].
+    `warmup_frames` frames that build the state and are not returned (the batch's `warmup`). Its steps take
+    `MattingBatch`es (`lightning_matting.data.batch`), whose frames may be uint8 (0-255) or uint16
+    (0-65535), as decoded (converted on the device), or floats in [0,1].
     Training uses the family's reference losses (BGMv2 base/refine, RVM) with Adam; validation logs SAD,
     MSE, Grad, Conn and dtSSD of the alpha (`lightning_matting.metrics` scales) under "val/" and returns
     the outputs so that a VideoWriterCallback can write them. It implements `PredictVideoModule`.
@@ -257,7 +258,8 @@ class MattingModule(L.LightningModule):
         raw, _ = self._run(src, bgr, None, network_outputs_for(self.predict_outputs))
         return named_outputs(raw, self.predict_outputs, None, self.target_color)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: MattingBatch, batch_idx: int = 0) -> dict[str, Any]:
+        """Matte a batch of consecutive frames of one video: {name: [B,C,H,W], "video": str, "index": [B]}."""
         return self._matte(batch, self.predict_outputs)
 
     def on_validation_epoch_start(self) -> None:
@@ -281,11 +283,17 @@ class MattingModule(L.LightningModule):
         if self.networks.inference == "openvino-bf16":
             check_bf16_device(self.device, cpu_info(), "inference='openvino-bf16'")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, Any]:
-        """Matte a batch with ground truth ("pha"), update the metrics; returns the outputs for writers."""
+    def validation_step(self, batch: MattingBatch, batch_idx: int = 0) -> dict[str, Any]:
+        """Matte a batch with ground truth (`pha`), update the metrics; returns the outputs for writers.
+
+        Raises:
+            ValueError: The batch has no ground-truth `pha`.
+        """
+        if batch.pha is None:
+            raise ValueError("validation batches need ground-truth alpha: MattingBatch.pha is None")
         out = self._matte(batch, tuple(dict.fromkeys((*self.predict_outputs, "pha"))))
-        self.val_metrics.update(out["pha"].float(), self._as_float(batch["pha"]).float())
-        self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(batch["src"]))
+        self.val_metrics.update(out["pha"].float(), self._as_float(batch.pha).float())
+        self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(batch))
         return out
 
     def set_bgmv2_stage(self, stage: Literal["base", "refine"] | None) -> None:
@@ -298,12 +306,12 @@ class MattingModule(L.LightningModule):
         family = self.adapter.family if isinstance(self.adapter, BGMv2Adapter) else None
         self.bgmv2_stage = _check_bgmv2_stage(stage, family, self.variant)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
-        """The family's reference losses on a batch of frames [B,C,H,W] or clips [B,T,C,H,W] (uint8 or float),
-        or on {"low": batch, "high": batch}: RVM's two passes, the second at
+    def training_step(self, batch: MattingBatch | dict[str, MattingBatch], batch_idx: int = 0) -> Tensor:
+        """The family's reference losses on a batch of frames [B,C,H,W] or clips [B,T,C,H,W] (uint8 or float)
+        with ground truth `pha` and `fgr`, or on {"low": batch, "high": batch}: RVM's two passes, the second at
         `training.high_res_downsample_ratio`, their losses summed (logged as "train/<term>" and
         "train/high/<term>")."""
-        if isinstance(batch, dict) and set(batch) == {"low", "high"}:
+        if isinstance(batch, dict):
             low, high = (
                 self._losses(batch["low"], None),
                 self._losses(batch["high"], self.training_settings.high_res_downsample_ratio),
@@ -314,11 +322,13 @@ class MattingModule(L.LightningModule):
             batch = batch["low"]
         else:
             terms = self._losses(batch, None)
-        self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=len(batch["src"]))
+        self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=len(batch))
         return terms["loss"]
 
-    def _losses(self, batch: dict[str, Any], downsample_ratio: float | None) -> dict[str, Tensor]:
-        src, bgr, pha, fgr = (self._as_float(batch.get(key)) for key in ("src", "bgr", "pha", "fgr"))
+    def _losses(self, batch: MattingBatch, downsample_ratio: float | None) -> dict[str, Tensor]:
+        src, bgr, pha, fgr = (
+            self._as_float(frames) for frames in (batch.src, batch.bgr, batch.pha, batch.fgr)
+        )
         return self.adapter.training_losses(
             self.networks.for_training(self.net),
             src,
@@ -346,22 +356,22 @@ class MattingModule(L.LightningModule):
             [{"params": params, "lr": rates[name], "name": name} for name, params in groups.items() if params]
         )
 
-    def _matte(self, batch: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    def _matte(self, batch: MattingBatch, names: Sequence[str]) -> dict[str, Any]:
         """{name: [B,C,H,W]} for `names`, plus "video" and "index", carrying a recurrent state."""
-        src, bgr = self._as_float(batch["src"]), self._as_float(batch.get("bgr"))
+        src, bgr = self._as_float(batch.src), self._as_float(batch.bgr)
         if bgr is None and self.adapter.needs_background:
             raise ValueError(
                 f"{self.variant} needs a background plate: give the data a background image or video "
                 "(VideoMattingDataModule(backgrounds=...)), or use a model that needs none (rvm-*)"
             )
-        video = _single_video(batch["video"])
-        index = batch["index"].cpu()
-        warmup = _warmup_count(batch.get("warmup"))
+        video = _single_video(batch.video)
+        index = batch.index.cpu()
+        warmup = _warmup_count(batch.warmup)
         state = self._state_before(video, int(index[0]), warmup > 0) if self.adapter.recurrent else None
         raw, state = self._run(src, bgr, state, network_outputs_for(names))
         if self.adapter.recurrent:
             self._state_key, self._state = (video, int(index[-1]) + 1), state
-        out = named_outputs(raw, names, self._as_float(batch.get("tgt")), self.target_color)
+        out = named_outputs(raw, names, self._as_float(batch.tgt), self.target_color)
         return {
             **{name: value[warmup:] for name, value in out.items()},
             "video": video,
@@ -411,10 +421,8 @@ def _warmup_count(warmup: Tensor | None) -> int:
     return count
 
 
-def _single_video(names: Any) -> str:
-    """The one video a batch belongs to ("video" is a str or a collated list of str)."""
-    if isinstance(names, str):
-        return names
+def _single_video(names: list[str]) -> str:
+    """The one video a batch belongs to (`MattingBatch.video`)."""
     unique = set(names)
     if len(unique) != 1:
         raise ValueError(

@@ -56,6 +56,19 @@ def straight_rgba(fgr: torch.Tensor, pha: torch.Tensor) -> torch.Tensor:
     return torch.cat([fgr * (pha > 0), pha], dim=1)
 
 
+def rgba_com_sources(names: Sequence[str]) -> tuple[str, ...]:
+    """The outputs taken from a step to write `names` with an RGBA com: com is built from pha and fgr
+    (`with_rgba_com`), so they are taken instead of it; the others as they are, in order."""
+    if "com" not in names:
+        return tuple(names)
+    return tuple(dict.fromkeys([name for name in names if name != "com"] + ["pha", "fgr"]))
+
+
+def with_rgba_com(frames: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`frames` with "com" the straight-alpha RGBA [B,4,H,W] of its "fgr" [B,3,H,W] and "pha" [B,1,H,W]."""
+    return {**frames, "com": straight_rgba(frames["fgr"], frames["pha"])}
+
+
 def named_outputs(
     raw: dict[str, torch.Tensor],
     names: Iterable[str],

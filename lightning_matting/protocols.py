@@ -20,8 +20,8 @@ from lightning_matting.metadata import VideoInfo
 class PredictVideoSource(Protocol):
     """A datamodule whose predict batches are consecutive frames of named videos (`VideoMattingDataModule`).
 
-    Its predict batches are mappings with "video" (the video's name) and "index" (LongTensor [B], the frame
-    indices), the frames of one video at a time, in order.
+    Its predict batches are `MattingBatch`es (`lightning_matting.data.batch`): the frames of one video at a time,
+    in order, with `video` (the video's name per frame) and `index` (int64 [B], the frame indices).
     """
 
     @property
@@ -66,7 +66,11 @@ class LiveVideoSource(Protocol):
 
 @runtime_checkable
 class PredictVideoModule(Protocol):
-    """A LightningModule that computes named outputs on request and may keep a recurrent state (`MattingModule`)."""
+    """A LightningModule that computes named outputs on request and may keep a recurrent state (`MattingModule`).
+
+    With `VideoMattingDataModule` its `predict_step` and `validation_step` receive `MattingBatch`es; the
+    frames of a batch's `warmup` (when set, the first ones) build the state and are not returned.
+    """
 
     @property
     def predict_warmup_frames(self) -> int:

@@ -348,8 +348,8 @@ def test_a_still_plate_and_target_are_one_tensor_for_every_item(source, plate, t
             assert all(item["bgr"] is items[0]["bgr"] for item in items)
             assert all(item["tgt"] is items[0]["tgt"] for item in items)
             batch = collate_frames(items)
-            assert batch["static"] == ["bgr", "tgt"] and batch["bgr"].dtype == torch.uint8
-            assert batch["bgr"].shape[0] == batch["tgt"].shape[0] == 1 and batch["src"].shape[0] == 3
+            assert batch.static == ("bgr", "tgt") and batch.bgr.dtype == torch.uint8
+            assert batch.bgr.shape[0] == batch.tgt.shape[0] == 1 and batch.src.shape[0] == 3
 
 
 def test_aligned_plate_is_the_float_alignment_rounded_once(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -75,17 +76,17 @@ def test_predict_over_files_and_synthetic_clips(user_files, tmp_path):
     ]
     assert (tmp_path / "synthetic" / "synthetic_001" / "src.mp4").is_file()
     batches = list(datamodule.predict_dataloader())
-    assert [(b["video"][0], b["index"].tolist()) for b in batches] == [
+    assert [(b.video[0], b.index.tolist()) for b in batches] == [
         ("take", [0, 1, 2]), ("take", [3, 4, 5]), ("take", [6]),
         ("take_2", [0, 1, 2]), ("take_2", [3]),
         ("synthetic_000", [0, 1, 2]), ("synthetic_000", [3, 4]),
         ("synthetic_001", [0, 1, 2]), ("synthetic_001", [3, 4]),
     ]  # fmt: skip
-    assert all(len(set(b["video"])) == 1 for b in batches)
-    assert "bgr" in batches[0] and "bgr" not in batches[3] and "bgr" in batches[5]
-    assert batches[0]["src"].shape == (3, 3, 48, 64) and batches[3]["src"].shape == (3, 3, 24, 32)
-    assert all(b[key].dtype == torch.uint8 for b in batches for key in ("src", "bgr") if key in b)
-    assert batches[0]["bgr"].shape == (1, 3, 48, 64) and batches[0]["static"] == ["bgr"]  # the plate, once
+    assert all(len(set(b.video)) == 1 for b in batches)
+    assert batches[0].bgr is not None and batches[3].bgr is None and batches[5].bgr is not None
+    assert batches[0].src.shape == (3, 3, 48, 64) and batches[3].src.shape == (3, 3, 24, 32)
+    assert all(f.dtype == torch.uint8 for b in batches for f in (b.src, b.bgr) if f is not None)
+    assert batches[0].bgr.shape == (1, 3, 48, 64) and batches[0].static == ("bgr",)  # the plate, once
 
 
 def test_resize_and_target_reach_every_video(user_files):
@@ -93,8 +94,8 @@ def test_resize_and_target_reach_every_video(user_files):
     datamodule = VideoMattingDataModule(sources, backgrounds, resize=(32, 24), target="#00ff00", batch_size=4)
     batches = predict_batches(datamodule)
     assert {(v.width, v.height) for v in datamodule.videos} == {(32, 24)}
-    assert all(b["src"].shape[1:] == b["tgt"].shape[1:] == (3, 24, 32) for b in batches)
-    assert torch.equal(batches[0]["tgt"][0, :, 0, 0], torch.tensor([0, 255, 0], dtype=torch.uint8))
+    assert all(b.src.shape[1:] == b.tgt.shape[1:] == (3, 24, 32) for b in batches)
+    assert torch.equal(batches[0].tgt[0, :, 0, 0], torch.tensor([0, 255, 0], dtype=torch.uint8))
 
 
 def test_workers_yield_the_same_batches_as_the_main_process(user_files):
@@ -104,12 +105,12 @@ def test_workers_yield_the_same_batches_as_the_main_process(user_files):
     in_workers = predict_batches(VideoMattingDataModule(sources, backgrounds, num_workers=2, **settings))
     assert len(in_process) == len(in_workers) == 9
     for a, b in zip(in_process, in_workers, strict=True):
-        assert a.keys() == b.keys()
-        for key in a:
-            if isinstance(a[key], torch.Tensor):
-                assert torch.equal(a[key], b[key]), key
+        for field in dataclasses.fields(a):
+            mine, theirs = getattr(a, field.name), getattr(b, field.name)
+            if isinstance(mine, torch.Tensor):
+                assert torch.equal(mine, theirs), field.name
             else:
-                assert a[key] == b[key], key
+                assert mine == theirs, field.name
 
 
 def test_temporary_synthetic_folder_is_removed_at_teardown():
@@ -130,11 +131,11 @@ def test_fit_and_validate_on_synthetic_clips_with_ground_truth():
     datamodule.setup("fit")
     assert len(datamodule.train_dataset) == 10 and len(datamodule.val_dataset) == 5
     batch = next(iter(datamodule.train_dataloader()))
-    assert set(batch) == {"src", "bgr", "pha", "fgr", "index", "video"}
-    assert batch["pha"].shape == (4, 1, 48, 64) and batch["fgr"].shape == (4, 3, 48, 64)
-    assert all(batch[key].dtype == torch.float32 for key in ("src", "bgr", "pha", "fgr"))  # ground truth
+    assert batch.tgt is None and batch.static == () and batch.bgr.shape == (4, 3, 48, 64)
+    assert batch.pha.shape == (4, 1, 48, 64) and batch.fgr.shape == (4, 3, 48, 64)
+    assert all(frames.dtype == torch.float32 for frames in (batch.src, batch.bgr, batch.pha, batch.fgr))
     val = next(iter(datamodule.val_dataloader()))
-    assert val["video"][0] == "val_000" and val["index"].tolist() == [0, 1, 2, 3]
+    assert val.video[0] == "val_000" and val.index.tolist() == [0, 1, 2, 3]
     train_plates = {datamodule.train_dataset[i]["bgr"].sum().item() for i in (0, 5)}
     assert datamodule.val_dataset[0]["bgr"].sum().item() not in train_plates  # different seeds
     again = VideoMattingDataModule(
@@ -149,7 +150,7 @@ def test_trainer_predict_keeps_the_batches(user_files):
 
     class Recorder(pl.LightningModule):
         def predict_step(self, batch, batch_idx):
-            return batch["video"][0], batch["index"].tolist()
+            return batch.video[0], batch.index.tolist()
 
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False

@@ -9,7 +9,7 @@ from test_loggers import codec_of
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_matting import VideoWriterCallback
-from lightning_matting.callbacks import loggers, video_writer
+from lightning_matting.callbacks import loggers
 
 
 class Alpha(L.LightningModule):
@@ -45,7 +45,7 @@ def test_a_chosen_fourcc_is_kept(tmp_path):
 
 
 def test_without_pyav_the_default_is_mp4v_with_one_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(video_writer, "browser_codec", lambda alpha=False: None)
+    monkeypatch.setattr(loggers, "browser_codec", lambda alpha=False: None)
     loggers.warn_once.cache_clear()
     message = (
         "VideoWriterCallback: PyAV is not installed, so videos are written as OpenCV's mp4v, which browsers (and "

@@ -161,8 +161,8 @@ def test_dataset_keeps_uint16_and_collate_makes_the_same_floats(tmp_path):
     assert items[0]["src"].dtype == torch.uint16 and items[0]["bgr"].dtype == torch.uint8
     assert levels(items[0]["src"]) > 256  # resized in float, rounded to 16 bits
     batch = collate_frames(items, to_float=True)
-    assert batch["src"].dtype == torch.float32
-    assert torch.equal(batch["src"][1], items[1]["src"].float() / 65535)
+    assert batch.src.dtype == torch.float32
+    assert torch.equal(batch.src[1], items[1]["src"].float() / 65535)
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ class FrameLog(L.Callback):
     # which frames each rank trains and validates on
     def _log(self, stage, batch):
         rank = torch.distributed.get_rank()
-        frames = [[video, int(index)] for video, index in zip(batch["video"], batch["index"])]
+        frames = [[video, int(index)] for video, index in zip(batch.video, batch.index)]
         with open(log, "a") as f:
             f.write(json.dumps([stage, rank, frames]) + "\\n")
 

@@ -13,6 +13,7 @@ from test_models_rvm import GOLDEN_CASES as RVM_CASES
 from test_models_rvm import golden, reference_model
 from torch import nn
 
+from lightning_matting.data.batch import MattingBatch
 from lightning_matting.models import load_model
 from lightning_matting.models.inference import inference_copy
 from lightning_matting.models.rvm_inference import ChannelsLastDecoder, InPlaceRefiner
@@ -118,8 +119,11 @@ def test_the_copy_follows_a_training_step():
     before = module(src, bgr)
     module.train()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
-    batch = {"src": src.repeat(2, 1, 1, 1), "bgr": bgr.repeat(2, 1, 1, 1), "fgr": src.repeat(2, 1, 1, 1)}
-    batch["pha"] = torch.rand(2, 1, *src.shape[-2:], generator=torch.Generator().manual_seed(0))
+    pha = torch.rand(2, 1, *src.shape[-2:], generator=torch.Generator().manual_seed(0))
+    two = src.repeat(2, 1, 1, 1)
+    batch = MattingBatch(
+        two, ["a", "b"], torch.zeros(2, dtype=torch.int64), bgr.repeat(2, 1, 1, 1), pha=pha, fgr=two
+    )
     module.training_step(batch).backward()  # a batch of 2: ASPP's pooled BatchNorm needs 2 values to train
     optimizer.step()
     module.eval()
@@ -174,7 +178,7 @@ def stream(module: MattingModule, clip: torch.Tensor, frames_per_batch: int) -> 
     out = []
     for start in range(0, len(clip), frames_per_batch):
         index = torch.arange(start, min(start + frames_per_batch, len(clip)))
-        out.append(module.predict_step({"src": clip[index], "video": "clip", "index": index})["pha"])
+        out.append(module.predict_step(MattingBatch(clip[index], ["clip"] * len(index), index))["pha"])
     return torch.cat(out)
 
 
@@ -235,4 +239,6 @@ def test_a_users_module_runs_as_it_is_in_eval():
     with pytest.raises(
         TypeError, match="MattingModule trains our BackgroundMattingV2 and RobustVideoMatting"
     ):
-        module.train().training_step({"src": frames, "bgr": frames, "pha": frames[:, :1], "fgr": frames})
+        module.train().training_step(
+            MattingBatch(frames, ["a", "b"], torch.arange(2), frames, pha=frames[:, :1], fgr=frames)
+        )

@@ -112,7 +112,7 @@ def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_li
     )
 
 
-def test_an_output_name_the_module_cannot_make_is_one_line_naming_the_choices(tmp_path):
+def test_an_output_name_the_module_cannot_make_is_refused_before_the_run_naming_the_choices(tmp_path):
     result = run_cli(
         "predict",
         "--config=configs/demo.yaml",
@@ -121,11 +121,12 @@ def test_an_output_name_the_module_cannot_make_is_one_line_naming_the_choices(tm
         f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
         "--trainer.callbacks.init_args.outputs=[com, foo]",
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-2] == (
-        "error: the outputs a writer callback requests from MattingModule must be a non-empty list of "
-        "com, pha, fgr, err, ref, seg; got ['com', 'foo']"
+        "error: invalid outputs of VideoWriterCallback ('foo'): expected one of 'com', 'pha', 'fgr', 'err', "
+        "'ref', 'seg'"
     )
+    assert not (tmp_path / "in").exists()  # refused before any clip is made
 
 
 def test_progress_bar_shows_the_video_and_frames_per_second_and_files_are_listed_after_it(tmp_path):

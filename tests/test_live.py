@@ -47,8 +47,8 @@ class SlowSteps(L.Callback):
         time.sleep(self.seconds)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.latencies.append(time.time() - float(batch["capture_time"][0]))
-        self.dropped.append(batch["dropped"])
+        self.latencies.append(time.time() - float(batch.live.capture_time[0]))
+        self.dropped.append(batch.live.dropped)
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:

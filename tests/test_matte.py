@@ -123,6 +123,20 @@ def test_a_bad_target_colour_is_named(tmp_path, monkeypatch, capsys):
     assert "error: matte: --target '#zz0000': colour must be '#RRGGBB'" in capsys.readouterr().err
 
 
+def test_an_unknown_output_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli_main(
+            ["matte", "a.mp4", "--model", "rvm-mobilenetv3", "--checkpoint", "none", "--outputs", "com,foo"]
+        )
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.splitlines()[0]
+    assert error == (
+        "error: invalid outputs of VideoWriterCallback ('foo'): expected one of 'com', 'pha', 'fgr', 'err', "
+        "'ref', 'seg'"
+    )
+
+
 def test_one_plate_serves_every_input():
     config = predict_config(["a.mp4", "b.mp4"], "mattingrefine-resnet50", backgrounds=["plate.png"])
     assert config["predict"]["data"]["backgrounds"] == ["plate.png", "plate.png"]

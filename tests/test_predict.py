@@ -322,14 +322,14 @@ def test_a_static_plate_crosses_once_per_video(tmp_path):
     )
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
-    assert [tuple(b["bgr"].shape) for b in batches] == [(1, 3, 48, 64)] * 3
-    assert batches[0]["static"] == ["bgr", "tgt"] and batches[0]["src"].shape == (2, 3, 48, 64)
+    assert [tuple(b.bgr.shape) for b in batches] == [(1, 3, 48, 64)] * 3
+    assert batches[0].static == ("bgr", "tgt") and batches[0].src.shape == (2, 3, 48, 64)
 
-    collated = [batch["bgr"] for batch in batches]  # a new tensor per batch, as the loader sends it
+    collated = [batch.bgr for batch in batches]  # a new tensor per batch, as the loader sends it
     moved = [dm.transfer_batch_to_device(batch, torch.device("cpu"), 0) for batch in batches]
-    assert all(batch["bgr"] is moved[0]["bgr"] for batch in moved)  # the first batch's copy, kept
-    assert collated[1] is not collated[0] and moved[0]["bgr"] is collated[0]
-    assert all(batch["index"].device.type == "cpu" for batch in moved)
+    assert all(batch.bgr is moved[0].bgr for batch in moved)  # the first batch's copy, kept
+    assert collated[1] is not collated[0] and moved[0].bgr is collated[0]
+    assert all(batch.index.device.type == "cpu" for batch in moved)
 
 
 def test_per_frame_plates_are_not_shared(tmp_path):
@@ -338,5 +338,5 @@ def test_per_frame_plates_are_not_shared(tmp_path):
     dm = VideoMattingDataModule(sources=[str(source)], backgrounds=[str(plate_video)], batch_size=2)
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    assert batch["bgr"].shape == (2, 3, 48, 64) and "static" not in batch
-    assert levels(batch["bgr"].permute(0, 2, 3, 1).numpy()) == [counter_level(0), counter_level(1)]  # uint8
+    assert batch.bgr.shape == (2, 3, 48, 64) and batch.static == ()
+    assert levels(batch.bgr.permute(0, 2, 3, 1).numpy()) == [counter_level(0), counter_level(1)]  # uint8

@@ -8,7 +8,7 @@ import torch
 from test_matting_sets import DEMO_WEIGHTS, SIZE, backgrounds, videomatte
 
 from lightning_matting.callbacks import Stage, TrainingStages
-from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.data import MattingBatch, VideoMattingDataModule
 from lightning_matting.data.settings import HighResSettings, TrainingDataSettings
 from lightning_matting.module import MattingModule
 from lightning_matting.settings import TrainingSettings
@@ -25,11 +25,11 @@ class Spy(L.Callback):
         self.seen.setdefault(trainer.current_epoch, (_shapes(batch), rates))
 
 
-def _shapes(batch: dict) -> tuple | dict:
+def _shapes(batch: MattingBatch | dict) -> tuple | dict:
     """src's shape, or per pass for a two-pass batch {"low": ..., "high": ...}."""
-    if "src" in batch:
-        return tuple(batch["src"].shape)
-    return {name: tuple(part["src"].shape) for name, part in batch.items()}
+    if isinstance(batch, MattingBatch):
+        return tuple(batch.src.shape)
+    return {name: tuple(part.src.shape) for name, part in batch.items()}
 
 
 class RefinerWatch(L.Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_matting.data import VideoMattingDataModule
+from lightning_matting.data import MattingBatch, VideoMattingDataModule
 from lightning_matting.data.readers import frame_to_float
 from lightning_matting.module import MattingModule
 from lightning_matting.writers import VideoWriter
@@ -48,7 +49,7 @@ def source(tmp_path):
     return write_video(tmp_path / "source.mkv", random_frames(5, seed=0))
 
 
-def uint8_batches(source: str, background: str, target: str | None) -> list[dict]:
+def uint8_batches(source: str, background: str, target: str | None) -> list[MattingBatch]:
     datamodule = VideoMattingDataModule(
         sources=[source], backgrounds=[background], target=target, batch_size=2
     )
@@ -56,9 +57,10 @@ def uint8_batches(source: str, background: str, target: str | None) -> list[dict
     return list(datamodule.predict_dataloader())
 
 
-def as_float(batch: dict) -> dict:
+def as_float(batch: MattingBatch) -> MattingBatch:
     """The batch as the float data path made it: frames float32 in [0, 1] (uint8 / 255)."""
-    return {key: frame_to_float(value) if key in FRAME_KEYS else value for key, value in batch.items()}
+    frames = {key: getattr(batch, key) for key in FRAME_KEYS if getattr(batch, key) is not None}
+    return dataclasses.replace(batch, **{key: frame_to_float(value) for key, value in frames.items()})
 
 
 def predict(batches: list[dict]) -> tuple[list[dict], MeanMatte]:
@@ -79,8 +81,9 @@ def test_uint8_batches_predict_the_same_as_float_batches(tmp_path, source, plate
     else:
         background, target = write_video(tmp_path / "plate.mkv", random_frames(5, seed=2)), None
     batches = uint8_batches(source, background, target)
-    assert all(batch[key].dtype == torch.uint8 for batch in batches for key in FRAME_KEYS if key in batch)
-    assert ("static" in batches[0]) == (plate_kind == "image")
+    frames = [getattr(batch, key) for batch in batches for key in FRAME_KEYS]
+    assert all(value.dtype == torch.uint8 for value in frames if value is not None)
+    assert bool(batches[0].static) == (plate_kind == "image")
 
     from_uint8, net = predict(batches)
     from_float, _ = predict([as_float(batch) for batch in batches])

@@ -128,7 +128,7 @@ class StopAt(L.Callback):
         self.frame = frame
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if self.frame in batch["index"].tolist():
+        if self.frame in batch.index.tolist():
             raise RuntimeError("stopped on purpose")
 
 

@@ -14,6 +14,7 @@ from test_models_rvm import manifest, recipe
 
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule, make_clip
+from lightning_matting.data.batch import MattingBatch
 from lightning_matting.data.sampling import VideoBatchSampler, collate_frames, frame_ranges
 from lightning_matting.models import RobustVideoMatting
 from lightning_matting.module import MattingModule
@@ -47,14 +48,14 @@ def test_a_later_range_of_a_video_warms_up_from_the_end_of_the_earlier_one_when_
 
 def test_collate_marks_the_frames_outside_the_ranges_written():
     items = [{"src": torch.zeros(3, 2, 2), "index": i, "video": "a"} for i in (3, 4, 5)]
-    assert collate_frames(items, written={"a": [range(5, 9)]})["warmup"].tolist() == [True, True, False]
-    assert collate_frames(items, written={"a": [range(0, 4), range(5, 6)]})["warmup"].tolist() == [
+    assert collate_frames(items, written={"a": [range(5, 9)]}).warmup.tolist() == [True, True, False]
+    assert collate_frames(items, written={"a": [range(0, 4), range(5, 6)]}).warmup.tolist() == [
         False,
         True,
         False,
     ]
-    assert "warmup" not in collate_frames(items, written={"a": [range(3, 9)]})
-    assert "warmup" not in collate_frames(items)
+    assert collate_frames(items, written={"a": [range(3, 9)]}).warmup is None
+    assert collate_frames(items).warmup is None
 
 
 def test_collate_makes_floats_of_uint8_frames_on_request():
@@ -64,9 +65,9 @@ def test_collate_makes_floats_of_uint8_frames_on_request():
         for i in (0, 1)
     ]
     batch = collate_frames(items, to_float=True)
-    assert batch["src"].dtype == batch["bgr"].dtype == torch.float32
-    assert batch["src"].eq(1).all() and batch["bgr"].sub(0.2).abs().max() < 1e-7
-    assert batch["bgr"].shape == (1, 3, 2, 2) and collate_frames(items)["src"].dtype == torch.uint8
+    assert batch.src.dtype == batch.bgr.dtype == torch.float32
+    assert batch.src.eq(1).all() and batch.bgr.sub(0.2).abs().max() < 1e-7
+    assert batch.bgr.shape == (1, 3, 2, 2) and collate_frames(items).src.dtype == torch.uint8
 
 
 def test_warmup_frames_are_predicted_but_not_returned():
@@ -75,22 +76,12 @@ def test_warmup_frames_are_predicted_but_not_returned():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a deliberate warm-up start does not warn about a lost state
         out = module.predict_step(
-            {
-                "src": src,
-                "index": torch.tensor([4, 5, 6]),
-                "video": "v",
-                "warmup": torch.tensor([1, 1, 0]).bool(),
-            }
+            MattingBatch(src, ["v"] * 3, torch.tensor([4, 5, 6]), warmup=torch.tensor([1, 1, 0]).bool())
         )
     assert out["pha"].shape == (1, 1, 16, 16) and out["index"].tolist() == [6]
     with pytest.raises(ValueError, match=r"warm-up frames must precede the frames to write"):
         module.predict_step(
-            {
-                "src": src,
-                "index": torch.tensor([7, 8, 9]),
-                "video": "v",
-                "warmup": torch.tensor([0, 1, 0]).bool(),
-            }
+            MattingBatch(src, ["v"] * 3, torch.tensor([7, 8, 9]), warmup=torch.tensor([0, 1, 0]).bool())
         )
     with pytest.raises(ValueError, match=r"warmup_frames must be an int >= 0, got -3"):
         MattingModule(reference_rvm(), warmup_frames=-3)
@@ -130,10 +121,10 @@ class StopAt(L.Callback):
         self.seen: list[tuple[list[int], list[bool]]] = []
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if self.frame in batch["index"].tolist():
+        if self.frame in batch.index.tolist():
             raise RuntimeError("stopped on purpose")
-        warmup = batch.get("warmup", torch.zeros(len(batch["index"]), dtype=torch.bool))
-        self.seen.append((batch["index"].tolist(), warmup.tolist()))
+        warmup = torch.zeros(len(batch), dtype=torch.bool) if batch.warmup is None else batch.warmup
+        self.seen.append((batch.index.tolist(), warmup.tolist()))
 
 
 def predict(source, out, warmup: int, stop_at: int | None = None, resume=False) -> StopAt:

@@ -20,6 +20,8 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
+from lightning_matting.writers.output_format import Codec
+
 PREVIEW_FRAMES = 64  # frames of a TensorBoard GIF
 PREVIEW_WIDTH = 480  # at most this many pixels wide
 
@@ -155,3 +157,16 @@ def _tensorboard_gif(
     )
     # SummaryWriter (torch and tensorboardX) has no public call for a prebuilt summary; add_image does this.
     experiment._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def default_video_codec(alpha: bool) -> Codec | None:
+    """The codec of video outputs when neither `codec` nor `fourcc` is given: what browsers play, H.264 (VP9 for
+    `alpha`), where PyAV is installed; else None (OpenCV's mp4v), warned once per process."""
+    codec = browser_codec(alpha=alpha)
+    if codec is None:
+        warn_once(
+            "VideoWriterCallback: PyAV is not installed, so videos are written as OpenCV's mp4v, which browsers "
+            "(and W&B or MLflow) do not play; pip install 'lightning-matting[av]' for H.264, or pass fourcc='mp4v' "
+            "to choose mp4v"
+        )
+    return codec

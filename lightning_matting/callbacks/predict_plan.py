@@ -24,7 +24,7 @@ from lightning_matting.writers.output_format import OutputFormat
 
 
 class Settings(Protocol):
-    """The writer settings a plan needs (VideoWriterCallback has them)."""
+    """The writer settings a plan needs (`PredictWriting` has them)."""
 
     output_dir: Path
     outputs: tuple[str, ...]

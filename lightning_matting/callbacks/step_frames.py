@@ -2,10 +2,10 @@
 
 A step may return a Tensor [B,C,H,W] (or [B,T,C,H,W], a time run written in order), a tuple/list of them
 (named by position), or a mapping {name: Tensor}; `select(outputs, batch)` covers any other structure.
-"video" in the step's output (a mapping) or in the batch (a mapping) names the video of each frame: a str,
-or one str per sample. "index" (LongTensor [B]) in the step's output gives the frames' indices in their video.
-Frames of the batch itself (a compare video's input and ground truth) are taken by key: a mapping's key, a
-dataclass's field or a sequence's position.
+"video" in the step's output (a mapping) or in the batch (a mapping, or a `MattingBatch`'s `video`) names the
+video of each frame: a str, or one str per sample. "index" (LongTensor [B]) in the step's output gives the
+frames' indices in their video. Frames of the batch itself (a compare video's input and ground truth) are
+taken by key: a mapping's key, a dataclass's field or a sequence's position.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_matting.data.batch import MattingBatch
 from lightning_matting.video_names import check_video_name
 
 Select = Callable[[Any, Any], Mapping[str, Tensor]]
@@ -211,15 +212,16 @@ def _describe(batch: Any) -> str:
 
 def _frame_videos(outputs: Any, batch: Any, count: int) -> list[str | None]:
     """The video of each frame: "video" of the step's output, else of the batch, else None."""
-    for source in (outputs, batch):
-        if isinstance(source, Mapping) and source.get("video") is not None:
-            value = source["video"]
+    named = [source.get("video") for source in (outputs, batch) if isinstance(source, Mapping)]
+    named += [batch.video] if isinstance(batch, MattingBatch) else []
+    for value in named:
+        if value is not None:
             names = list(value) if isinstance(value, list | tuple) else [value]
             for name in names:
                 check_video_name(name)
             if not names or count % len(names):
                 raise ValueError(
-                    f"VideoWriterCallback: 'video' must be a str or one str per sample, got {source['video']!r} "
+                    f"VideoWriterCallback: 'video' must be a str or one str per sample, got {value!r} "
                     f"for {count} frames"
                 )
             repeat = count // len(names)  # one name per sample of a [B,T,...] run

@@ -6,6 +6,7 @@ The datamodule (and with it Lightning) is imported on first use of its name.
 from typing import Any
 
 from .alignment import align_background, estimate_homography
+from .batch import LiveFrameInfo, MattingBatch
 from .datasets import (
     MattingVideoDataset,
     MultiVideoDataset,
@@ -30,7 +31,9 @@ __all__ = [
     "ClipFiles",
     "HighResSettings",
     "ImageSequenceReader",
+    "LiveFrameInfo",
     "LiveSettings",
+    "MattingBatch",
     "MattingVideoDataset",
     "MultiVideoDataset",
     "SyntheticClip",

@@ -19,6 +19,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from lightning_matting.data.batch import MattingBatch
 from lightning_matting.data.datasets import (
     MattingVideoDataset,
     MultiVideoDataset,
@@ -35,7 +36,6 @@ from lightning_matting.data.matting_sets import (
     VideoMatteDataset,
 )
 from lightning_matting.data.sampling import (
-    HOST_KEYS,
     VideoBatchSampler,
     collate_frames,
     frame_ranges,
@@ -343,7 +343,7 @@ class VideoMattingDataModule(LightningDataModule):
         """Batches of consecutive frames of one video at a time, videos in order (see `VideoBatchSampler`);
         under a distributed trainer only this rank's share: whole videos, or a contiguous range of each.
         A range that starts mid-video (a rank's share, a resumed run) is preceded by the trainer's module's
-        `predict_warmup_frames` frames (recurrent models), marked "warmup" in their batches. Frames are uint8
+        `predict_warmup_frames` frames (recurrent models), marked in their batches' `warmup`. Frames are uint8
         (the module makes them floats on its device), or float32 in [0,1] when the trainer runs on the CPU."""
         trainer = self.trainer
         if self.is_live:
@@ -437,6 +437,7 @@ class VideoMattingDataModule(LightningDataModule):
             batch_size=self.batch_size,
             shuffle=True,
             num_workers=self.num_workers,
+            collate_fn=partial(collate_frames, share_static=False),
             persistent_workers=self.num_workers > 0,
         )
 
@@ -452,29 +453,11 @@ class VideoMattingDataModule(LightningDataModule):
         )
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Move a batch to the device; a static plate/target (see `collate_frames`) crosses once per video, and
-        "index" and "warmup" stay on the host (read every batch: reading them on a GPU would synchronize).
-        Frames stay uint8 where they are (the module makes them floats on the device)."""
-        if not isinstance(batch, dict):
-            return move_data_to_device(batch, device)
-        host = {key: batch.pop(key) for key in HOST_KEYS if key in batch}
-        video = batch.get("video")
-        video = video if isinstance(video, str) else video[0] if video else None
-        cached = {}
-        for key in batch.get("static", ()):
-            if (
-                key in self._static
-                and self._static[key][0] == video
-                and self._static[key][1].device == device
-            ):
-                cached[key] = batch.pop(key)
-        batch = move_data_to_device(batch, device)
-        for key in batch.get("static", ()):
-            if key in cached:
-                batch[key] = self._static[key][1]
-            elif key in batch:
-                self._static[key] = (video, batch[key])
-        return batch | host
+        """Move a batch to the device (`MattingBatch.to`): a static plate/target crosses once per video, the
+        bookkeeping stays on the host, frames keep their dtype (the module makes them floats on the device)."""
+        if isinstance(batch, MattingBatch):
+            return batch.to(device, kept=self._static)
+        return move_data_to_device(batch, device)
 
     def teardown(self, stage: str) -> None:
         """Remove the temporary folder of synthetic predict clips, if one was made."""

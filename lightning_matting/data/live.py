@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from lightning_matting.data.batch import LiveFrameInfo, MattingBatch
 from lightning_matting.data.datasets import resize_frame
 from lightning_matting.data.readers import IMAGE_EXTENSIONS, decode_image, float_to_frame, frame_to_float
 from lightning_matting.live_sources import DEVICE, STDIN, check_live_source
@@ -127,12 +128,10 @@ class _FrameBuffer:
 class LiveFrames(IterableDataset):
     """Batches of consecutive frames of a live source, as they come, until the stream ends.
 
-    Batch: {"src": uint8 [B,3,H,W] RGB, "index": LongTensor [B] (the frames given so far: consecutive from 0),
-    "frame": LongTensor [B] (each frame's number among those decoded: gaps are frames left out),
-    "capture_time": float64 [B] (wall clock when decoded, s since the epoch), "pts": float64 [B] (the stream's
-    presentation time, s; NaN where it has none), "dropped": frames left out so far, "video": `name`}; with
-    a `background`, also "bgr": uint8 [1,3,H,W], the plate at the frames' size, listed under "static" (sent
-    to the device once, see `collate_frames`).
+    Batches are `MattingBatch`es: `src` uint8 [B,3,H,W] RGB, `index` the frames given so far (consecutive from
+    0), `video` `name`, and `live` (`LiveFrameInfo`: each frame's number among those decoded, its capture time
+    and presentation time, the frames left out so far); with a `background`, `bgr` uint8 [1,3,H,W], the plate
+    at the frames' size, static (sent to the device once).
     `realtime`: a batch is the latest frames decoded (1 to `batch_size`), older ones are left out when the
     model falls behind; else every frame, in batches of `batch_size` (the last possibly shorter).
 
@@ -194,7 +193,7 @@ class LiveFrames(IterableDataset):
         self.delivered = 0  # frames given in batches
         self.dropped = 0  # frames left out (realtime)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[MattingBatch]:
         capacity = self.batch_size if self.realtime else self.batch_size * _BUFFERED_BATCHES
         buffer = _FrameBuffer(capacity, keep_latest=self.realtime)
         reader = threading.Thread(target=self._read, args=(buffer,), name="live-reader", daemon=True)
@@ -218,17 +217,20 @@ class LiveFrames(IterableDataset):
         left_out = f", {self.dropped} left out to keep up (realtime)" if self.realtime else ""
         _console.info(f"live source {self.source}: {self.delivered} frames matted{left_out}")
 
-    def _batch(self, frames: list[LiveFrame]) -> dict[str, Any]:
-        plate = {} if self._plate is None else {"bgr": self._plate[None], "static": ["bgr"]}
-        return plate | {
-            "src": torch.stack([frame.rgb for frame in frames]),
-            "index": torch.arange(self.delivered, self.delivered + len(frames)),
-            "frame": torch.tensor([frame.number for frame in frames]),
-            "capture_time": torch.tensor([frame.captured for frame in frames], dtype=torch.float64),
-            "pts": torch.tensor([frame.pts for frame in frames], dtype=torch.float64),
-            "dropped": self.dropped,
-            "video": self.info.name,
-        }
+    def _batch(self, frames: list[LiveFrame]) -> MattingBatch:
+        return MattingBatch(
+            src=torch.stack([frame.rgb for frame in frames]),
+            video=[self.info.name] * len(frames),
+            index=torch.arange(self.delivered, self.delivered + len(frames)),
+            bgr=None if self._plate is None else self._plate[None],
+            static=() if self._plate is None else ("bgr",),
+            live=LiveFrameInfo(
+                frame=torch.tensor([frame.number for frame in frames]),
+                capture_time=torch.tensor([frame.captured for frame in frames], dtype=torch.float64),
+                pts=torch.tensor([frame.pts for frame in frames], dtype=torch.float64),
+                dropped=self.dropped,
+            ),
+        )
 
     def _read(self, buffer: _FrameBuffer) -> None:
         """The reader thread: decode into `buffer`, reopening a failed stream up to `reconnects` times."""

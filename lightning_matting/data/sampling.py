@@ -10,23 +10,13 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler, default_collate
 
+from lightning_matting.data.batch import MattingBatch
 from lightning_matting.data.readers import frame_to_float
 from lightning_matting.run.frame_ranges import FrameRanges
 from lightning_matting.validators import check_int
 
-SHARED_KEYS = ("bgr", "tgt")  # per-frame keys that are often one image for the whole video
-FRAME_KEYS = (
-    "src",
-    "bgr",
-    "tgt",
-)  # image keys of a batch: uint8 0-255 or uint16 0-65535 (as decoded), or float in [0, 1]
-HOST_KEYS = (
-    "index",
-    "warmup",
-    "frame",
-    "capture_time",
-    "pts",
-)  # bookkeeping read on the host every batch: not sent to the device
+_STATIC_FIELDS = ("bgr", "tgt")  # per-frame fields that are often one image for the whole video
+_FRAME_FIELDS = ("src", "bgr", "tgt")  # turned into floats by `to_float`
 
 
 def splits_videos(num_videos: int, world_size: int) -> bool:
@@ -164,32 +154,46 @@ class VideoBatchSampler(BatchSampler):
 
 
 def collate_frames(
-    items: list[dict[str, Any]], written: Mapping[str, Sequence[range]] | None = None, to_float: bool = False
-) -> dict[str, Any]:
-    """Collate dataset items; a plate or target that is one tensor for every item is sent once.
+    items: list[dict[str, Any]],
+    written: Mapping[str, Sequence[range]] | None = None,
+    to_float: bool = False,
+    share_static: bool = True,
+) -> MattingBatch:
+    """Collate dataset items into a `MattingBatch`; a plate or target that is one tensor for every item is sent once.
 
-    Such a key becomes [1,C,H,W] instead of [B,C,H,W] and is listed under "static", so that a static
-    background plate crosses to the device once per batch (and MattingModule keeps it once per video).
-    With `written` ({video: ranges of frames written}, see `VideoBatchSampler.written`), a batch holding other
-    frames gets "warmup": BoolTensor [B], True for those (predicted for the state, not written).
-    `to_float` turns integer frames (uint8, or uint16 from deep sources) into float32 in [0,1] here, in the DataLoader worker: for a model on the
-    CPU, where converting in the main process would hold up the model (on a GPU the module converts).
+    Args:
+        items: Dataset items {"src", "index", "video", and "bgr", "tgt", "pha", "fgr", "aligned" where given}
+            (see `MattingVideoDataset`).
+        written: {video: ranges of frames written} (see `VideoBatchSampler.written`): a batch holding other
+            frames gets `warmup`, True for those (predicted for the state, not written).
+        to_float: Turn integer frames (uint8, or uint16 from deep sources) into float32 in [0,1] here, in the
+            DataLoader worker: for a model on the CPU, where converting in the main process would hold up the
+            model (on a GPU the module converts).
+        share_static: A `bgr` or `tgt` that is the same tensor in every item becomes [1,C,H,W] instead of
+            [B,C,H,W], listed in `static`, so that a static plate crosses to the device once per video. False
+            (training): every field has B samples.
+
+    Returns:
+        The batch.
+
+    Raises:
+        ValueError: Items whose fields do not make a `MattingBatch`, naming the field.
     """
-    shared = [
-        key for key in SHARED_KEYS if key in items[0] and all(item[key] is items[0][key] for item in items)
-    ]
-    batch = default_collate([{k: v for k, v in item.items() if k not in shared} for item in items])
+    shared = tuple(
+        key
+        for key in _STATIC_FIELDS
+        if share_static and key in items[0] and all(item[key] is items[0][key] for item in items)
+    )
+    fields = default_collate([{k: v for k, v in item.items() if k not in shared} for item in items])
     for key in shared:
-        batch[key] = items[0][key].unsqueeze(0)
-    if shared:
-        batch["static"] = shared
-    for key in FRAME_KEYS if to_float else ():
-        if key in batch and batch[key].dtype in (torch.uint8, torch.uint16):
-            batch[key] = frame_to_float(batch[key])
+        fields[key] = items[0][key].unsqueeze(0)
+    for key in _FRAME_FIELDS if to_float else ():
+        if key in fields and fields[key].dtype in (torch.uint8, torch.uint16):
+            fields[key] = frame_to_float(fields[key])
     if written is not None:
         warmup = torch.tensor(
             [not any(item["index"] in frames for frames in written.get(item["video"], ())) for item in items]
         )
         if warmup.any():
-            batch["warmup"] = warmup
-    return batch
+            fields["warmup"] = warmup
+    return MattingBatch(**fields, static=shared)
