@@ -43,16 +43,14 @@ BAD_INPUTS = {
         None,
         2,
         [
-            "VideoWriterCallback: fps must be a positive number or a fraction like '30000/1001' (frames/s), got -5.0"
+            "VideoWriterCallback: invalid fps (-5.0): expected a number > 0 or a fraction like '30000/1001' (frames/s)"
         ],
     ),
     "segment_seconds in YAML": (
         [],
         YAML_WRITER % "segment_seconds: -1",
         2,
-        [
-            "VideoWriterCallback: segment_seconds must be a number of seconds >= 0 (0 or None: unsegmented), got -1"
-        ],
+        ["VideoWriterCallback: invalid segment_seconds (-1.0): expected a number >= 0"],
     ),
     "outputs": (
         [*WRITER, "--trainer.callbacks.outputs=[]"],

@@ -181,10 +181,14 @@ def test_constructor_is_lightning_cli_friendly(tmp_path):
         ({"sources": "a.mp4"}, ValueError, "sources must be a list of paths, got the single path 'a.mp4'"),
         ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
         ({"num_workers": -1}, ValueError, "num_workers must be an integer >= 0"),
-        ({"resize": (640, 0)}, ValueError, r"resize must be \(width, height\)"),
-        ({"synthetic_size": (8,)}, ValueError, r"synthetic_size must be \(width, height\)"),
-        ({"target": "#00ff0"}, ValueError, "colour must be '#RRGGBB'"),
-        ({"fps": "fast"}, ValueError, "fps must be"),
+        ({"resize": (640, 0)}, ValueError, r"invalid resize \(\(640, 0\)\): expected \(width, height\)"),
+        (
+            {"synthetic_size": (8,)},
+            TypeError,
+            r"invalid synthetic_size \(\(8,\)\): expected \(width, height\)",
+        ),
+        ({"target": "#00ff0"}, ValueError, r"invalid colour \('#00ff0'\): expected '#RRGGBB'"),
+        ({"fps": "fast"}, ValueError, r"invalid fps \('fast'\): expected a number > 0"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0"),
     ],
 )

@@ -185,8 +185,8 @@ def test_dataset_keeps_uint16_and_collate_makes_the_same_floats(tmp_path):
             r"not stored by jpg images, which take 8",
         ),
         ({"format": "image_sequence", "extension": "exr", "bit_depth": 16}, r"exr images, which take 32"),
-        ({"bit_depth": 12}, r"bit_depth must be one of 8, 10, 16, 32 or None, got 12"),
-        ({"bit_depth": "16"}, r"bit_depth must be one of 8, 10, 16, 32 or None, got '16'"),
+        ({"bit_depth": 12}, r"invalid bit_depth \(12\): expected one of 8, 10, 16, 32, or None"),
+        ({"bit_depth": "16"}, r"invalid bit_depth \('16'\): expected one of 8, 10, 16, 32, or None"),
     ],
 )
 def test_unsupported_depths_are_refused_naming_what_stores_them(settings, message):

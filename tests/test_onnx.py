@@ -153,7 +153,7 @@ def test_export_script_writes_a_bgmv2_base_file(tmp_path, monkeypatch):
 def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     with pytest.raises(
         ValueError,
-        match="inference must be one of 'fast', 'eager', 'onnxruntime', 'openvino', 'openvino-bf16', got 'fastest'",
+        match="invalid inference \\('fastest'\\): expected one of 'fast', 'eager', 'onnxruntime', 'openvino', 'openvino-bf16'",
     ):
         MattingModule("rvm-mobilenetv3", inference="fastest")
     with pytest.raises(
@@ -192,9 +192,11 @@ def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     ):
         export_onnx(load_model("mattingrefine-mobilenetv2", refine_mode="thresholding"), 64, 48)
     net = reference_model("mobilenetv3")
-    with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"invalid width \(0\): expected an int >= 1"):
         export_rvm(net, 0, 48)
-    with pytest.raises(ValueError, match=r"downsample_ratio must be in \(0, 1\] or None, got 1.5"):
+    with pytest.raises(
+        ValueError, match=r"invalid downsample_ratio \(1\.5\): expected a number in \(0, 1\], or None"
+    ):
         export_rvm(net, 64, 48, downsample_ratio=1.5)
     with pytest.raises(ValueError, match="path must end in .onnx, got '.*rvm.pt'"):
         save_onnx(net, tmp_path / "rvm.pt", 64, 48)

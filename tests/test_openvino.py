@@ -139,7 +139,7 @@ def test_bad_settings_are_refused_with_their_names(monkeypatch):
     with pytest.raises(ValueError, match=r"bgr must have the same \[B, 3, H, W\] shape as src"):
         base(frames[0], frames[1, :, :, :40])
     net = load_model("rvm-mobilenetv3")
-    with pytest.raises(ValueError, match=r"precision must be one of \('f32', 'bf16'\), got 'fp16'"):
+    with pytest.raises(ValueError, match=r"invalid precision \('fp16'\): expected one of 'f32', 'bf16'"):
         OpenVinoRVM(net, "fp16")
     network, src = OpenVinoRVM(net), torch.rand(1, 3, 48, 64)
     with pytest.raises(ValueError, match="OpenVINO runs RVM's matting pass only; for seg use"):

@@ -210,7 +210,9 @@ def test_module_argument_errors(tmp_path):
         MattingModule(MeanMatte(), checkpoint="x.pth")
     with pytest.raises(ValueError, match=r"outputs must be a non-empty list"):
         VideoWriterCallback(tmp_path, outputs=[])
-    with pytest.raises(ValueError, match=r"format must be 'video' or 'image_sequence', got 'gif'"):
+    with pytest.raises(
+        ValueError, match=r"invalid format \('gif'\): expected one of 'video', 'image_sequence'"
+    ):
         VideoWriterCallback(tmp_path, format="gif")
 
 

@@ -213,14 +213,18 @@ def test_bad_frames_are_refused_with_the_expected_form(tmp_path, frames, message
         (
             {"frame_rate": 0},
             ValueError,
-            r"frame_rate must be a positive number or a fraction like .30000/1001. \(frames/s\), got 0",
+            r"^invalid frame_rate \(0\): expected a number > 0 or a fraction like .30000/1001. \(frames/s\)$",
         ),
-        ({"frame_rate": float("nan")}, ValueError, r"frame_rate must be .* got nan"),
-        ({"frame_rate": "thirty"}, ValueError, r"frame_rate must be .* got .thirty."),
-        ({"width": 0}, ValueError, r"width must be a positive int \(pixels\), got 0"),
-        ({"height": 12.5}, ValueError, r"height must be a positive int \(pixels\), got 12.5"),
-        ({"fourcc": "mp4"}, ValueError, r"fourcc must be a 4-character code .* got 'mp4'"),
-        ({"odd_size": "crop"}, ValueError, r"odd_size must be 'pad' or 'error', got 'crop'"),
+        ({"frame_rate": float("nan")}, ValueError, r"^invalid frame_rate \(nan\): expected a number > 0"),
+        ({"frame_rate": "thirty"}, ValueError, r"^invalid frame_rate \('thirty'\): expected a number > 0"),
+        ({"width": 0}, ValueError, r"^invalid width \(0\): expected an int >= 1$"),
+        ({"height": 12.5}, TypeError, r"^invalid height \(12\.5\): expected an int >= 1$"),
+        (
+            {"fourcc": "mp4"},
+            ValueError,
+            r"^invalid fourcc \('mp4'\): expected a 4-character code such as 'mp4v', 'MJPG' or 'FFV1'$",
+        ),
+        ({"odd_size": "crop"}, ValueError, r"^invalid odd_size \('crop'\): expected one of 'pad', 'error'$"),
         ({"fourcc": "zzzz"}, OSError, r"could not open .*v\.mp4 for writing with fourcc 'zzzz'"),
         ({"path": "v.unknownext"}, OSError, r"could not open .*v\.unknownext for writing with fourcc 'mp4v'"),
     ],
@@ -275,15 +279,19 @@ def test_image_sequence_jpg_and_grey(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"extension": "gif"}, r"extension must be one of png, jpg, .* got 'gif'"),
-        ({"start_index": -1}, r"start_index must be a non-negative int, got -1"),
-        ({"width": 10}, r"height must be a positive int \(pixels\), got None"),
+        (
+            {"extension": "gif"},
+            ValueError,
+            r"^invalid extension \('gif'\): expected one of 'png', 'jpg', .*'exr'$",
+        ),
+        ({"start_index": -1}, ValueError, r"^invalid start_index \(-1\): expected an int >= 0$"),
+        ({"width": 10}, TypeError, r"^invalid height \(None\): expected an int >= 1$"),
     ],
 )
-def test_image_sequence_bad_arguments(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_image_sequence_bad_arguments(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
         ImageSequenceWriter(tmp_path / "seq", **kwargs)
 
 

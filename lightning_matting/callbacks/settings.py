@@ -6,6 +6,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_matting.validators import check_int
+
 
 def check_writable_names(outputs: object) -> tuple[str, ...]:
     """The outputs a writer writes, any module's: a non-empty list of names usable as file names, without
@@ -24,10 +26,8 @@ def check_writable_names(outputs: object) -> tuple[str, ...]:
 
 
 def check_count(name: str, value: object, minimum: int = 0) -> int:
-    """An int >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    """A count of `name`: an int >= `minimum` (see `lightning_matting.validators.check_int`)."""
+    return check_int(name, value, minimum)
 
 
 def check_compare_keys(keys: object) -> tuple[str | int, str | int] | None:
