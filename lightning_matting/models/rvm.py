@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lightning_matting.validators import check_choice, invalid
+from lightning_matting.validators import check_choice
 
 from .backbones import ResNet
 from .mobilenetv3 import MobileNetV3LargeEncoder
@@ -325,7 +325,8 @@ class RobustVideoMatting(nn.Module):
         else:
             ratio = downsample_ratio
         if not 0 < ratio <= 1:
-            raise ValueError(invalid("downsample_ratio", ratio, "a number in (0, 1], or None"))
+            # Written out rather than `validators.invalid`, which TorchScript cannot compile.
+            raise ValueError(f"invalid downsample_ratio ({ratio}): expected a number in (0, 1], or None")
         if int(height * ratio) < 1 or int(width * ratio) < 1:
             raise ValueError(f"downsample_ratio {ratio} shrinks a {height}x{width} src below one pixel")
         self._check_states([r1, r2, r3, r4], src.size(0), int(height * ratio), int(width * ratio))
