@@ -30,6 +30,7 @@ from lightning_matting.data.readers import (
     to_fraction,
 )
 from lightning_matting.data.synthetic import SyntheticScene
+from lightning_matting.full_scale import FULL_SCALE
 from lightning_matting.validators import check_int, check_size, invalid
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still called "the same aspect ratio"
@@ -47,7 +48,7 @@ def parse_colour(value: str | Sequence[float]) -> tuple[float, float, float]:
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", value.strip()):
             raise ValueError(invalid("colour", value, expected))
         digits = value.strip()[1:]
-        return tuple(int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+        return tuple(int(digits[i : i + 2], 16) / FULL_SCALE[torch.uint8] for i in (0, 2, 4))  # type: ignore[return-value]
     if (
         not isinstance(value, Sequence)
         or len(value) != 3

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_matting.data.readers import to_fraction
+from lightning_matting.data.readers import frame_to_uint8, to_fraction
 from lightning_matting.validators import check_int
 from lightning_matting.writers import ImageSequenceWriter, VideoWriter
 
@@ -181,7 +181,7 @@ def save_clip(clip: SyntheticClip, folder: str | Path) -> ClipFiles:
     _, _, height, width = clip.src.shape
     with VideoWriter(files.src, clip.fps, width, height) as writer:
         writer.add_batch(clip.src)
-    plate = clip.bgr.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    plate = frame_to_uint8(clip.bgr).permute(1, 2, 0).numpy()
     if not cv2.imwrite(str(files.bgr), cv2.cvtColor(plate, cv2.COLOR_RGB2BGR)):
         raise OSError(f"cannot write {files.bgr}")
     for path, frames in ((files.pha, clip.pha), (files.fgr, clip.fgr)):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from lightning_matting.full_scale import FULL_SCALE, full_scale
 from lightning_matting.metadata import frame_time, to_fraction
 from lightning_matting.validators import check_choice, invalid
 
@@ -287,7 +288,7 @@ def _round_alpha(frame: Any, alpha: np.ndarray) -> None:
     (FFmpeg's conversion drops the low bits: up to a whole level off at 10 bits)."""
     bits = frame.format.components[3].bits
     plane = frame.planes[3]
-    rounded = np.rint(alpha * ((2**bits - 1) / 65535)).astype(np.uint16)
+    rounded = np.rint(alpha * (full_scale(bits) / FULL_SCALE[torch.uint16])).astype(np.uint16)
     padded = np.zeros((plane.height, plane.line_size // 2), np.uint16)
     padded[: alpha.shape[0], : alpha.shape[1]] = rounded
     plane.update(padded.tobytes())
