@@ -198,7 +198,9 @@ def test_official_style_torchscript_is_configurable_and_loads_into_our_network(t
     assert_matches_golden(run(plain, *golden_inputs()), "mattingrefine-mobilenetv2", "full")
     with pytest.raises(ValueError, match="'refine_kernel_size' cannot be changed on TorchScript"):
         load_model(path, refine_kernel_size=1)
-    with pytest.raises(ValueError, match="refine_mode must be one of"):
+    with pytest.raises(
+        ValueError, match=r"^invalid refine_mode \('everywhere'\): expected one of 'full', 'sampling'"
+    ):
         load_model(path, refine_mode="everywhere")
 
 
