@@ -135,7 +135,7 @@ def test_existing_outputs_are_refused_in_one_line_and_debug_adds_the_traceback(t
     monkeypatch.setenv("LIGHTNING_MATTING_DEBUG", "1")
     code, debug = run_main([*SYNTHETIC, *WRITER, "--trainer.callbacks.fps=-5"], capsys)
     assert code == 2 and "Does not validate against any of the Union subtypes" in "\n".join(debug)
-    assert debug[-1].startswith("error: VideoWriterCallback: fps must be")
+    assert debug[-1].startswith("error: VideoWriterCallback: invalid fps (-5.0): expected a number > 0")
 
 
 def run_cli_in(folder, *args: str) -> subprocess.CompletedProcess:
