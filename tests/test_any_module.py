@@ -214,7 +214,10 @@ def test_features_that_need_the_data_protocol_name_it(tmp_path):
         predict(tmp_path, resume=True)
     (tmp_path / "out" / "predict_0").mkdir(parents=True)
     (tmp_path / "out" / "predict_0" / "pha.mp4").write_bytes(b"")
-    with pytest.raises(FileExistsError, match=r"outputs of predict_0 exist already .*overwrite=True"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"^VideoWriterCallback: 1 output\(s\) exist already \(.*predict_0.*\), left by a run that has ended .*choose another output_dir or pass overwrite=True to replace them$",
+    ):
         predict(tmp_path)
     predict(tmp_path, overwrite=True)
     assert len(read_video(tmp_path / "out" / "predict_0" / "pha.mp4")[0]) == FRAMES
