@@ -11,23 +11,13 @@ import textwrap
 
 import pytest
 from conftest import read_video
-from test_predict import ROOT
+from test_predict import ROOT, run_cli, synthetic_predict_args
 
 import lightning_matting
 from lightning_matting.cli import main
 from lightning_matting.cli_errors import HINT
 
-SYNTHETIC = [
-    "predict",
-    "--trainer.accelerator=cpu",
-    "--trainer.logger=false",
-    "--trainer.enable_progress_bar=false",
-    "--model.model=mattingbase-mobilenetv2",
-    "--data.synthetic=1",
-    "--data.synthetic_size=[64, 48]",
-    "--data.synthetic_frames=2",
-    "--data.synthetic_dir=in",
-]
+SYNTHETIC = [*synthetic_predict_args(2), "--data.synthetic_dir=in"]
 WRITER = ["--trainer.callbacks+=VideoWriterCallback", "--trainer.callbacks.output_dir=out"]
 YAML_WRITER = """
 trainer:
@@ -138,21 +128,9 @@ def test_existing_outputs_are_refused_in_one_line_and_debug_adds_the_traceback(t
     assert debug[-1].startswith("error: VideoWriterCallback: invalid fps (-5.0): expected a number > 0")
 
 
-def run_cli_in(folder, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LIGHTNING_MATTING_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_matting.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=folder,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
-
-
 def test_the_command_prints_only_the_paragraph_lightnings_set_up_lines_held(tmp_path):
     args = ["--data.synthetic=0", "--data.sources=[missing.mp4]", "--data.backgrounds=[missing.png]", *WRITER]
-    result = run_cli_in(tmp_path, *SYNTHETIC, *args)
+    result = run_cli(*SYNTHETIC, *args, folder=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines() == ["error: video file not found: missing.mp4", HINT]
     assert not list(tmp_path.iterdir())  # no lightning_logs, no config.yaml
