@@ -1,4 +1,5 @@
-"""Named validators of VideoWriterCallback's settings: each raises a ValueError naming the setting."""
+"""Named validators of VideoWriterCallback's settings: each raises a ValueError (a TypeError for a wrong type)
+naming the setting."""
 
 from __future__ import annotations
 
