@@ -155,6 +155,7 @@ class LiveFrames(IterableDataset):
     Raises:
         ValueError: An unknown scheme, a stream that does not open, a background that is not an image file, or
             a setting out of range (naming it).
+        TypeError: A timeout or reconnects of the wrong type (naming it).
         FileNotFoundError: A /dev/videoN or a background that does not exist.
     """
 

@@ -56,6 +56,7 @@ class ImageSequenceWriter(FrameWriter):
         queue_size: Batches that may wait before `add_batch` blocks.
 
     Raises:
+        TypeError: A size or start_index of the wrong type.
         ValueError: A bad extension, bit_depth or start_index, or exr with no encoder for it.
     """
 

@@ -45,6 +45,7 @@ class VideoWriter(FrameWriter):
         queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
 
     Raises:
+        TypeError: A rate or size of the wrong type.
         ValueError: A bad rate, size, fourcc or odd_size, or a writer OpenCV cannot open (naming the path).
     """
 

@@ -104,6 +104,7 @@ class OutputFormat:
             when made. Above 8, floats reach the encoder at 16 bits (or as float32 for 32).
 
     Raises:
+        TypeError: A number of the wrong type, naming it.
         ValueError: A setting out of its allowed values, naming it.
     """
 

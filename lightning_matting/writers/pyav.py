@@ -328,6 +328,7 @@ class AVWriter(FrameWriter):
         queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
 
     Raises:
+        TypeError: Options, a rate or a size of the wrong type.
         ValueError: A bad codec, bit depth, option, rate or size, or an encoder this PyAV build lacks.
         ImportError: PyAV is not installed (the `[av]` extra).
 
