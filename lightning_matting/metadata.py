@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from lightning_matting.validators import invalid
+
 # A float within this relative distance of an NTSC rate n*1000/1001 is that rate (29.97 -> 30000/1001).
 _NTSC_TOLERANCE = 1e-4
 
@@ -77,13 +79,13 @@ def to_fraction(fps: float | int | str | Fraction, argument: str = "fps") -> Fra
         The frame rate as a positive Fraction.
 
     Raises:
+        TypeError: `fps` is neither a number nor a string (a bool included), naming `argument`.
         ValueError: `fps` is not a finite positive number or fraction, naming `argument`.
     """
-    bad_value = ValueError(
-        f"{argument} must be a positive number or a fraction like '30000/1001' (frames/s), got {fps!r}"
-    )
-    if isinstance(fps, bool):
-        raise bad_value
+    expected = "a number > 0 or a fraction like '30000/1001' (frames/s)"
+    bad_value = ValueError(invalid(argument, fps, expected))
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real | str):
+        raise TypeError(invalid(argument, fps, expected))
     if isinstance(fps, str):
         text = fps.strip()
         try:

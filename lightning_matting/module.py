@@ -15,6 +15,7 @@ from torchmetrics import MetricCollection
 
 from lightning_matting.cpu import cpu_info
 from lightning_matting.data.batch import MattingBatch
+from lightning_matting.full_scale import FULL_SCALE
 from lightning_matting.metrics import MSE, SAD, ConnectivityError, DtSSD, GradientError
 from lightning_matting.models import load_model
 from lightning_matting.models.adapters import BGMv2Adapter, make_adapter, parameter_groups
@@ -393,9 +394,9 @@ class MattingModule(L.LightningModule):
         if frames is None:
             return frames
         if frames.dtype == torch.uint8:
-            return frames.to(self.dtype).div_(255)
+            return frames.to(self.dtype).div_(FULL_SCALE[torch.uint8])
         if frames.dtype == torch.uint16:
-            return frames.to(torch.float32).div_(65535).to(self.dtype)
+            return frames.to(torch.float32).div_(FULL_SCALE[torch.uint16]).to(self.dtype)
         return frames
 
     def _state_before(self, video: str, first_index: int, warmup: bool) -> Any:

@@ -43,13 +43,13 @@ class RefineSettings:
 
     def __post_init__(self) -> None:
         if self.backbone_scale is not None:
-            check_number("model.refine.backbone_scale", self.backbone_scale, 0, 0.5, low_open=True)
+            check_number("model.refine.backbone_scale", self.backbone_scale, above=0, maximum=0.5)
         if self.mode is not None:
             check_choice("model.refine.mode", self.mode, ("full", "sampling", "thresholding"))
         if self.sample_pixels is not None:
             check_int("model.refine.sample_pixels", self.sample_pixels, 1)
         if self.threshold is not None:
-            check_number("model.refine.threshold", self.threshold, 0, 1)
+            check_number("model.refine.threshold", self.threshold, minimum=0, maximum=1)
         if self.kernel_size is not None:
             check_int("model.refine.kernel_size", self.kernel_size)
             check_choice("model.refine.kernel_size", self.kernel_size, (1, 3))
@@ -99,12 +99,12 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         if self.stage is not None:
             check_choice("model.training.stage", self.stage, ("base", "refine"))
-        check_number("model.training.learning_rate", self.learning_rate, 0)
-        check_number("model.training.backbone_learning_rate", self.backbone_learning_rate, 0)
+        check_number("model.training.learning_rate", self.learning_rate, minimum=0)
+        check_number("model.training.backbone_learning_rate", self.backbone_learning_rate, minimum=0)
         if self.refiner_learning_rate is not None:
-            check_number("model.training.refiner_learning_rate", self.refiner_learning_rate, 0)
+            check_number("model.training.refiner_learning_rate", self.refiner_learning_rate, minimum=0)
         check_number(
-            "model.training.high_res_downsample_ratio", self.high_res_downsample_ratio, 0, 1, low_open=True
+            "model.training.high_res_downsample_ratio", self.high_res_downsample_ratio, above=0, maximum=1
         )
 
 

@@ -5,7 +5,9 @@ A value of the wrong type raises TypeError, a value of the right type out of its
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import math
+import numbers
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -45,37 +47,39 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
 def check_number(
     name: str,
     value: Any,
-    low: float | None = None,
-    high: float | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
     *,
-    low_open: bool = False,
-    high_open: bool = False,
+    above: float | None = None,
+    below: float | None = None,
 ) -> float:
-    """`value` as a float if it is an int or a float (not a bool) within the bounds (None: unbounded).
+    """`value` as a float if it is a real number (not a bool, not NaN) within the given bounds.
 
     Args:
-        name: The setting's name in the message.
-        value: The value given.
-        low: The lower bound; `low_open`: excluded.
-        high: The upper bound; `high_open`: excluded.
+        name: The setting's name, as the user typed it.
+        value: The given value.
+        minimum: The smallest allowed value (inclusive); None: no such bound.
+        maximum: The largest allowed value (inclusive); None: no such bound.
+        above: A bound the value must exceed (exclusive, instead of `minimum`); None: no such bound.
+        below: A bound the value must stay under (exclusive, instead of `maximum`); None: no such bound.
+
+    Returns:
+        `value` as a float (infinity passes where no bound stops it).
 
     Raises:
-        TypeError: Not an int or a float, or a bool.
-        ValueError: Outside the bounds (or NaN).
+        TypeError: Not a real number, or a bool.
+        ValueError: NaN, or outside the bounds.
     """
-    if low is not None and high is not None:
-        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    elif low is not None:
-        expected = f"a number {'>' if low_open else '>='} {low:g}"
-    elif high is not None:
-        expected = f"a number {'<' if high_open else '<='} {high:g}"
-    else:
-        expected = "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    expected = "a number" + _bounds(minimum, maximum, above, below)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(invalid(name, value, expected))
-    above = low is None or (value > low if low_open else value >= low)
-    below = high is None or (value < high if high_open else value <= high)
-    if not (above and below) or value != value:  # value != value: NaN
+    if (
+        math.isnan(value)
+        or (minimum is not None and value < minimum)
+        or (above is not None and value <= above)
+        or (maximum is not None and value > maximum)
+        or (below is not None and value >= below)
+    ):
         raise ValueError(invalid(name, value, expected))
     return float(value)
 
@@ -91,23 +95,37 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
+def _bounds(minimum: float | None, maximum: float | None, above: float | None, below: float | None) -> str:
+    """The bounds of `check_number` in words: " >= 0", " > 0", " in [0, 1)", ... ("" for none)."""
+    low = ("[", minimum) if above is None else ("(", above)
+    high = ("]", maximum) if below is None else (")", below)
+    if low[1] is not None and high[1] is not None:
+        return f" in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low[1] is not None:
+        return f" {'>=' if above is None else '>'} {low[1]:g}"
+    if high[1] is not None:
+        return f" {'<=' if below is None else '<'} {high[1]:g}"
+    return ""
+
+
 def check_size(name: str, value: Any) -> tuple[int, int]:
-    """`value` as (width, height) if it is a pair of ints >= 1 (pixels).
+    """`value` as `(width, height)` in pixels if it is a sequence (not a string) of two ints >= 1.
 
     Raises:
-        TypeError: Not a list or tuple of two ints.
+        TypeError: Not a sequence of two ints (bools refused), or a string.
         ValueError: A side below 1.
     """
-    expected = "(width, height): two ints >= 1"
+    expected = "(width, height), two ints >= 1"
     if (
-        not isinstance(value, list | tuple)
+        isinstance(value, str | bytes)
+        or not isinstance(value, Sequence)
         or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or not all(isinstance(side, int) and not isinstance(side, bool) for side in value)
     ):
         raise TypeError(invalid(name, value, expected))
     if min(value) < 1:
         raise ValueError(invalid(name, value, expected))
-    return int(value[0]), int(value[1])
+    return value[0], value[1]
 
 
 def check_type(name: str, value: Any, kind: type[T]) -> T:

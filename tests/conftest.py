@@ -18,6 +18,19 @@ import torch
 os.environ["LIGHTNING_MATTING_OFFLINE"] = "1"
 
 
+# Settings that every video writer (VideoWriter, AVWriter) refuses alike: (kwargs, error, message).
+BAD_VIDEO_WRITER_SETTINGS = [
+    (
+        {"frame_rate": 0},
+        ValueError,
+        r"^invalid frame_rate \(0\): expected a number > 0 or a fraction like .30000/1001. \(frames/s\)$",
+    ),
+    ({"frame_rate": float("nan")}, ValueError, r"^invalid frame_rate \(nan\): expected a number > 0"),
+    ({"width": 0}, ValueError, r"^invalid width \(0\): expected an int >= 1$"),
+    ({"odd_size": "crop"}, ValueError, r"^invalid odd_size \('crop'\): expected one of 'pad', 'error'$"),
+]
+
+
 def read_video(path: str | Path) -> tuple[np.ndarray, float, int, int]:
     """Decode every frame of `path` with cv2: (frames [N,H,W,3] RGB uint8, fps, width, height)."""
     capture = cv2.VideoCapture(str(path))

@@ -214,7 +214,10 @@ def test_features_that_need_the_data_protocol_name_it(tmp_path):
         predict(tmp_path, resume=True)
     (tmp_path / "out" / "predict_0").mkdir(parents=True)
     (tmp_path / "out" / "predict_0" / "pha.mp4").write_bytes(b"")
-    with pytest.raises(FileExistsError, match=r"outputs of predict_0 exist already .*overwrite=True"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"^VideoWriterCallback: 1 output\(s\) exist already \(.*predict_0.*\), left by a run that has ended .*choose another output_dir or pass overwrite=True to replace them$",
+    ):
         predict(tmp_path)
     predict(tmp_path, overwrite=True)
     assert len(read_video(tmp_path / "out" / "predict_0" / "pha.mp4")[0]) == FRAMES
@@ -225,13 +228,16 @@ def test_features_that_need_the_data_protocol_name_it(tmp_path):
     [
         ({"outputs": []}, r"outputs must be a non-empty list of names"),
         ({"outputs": ["../x"]}, r"outputs must be a non-empty list of names"),
-        ({"fps": "fast"}, r"fps must be a positive number or a fraction like '30000/1001'"),
+        ({"fps": "fast"}, r"invalid fps \('fast'\): expected a number > 0 or a fraction like '30000/1001'"),
         ({"val_layout": "grid"}, r"invalid val_layout \('grid'\): expected one of 'outputs', 'compare'"),
-        ({"val_batches": 0}, r"val_batches must be an int >= 1, got 0"),
+        ({"val_batches": 0}, r"invalid val_batches \(0\): expected an int >= 1"),
         ({"compare_keys": ["src"]}, r"compare_keys must be \(input key, ground-truth key\)"),
-        ({"codec": "mpeg2"}, r"codec must be one of h264, hevc, prores4444, vp9, ffv1"),
-        ({"segment_seconds": -1}, r"segment_seconds must be a number of seconds >= 0"),
-        ({"queue_size": 0}, r"queue_size must be an int >= 1"),
+        (
+            {"codec": "mpeg2"},
+            r"invalid codec \('mpeg2'\): expected one of 'h264', 'hevc', 'prores4444', 'vp9', 'ffv1' \(PyAV\)",
+        ),
+        ({"segment_seconds": -1}, r"invalid segment_seconds \(-1\): expected a number >= 0"),
+        ({"queue_size": 0}, r"invalid queue_size \(0\): expected an int >= 1"),
     ],
 )
 def test_bad_settings_are_refused_when_made(tmp_path, kwargs, match):

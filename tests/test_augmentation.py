@@ -404,8 +404,8 @@ def test_bad_samples_are_rejected(change, message):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"shift": -0.1}, r"shift must be in \[0, 1\), got -0.1"),
-        ({"scale": 1.0}, r"scale must be in \[0, 1\), got 1.0"),
+        ({"shift": -0.1}, r"^invalid shift \(-0\.1\): expected a number in \[0, 1\)$"),
+        ({"scale": 1.0}, r"^invalid scale \(1\.0\): expected a number in \[0, 1\)$"),
         (
             {"color_jitter": (0.1, 0.1, 0.1)},
             r"color_jitter must be \(brightness, contrast, saturation, hue\)",
@@ -417,8 +417,8 @@ def test_bad_samples_are_rejected(change, message):
             r"bgr_misalignment must be \(shift in \[0, 1\), degrees in \[0, 180\]\)",
         ),
         ({"bgr_misalignment": (0.01, -1.0)}, r"bgr_misalignment must be .* got \(0.01, -1.0\)"),
-        ({"shadow": 1.5}, r"shadow must be a probability in \[0, 1\], got 1.5"),
-        ({"noise": -0.01}, r"noise must be in \[0, 1\), got -0.01"),
+        ({"shadow": 1.5}, r"^invalid shadow \(1\.5\): expected a number in \[0, 1\]$"),
+        ({"noise": -0.01}, r"^invalid noise \(-0\.01\): expected a number in \[0, 1\)$"),
     ],
 )
 def test_bad_options_are_rejected(options, message):

@@ -11,23 +11,13 @@ import textwrap
 
 import pytest
 from conftest import read_video
-from test_predict import ROOT
+from test_predict import ROOT, run_cli, synthetic_predict_args
 
 import lightning_matting
 from lightning_matting.cli import main
 from lightning_matting.cli_errors import HINT
 
-SYNTHETIC = [
-    "predict",
-    "--trainer.accelerator=cpu",
-    "--trainer.logger=false",
-    "--trainer.enable_progress_bar=false",
-    "--model.model=mattingbase-mobilenetv2",
-    "--data.synthetic.clips=1",
-    "--data.synthetic.size=[64, 48]",
-    "--data.synthetic.frames=2",
-    "--data.synthetic.dir=in",
-]
+SYNTHETIC = [*synthetic_predict_args(2), "--data.synthetic.dir=in"]
 WRITER = ["--trainer.callbacks+=VideoWriterCallback", "--trainer.callbacks.output_dir=out"]
 YAML_WRITER = """
 trainer:
@@ -43,16 +33,14 @@ BAD_INPUTS = {
         None,
         2,
         [
-            "VideoWriterCallback: fps must be a positive number or a fraction like '30000/1001' (frames/s), got -5.0"
+            "VideoWriterCallback: invalid fps (-5.0): expected a number > 0 or a fraction like '30000/1001' (frames/s)"
         ],
     ),
     "segment_seconds in YAML": (
         [],
         YAML_WRITER % "segment_seconds: -1",
         2,
-        [
-            "VideoWriterCallback: segment_seconds must be a number of seconds >= 0 (0 or None: unsegmented), got -1"
-        ],
+        ["VideoWriterCallback: invalid segment_seconds (-1.0): expected a number >= 0"],
     ),
     "outputs": (
         [*WRITER, "--trainer.callbacks.outputs=[]"],
@@ -142,19 +130,7 @@ def test_existing_outputs_are_refused_in_one_line_and_debug_adds_the_traceback(t
     monkeypatch.setenv("LIGHTNING_MATTING_DEBUG", "1")
     code, debug = run_main([*SYNTHETIC, *WRITER, "--trainer.callbacks.fps=-5"], capsys)
     assert code == 2 and "Does not validate against any of the Union subtypes" in "\n".join(debug)
-    assert debug[-1].startswith("error: VideoWriterCallback: fps must be")
-
-
-def run_cli_in(folder, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LIGHTNING_MATTING_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_matting.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=folder,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
+    assert debug[-1].startswith("error: VideoWriterCallback: invalid fps (-5.0): expected a number > 0")
 
 
 def test_the_command_prints_only_the_paragraph_lightnings_set_up_lines_held(tmp_path):
@@ -164,7 +140,7 @@ def test_the_command_prints_only_the_paragraph_lightnings_set_up_lines_held(tmp_
         "--data.backgrounds=[missing.png]",
         *WRITER,
     ]
-    result = run_cli_in(tmp_path, *SYNTHETIC, *args)
+    result = run_cli(*SYNTHETIC, *args, folder=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines() == ["error: video file not found: missing.mp4", HINT]
     assert not list(tmp_path.iterdir())  # no lightning_logs, no config.yaml

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -126,9 +127,20 @@ def test_plate_with_another_aspect_ratio_is_rejected(source, tmp_path):
         MattingVideoDataset(source, square)
 
 
-@pytest.mark.parametrize("resize", [(0, 10), (10,), "64x48", (10.5, 10), (True, 10), (-4, 4)])
-def test_bad_resize_is_rejected(source, resize):
-    with pytest.raises(ValueError, match=r"resize must be \(width, height\) with two positive integers"):
+@pytest.mark.parametrize(
+    ("resize", "error"),
+    [
+        ((0, 10), ValueError),
+        ((10,), TypeError),
+        ("64x48", TypeError),
+        ((10.5, 10), TypeError),
+        ((True, 10), TypeError),
+        ((-4, 4), ValueError),
+    ],
+)
+def test_bad_resize_is_rejected(source, resize, error):
+    message = rf"^invalid resize \({re.escape(repr(resize))}\): expected \(width, height\), two ints >= 1$"
+    with pytest.raises(error, match=message):
         MattingVideoDataset(source, resize=resize)
 
 
@@ -147,11 +159,22 @@ def test_target_colour_is_the_rounded_uint8_colour(source, target, rgb):
     assert torch.equal(item["tgt"], torch.tensor(rgb, dtype=torch.uint8)[:, None, None].expand(3, 12, 16))
 
 
-@pytest.mark.parametrize("colour", ["#12345", "#GG0000", "#1234567", (1.5, 0, 0), (0.5, 0.5), ("a", 0, 0)])
-def test_bad_colour_is_rejected(source, colour):
-    with pytest.raises(ValueError, match="colour must be '#RRGGBB'"):
+@pytest.mark.parametrize(
+    ("colour", "error"),
+    [
+        ("#12345", ValueError),
+        ("#GG0000", ValueError),
+        ("#1234567", ValueError),
+        ((1.5, 0, 0), ValueError),
+        ((0.5, 0.5), TypeError),
+        (("a", 0, 0), TypeError),
+    ],
+)
+def test_bad_colour_is_rejected(source, colour, error):
+    message = rf"^invalid colour \({re.escape(repr(colour))}\): expected '#RRGGBB' \(hex\) or three numbers in \[0, 1\]$"
+    with pytest.raises(error, match=message):
         MattingVideoDataset(source, target=colour)
-    with pytest.raises(ValueError, match="colour must be '#RRGGBB'"):
+    with pytest.raises(error, match=message):
         parse_colour(colour)
 
 
@@ -283,9 +306,9 @@ def test_synthetic_dataset_renders_the_same_frames_as_make_clip():
 def test_synthetic_dataset_arguments_are_checked():
     with pytest.raises(ValueError, match="names must be 2 distinct strings"):
         SyntheticMattingDataset([1, 2], names=["x", "x"])
-    with pytest.raises(ValueError, match="num_frames must be a positive integer"):
+    with pytest.raises(ValueError, match=r"^invalid num_frames \(0\): expected an int >= 1$"):
         SyntheticMattingDataset([1], num_frames=0)
-    with pytest.raises(ValueError, match="width must be an integer >= 16"):
+    with pytest.raises(ValueError, match=r"^invalid width \(4\): expected an int >= 16$"):
         SyntheticMattingDataset([1], width=4)
 
 

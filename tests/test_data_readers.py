@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -349,7 +350,21 @@ def test_to_fraction_recovers_exact_rates(value, expected):
     )
 
 
-@pytest.mark.parametrize("value", [0, -25, float("nan"), float("inf"), "fast", True, None])
-def test_to_fraction_rejects_bad_rates(value):
-    with pytest.raises(ValueError, match="fps must be"):
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, ValueError),
+        (-25, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("fast", ValueError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_to_fraction_rejects_bad_rates(value, error):
+    message = (
+        rf"^invalid fps \({re.escape(repr(value))}\): expected a number > 0 or a fraction like '30000/1001'"
+    )
+    with pytest.raises(error, match=message):
         to_fraction(value)

@@ -87,14 +87,14 @@ def test_save_clip_writes_video_plate_and_png_sequences(clip, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"width": 8}, "width must be an integer >= 16"),
-        ({"height": 20.5}, "height must be an integer >= 16"),
-        ({"num_frames": 0}, "num_frames must be a positive integer"),
-        ({"fps": 0}, "fps must be a positive number"),
+        ({"width": 8}, ValueError, r"^invalid width \(8\): expected an int >= 16$"),
+        ({"height": 20.5}, TypeError, r"^invalid height \(20\.5\): expected an int >= 16$"),
+        ({"num_frames": 0}, ValueError, r"^invalid num_frames \(0\): expected an int >= 1$"),
+        ({"fps": 0}, ValueError, r"^invalid fps \(0\): expected a number > 0"),
     ],
 )
-def test_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         make_clip(**{"width": 32, "height": 32, "num_frames": 2, **kwargs})

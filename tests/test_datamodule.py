@@ -193,9 +193,9 @@ def test_constructor_is_lightning_cli_friendly(tmp_path):
         ({"sources": "a.mp4"}, ValueError, "sources must be a list of paths, got the single path 'a.mp4'"),
         ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
         ({"num_workers": -1}, ValueError, "num_workers must be an integer >= 0"),
-        ({"resize": (640, 0)}, ValueError, r"resize must be \(width, height\)"),
-        ({"target": "#00ff0"}, ValueError, "colour must be '#RRGGBB'"),
-        ({"fps": "fast"}, ValueError, "fps must be"),
+        ({"resize": (640, 0)}, ValueError, r"invalid resize \(\(640, 0\)\): expected \(width, height\)"),
+        ({"target": "#00ff0"}, ValueError, r"invalid colour \('#00ff0'\): expected '#RRGGBB'"),
+        ({"fps": "fast"}, ValueError, r"invalid fps \('fast'\): expected a number > 0"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, error, message):

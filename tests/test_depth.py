@@ -16,6 +16,7 @@ from lightning_matting.cli import main
 from lightning_matting.data.datasets import MattingVideoDataset
 from lightning_matting.data.readers import ImageSequenceReader, VideoReader, decode_image
 from lightning_matting.data.sampling import collate_frames
+from lightning_matting.full_scale import FULL_SCALE, full_scale
 from lightning_matting.writers import AVWriter, ImageSequenceWriter, OutputFormat, exr
 from lightning_matting.writers.chunks import finished_chunks, parts_folder
 from lightning_matting.writers.frames import to_hwc
@@ -51,6 +52,11 @@ def test_deep_image_sequences_keep_a_float_ramp(tmp_path, extension, bit_depth, 
     assert (len(reader), reader.info.width, reader.info.height, reader.bit_depth) == (2, WIDTH, HEIGHT, 16)
     assert reader.read(1).dtype == torch.uint16 and levels(reader.read(1)) == WIDTH * HEIGHT
     assert (reader[1] - ramp(3)[0]).abs().max() <= tolerance + 1e-7  # a float tif is read as uint16
+
+
+def test_full_scale_is_the_integer_one_is_at_each_depth():
+    assert [full_scale(bits) for bits in (8, 10, 12, 16)] == [255, 1023, 4095, 65535]
+    assert dict(FULL_SCALE) == {torch.uint8: 255, torch.uint16: 65535}
 
 
 def test_exr_sequence_holds_the_floats_exactly(tmp_path):
@@ -185,8 +191,8 @@ def test_dataset_keeps_uint16_and_collate_makes_the_same_floats(tmp_path):
             r"not stored by jpg images, which take 8",
         ),
         ({"format": "image_sequence", "extension": "exr", "bit_depth": 16}, r"exr images, which take 32"),
-        ({"bit_depth": 12}, r"bit_depth must be one of 8, 10, 16, 32 or None, got 12"),
-        ({"bit_depth": "16"}, r"bit_depth must be one of 8, 10, 16, 32 or None, got '16'"),
+        ({"bit_depth": 12}, r"invalid bit_depth \(12\): expected one of 8, 10, 16, 32, or None"),
+        ({"bit_depth": "16"}, r"invalid bit_depth \('16'\): expected one of 8, 10, 16, 32, or None"),
     ],
 )
 def test_unsupported_depths_are_refused_naming_what_stores_them(settings, message):

@@ -120,7 +120,10 @@ def test_a_bad_target_colour_is_named(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         cli_main(["matte", "a.mp4", "--model", "rvm-mobilenetv3", "--target", "#zz0000"])
     assert stop.value.code == 2
-    assert "error: matte: --target '#zz0000': colour must be '#RRGGBB'" in capsys.readouterr().err
+    assert (
+        "error: matte: --target '#zz0000': invalid colour ('#zz0000'): expected '#RRGGBB'"
+        in capsys.readouterr().err
+    )
 
 
 def test_an_unknown_output_is_refused_before_the_run(tmp_path, monkeypatch, capsys):

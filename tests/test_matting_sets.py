@@ -327,7 +327,7 @@ def test_a_real_dataset_needs_its_roots(tmp_path):
         ),
         (
             lambda root, bg: VideoMatteDataset(root, bg, clip_length=0),
-            r"clip_length must be an int >= 1 \(frames per item\), got 0",
+            r"^invalid clip_length \(0\): expected an int >= 1$",
         ),
         (
             lambda root, bg: VideoMattingDataModule(train=TrainingDataSettings(data="photos")),

@@ -176,10 +176,26 @@ SRC_FORM = r"src must be \[B,3,H,W\] or \[B,T,3,H,W\]"
         (torch.rand(1, 1, 1, 3, 16, 16), 1, SRC_FORM),
         (torch.rand(1, 4, 16, 16), 1, SRC_FORM),
         (torch.rand(1, 2, 1, 16, 16), 1, SRC_FORM),
-        (torch.rand(1, 3, 16, 16), 0, r"downsample_ratio must be in \(0, 1\] or None"),
-        (torch.rand(1, 3, 16, 16), 1.5, r"downsample_ratio must be in \(0, 1\] or None"),
-        (torch.rand(1, 3, 16, 16), -0.25, r"downsample_ratio must be in \(0, 1\] or None"),
-        (torch.rand(1, 3, 16, 16), float("nan"), r"downsample_ratio must be in \(0, 1\] or None"),
+        (
+            torch.rand(1, 3, 16, 16),
+            0,
+            r"invalid downsample_ratio \(.*\): expected a number in \(0, 1\], or None",
+        ),
+        (
+            torch.rand(1, 3, 16, 16),
+            1.5,
+            r"invalid downsample_ratio \(.*\): expected a number in \(0, 1\], or None",
+        ),
+        (
+            torch.rand(1, 3, 16, 16),
+            -0.25,
+            r"invalid downsample_ratio \(.*\): expected a number in \(0, 1\], or None",
+        ),
+        (
+            torch.rand(1, 3, 16, 16),
+            float("nan"),
+            r"invalid downsample_ratio \(.*\): expected a number in \(0, 1\], or None",
+        ),
         (torch.rand(1, 3, 16, 16), 0.05, r"downsample_ratio 0.05 shrinks a 16x16 src below one pixel"),
     ],
 )
@@ -201,8 +217,11 @@ def test_state_of_another_size_is_rejected() -> None:
 
 def test_unknown_variant_or_refiner_is_rejected() -> None:
     with pytest.raises(
-        ValueError, match=r"variant must be one of \('mobilenetv3', 'resnet50'\), got 'resnet101'"
+        ValueError, match=r"^invalid variant \('resnet101'\): expected one of 'mobilenetv3', 'resnet50'$"
     ):
         RobustVideoMatting("resnet101")
-    with pytest.raises(ValueError, match=r"refiner must be one of .*deep_guided_filter.*got 'bilinear'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^invalid refiner \('bilinear'\): expected one of 'deep_guided_filter', 'fast_guided_filter'$",
+    ):
         RobustVideoMatting("mobilenetv3", refiner="bilinear")

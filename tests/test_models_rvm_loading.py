@@ -47,7 +47,10 @@ def test_wrong_family_checkpoint_is_named(official_mobilenetv3, tmp_path):
 
 
 def test_unknown_refiner_is_refused():
-    with pytest.raises(ValueError, match=r"refiner must be one of .* got 'bilateral'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^invalid refiner \('bilateral'\): expected one of 'deep_guided_filter', 'fast_guided_filter'$",
+    ):
         load_model("rvm-mobilenetv3", refiner="bilateral")
     with pytest.raises(ValueError, match=r"option\(s\) 'backbone_scale' not accepted by rvm-mobilenetv3"):
         load_model("rvm-mobilenetv3", backbone_scale=0.25)

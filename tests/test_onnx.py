@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_inference import max_error, rvm_module, stream
+from runtime_checks import check_module_streams_like_eager, check_rvm_against_eager_and_golden
+from test_inference import max_error
 from test_models_bgmv2 import assert_matches_golden, golden_inputs, refine_model
-from test_models_rvm import golden, reference_model
+from test_models_rvm import reference_model
 
 from lightning_matting.models import load_model
 from lightning_matting.models.onnx_export import export_onnx, export_rvm, save_onnx
@@ -28,29 +29,14 @@ EXPORT_TOLERANCE = 1e-5  # BatchNorm folded and ONNX Runtime's kernels: float ro
 
 def test_onnxruntime_rvm_matches_eager_and_golden_and_carries_its_state():
     model = reference_model("mobilenetv3")
-    clip = golden("mobilenetv3")["inputs"]["src"]  # [1, T, 3, H, W]
-    expected = golden("mobilenetv3")["outputs"]["dr05_dgf"]
     network = OnnxRuntimeRVM(model)
+    clip, states = check_rvm_against_eager_and_golden(network, model, "mobilenetv3", EXPORT_TOLERANCE)
     with torch.inference_mode():
-        whole = network(clip, downsample_ratio=0.5)
-        eager = model(clip, downsample_ratio=0.5)
-        states, pha = [None] * 4, []
-        for t in range(clip.size(1)):
-            _, frame_pha, *states = network(clip[:, t], *states, downsample_ratio=0.5)
-            pha.append(frame_pha)
-        with pytest.raises(
-            ValueError, match=r"states r1..r4 must be float32 of shapes \[\[1, 16, 28, 48\], "
-        ):
-            network(clip[:, 0], *(state[..., :-1] for state in states), downsample_ratio=0.5)
         with pytest.raises(ValueError, match=r"got \[\(\[1, 16, 28, 48\], torch.float64\), "):
             network(clip[:, 0], *(state.double() for state in states), downsample_ratio=0.5)
         zeros_r1 = network(clip[:, 0], torch.zeros_like(states[0]), *states[1:], downsample_ratio=0.5)
         none_r1 = network(clip[:, 0], None, *states[1:], downsample_ratio=0.5)  # only r1 starts afresh
     assert all(torch.equal(a, b) for a, b in zip(zeros_r1, none_r1, strict=True))
-    assert max_error(tuple(whole), tuple(eager)) <= EXPORT_TOLERANCE
-    torch.testing.assert_close(torch.stack(pha, 1), whole[1], atol=1e-6, rtol=0)
-    for name, output in zip(("fgr", "pha"), whole[:2], strict=True):
-        torch.testing.assert_close(output, expected[name].float(), atol=2e-3, rtol=0, msg=name)
     assert list(network._sessions) == [(1, 112, 192, 0.5, torch.get_num_threads())]  # one export, reused
 
 
@@ -67,17 +53,8 @@ def test_onnxruntime_rvm_mattes_videos_side_by_side():
 
 
 def test_module_runs_onnxruntime_in_eval_carrying_the_state_across_batches():
-    weights = reference_model("mobilenetv3").state_dict()
-    exported, eager = rvm_module(inference="onnxruntime"), rvm_module(inference="eager")
-    keys = list(exported.state_dict())
-    exported.net.load_state_dict(weights)
-    eager.net.load_state_dict(weights)
-    clip = torch.rand(5, 3, 48, 64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(
-        stream(exported, clip, 2), stream(eager, clip, 5), atol=EXPORT_TOLERANCE, rtol=0
-    )
+    exported = check_module_streams_like_eager("onnxruntime", EXPORT_TOLERANCE)
     assert isinstance(exported.networks.for_inference(exported.net), OnnxRuntimeRVM)
-    assert list(exported.state_dict()) == keys
     MattingModule("rvm-mobilenetv3").load_state_dict(exported.state_dict(), strict=True)
     copied = copy.deepcopy(exported)  # sessions cannot be copied: the copy builds its own when it runs
     assert copied.networks._copy is None and exported.networks._copy is not None
@@ -153,7 +130,7 @@ def test_export_script_writes_a_bgmv2_base_file(tmp_path, monkeypatch):
 def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     with pytest.raises(
         ValueError,
-        match="inference must be one of 'fast', 'eager', 'onnxruntime', 'openvino', 'openvino-bf16', got 'fastest'",
+        match="invalid inference \\('fastest'\\): expected one of 'fast', 'eager', 'onnxruntime', 'openvino', 'openvino-bf16'",
     ):
         MattingModule("rvm-mobilenetv3", inference="fastest")
     with pytest.raises(
@@ -192,9 +169,11 @@ def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     ):
         export_onnx(load_model("mattingrefine-mobilenetv2", refine_mode="thresholding"), 64, 48)
     net = reference_model("mobilenetv3")
-    with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"invalid width \(0\): expected an int >= 1"):
         export_rvm(net, 0, 48)
-    with pytest.raises(ValueError, match=r"downsample_ratio must be in \(0, 1\] or None, got 1.5"):
+    with pytest.raises(
+        ValueError, match=r"invalid downsample_ratio \(1\.5\): expected a number in \(0, 1\], or None"
+    ):
         export_rvm(net, 64, 48, downsample_ratio=1.5)
     with pytest.raises(ValueError, match="path must end in .onnx, got '.*rvm.pt'"):
         save_onnx(net, tmp_path / "rvm.pt", 64, 48)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 import torch
-from test_inference import max_error, rvm_module, stream
+from runtime_checks import check_module_streams_like_eager, check_rvm_against_eager_and_golden
+from test_inference import max_error, rvm_module
 from test_models_bgmv2 import assert_matches_golden, golden_inputs, refine_model
 from test_models_rvm import golden, reference_model
 
@@ -35,24 +36,8 @@ def bf16_cpu() -> bool:
 )  # resnet50 converts the same way (3e-7 measured), in 20 s more
 def test_openvino_rvm_matches_eager_and_golden_and_carries_its_state(variant):
     model = reference_model(variant)
-    clip = golden(variant)["inputs"]["src"]  # [1, T, 3, H, W]
-    expected = golden(variant)["outputs"]["dr05_dgf"]
     network = OpenVinoRVM(model)
-    with torch.inference_mode():
-        whole = network(clip, downsample_ratio=0.5)
-        eager = model(clip, downsample_ratio=0.5)
-        states, pha = [None] * 4, []
-        for t in range(clip.size(1)):
-            _, frame_pha, *states = network(clip[:, t], *states, downsample_ratio=0.5)
-            pha.append(frame_pha)
-        with pytest.raises(
-            ValueError, match=r"states r1..r4 must be float32 of shapes \[\[1, 16, 28, 48\], "
-        ):
-            network(clip[:, 0], *(state[..., :-1] for state in states), downsample_ratio=0.5)
-    assert max_error(tuple(whole), tuple(eager)) <= F32_TOLERANCE
-    torch.testing.assert_close(torch.stack(pha, 1), whole[1], atol=1e-6, rtol=0)
-    for name, output in zip(("fgr", "pha"), whole[:2], strict=True):
-        torch.testing.assert_close(output, expected[name].float(), atol=2e-3, rtol=0, msg=name)
+    check_rvm_against_eager_and_golden(network, model, variant, F32_TOLERANCE)
     assert list(network._models._compiled) == [
         (1, 112, 192, 0.5, torch.get_num_threads())
     ]  # one model, reused
@@ -86,16 +71,9 @@ def test_bgmv2_base_network_in_openvino_and_refiner_in_torch_match_eager_and_gol
 
 
 def test_module_runs_openvino_in_eval_carrying_the_state_across_batches():
-    weights = reference_model("mobilenetv3").state_dict()
-    converted, eager = rvm_module(inference="openvino"), rvm_module(inference="eager")
-    keys = list(converted.state_dict())
-    converted.net.load_state_dict(weights)
-    eager.net.load_state_dict(weights)
-    clip = torch.rand(5, 3, 48, 64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(stream(converted, clip, 2), stream(eager, clip, 5), atol=F32_TOLERANCE, rtol=0)
+    converted = check_module_streams_like_eager("openvino", F32_TOLERANCE)
     network = converted.networks.for_inference(converted.net)
     assert isinstance(network, OpenVinoRVM) and network.precision == "f32"
-    assert list(converted.state_dict()) == keys
     with torch.no_grad():
         converted.net.project_mat.conv.bias.add_(0.5)  # new weights: converted again
     assert converted.networks.for_inference(converted.net) is not network
@@ -142,7 +120,7 @@ def test_bad_settings_are_refused_with_their_names(monkeypatch):
     with pytest.raises(ValueError, match=r"bgr must have the same \[B, 3, H, W\] shape as src"):
         base(frames[0], frames[1, :, :, :40])
     net = load_model("rvm-mobilenetv3")
-    with pytest.raises(ValueError, match=r"precision must be one of \('f32', 'bf16'\), got 'fp16'"):
+    with pytest.raises(ValueError, match=r"invalid precision \('fp16'\): expected one of 'f32', 'bf16'"):
         OpenVinoRVM(net, "fp16")
     network, src = OpenVinoRVM(net), torch.rand(1, 3, 48, 64)
     with pytest.raises(ValueError, match="OpenVINO runs RVM's matting pass only; for seg use"):

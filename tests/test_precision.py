@@ -90,7 +90,7 @@ def test_the_module_refuses_bf16_when_eval_starts_on_such_a_cpu(monkeypatch):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"precision": "fp16"}, "precision must be one of 'fp32', 'bf16', got 'fp16'"),
+        ({"precision": "fp16"}, "invalid precision ('fp16'): expected one of 'fp32', 'bf16'"),
         (
             {"precision": "bf16", "inference": "eager"},
             "precision='bf16' converts the inference copy of inference='fast', got inference='eager': "

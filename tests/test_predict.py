@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from fractions import Fraction
@@ -211,7 +212,9 @@ def test_module_argument_errors(tmp_path):
         MattingModule(MeanMatte(), checkpoint="x.pth")
     with pytest.raises(ValueError, match=r"outputs must be a non-empty list"):
         VideoWriterCallback(tmp_path, outputs=[])
-    with pytest.raises(ValueError, match=r"format must be 'video' or 'image_sequence', got 'gif'"):
+    with pytest.raises(
+        ValueError, match=r"invalid format \('gif'\): expected one of 'video', 'image_sequence'"
+    ):
         VideoWriterCallback(tmp_path, format="gif")
 
 
@@ -251,12 +254,15 @@ data:
 """
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, folder: Path = ROOT) -> subprocess.CompletedProcess:
+    """`lightning-matting *args` in a fresh process run in `folder` (this checkout importable, no debug)."""
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTNING_MATTING_DEBUG"}
     return subprocess.run(
         [sys.executable, "-m", "lightning_matting.cli", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=folder,
+        env={**env, "PYTHONPATH": str(ROOT)},
         timeout=300,
     )
 

@@ -46,12 +46,12 @@ BAD_SETTINGS = [
     (
         lambda: SyntheticSettings(size=(8,)),
         TypeError,
-        "invalid data.synthetic.size ((8,)): expected (width, height): two ints >= 1",
+        "invalid data.synthetic.size ((8,)): expected (width, height), two ints >= 1",
     ),
     (
         lambda: SyntheticSettings(size=(64, 0)),
         ValueError,
-        "invalid data.synthetic.size ((64, 0)): expected (width, height): two ints >= 1",
+        "invalid data.synthetic.size ((64, 0)): expected (width, height), two ints >= 1",
     ),
     (
         lambda: SyntheticSettings(frames=0),
@@ -61,7 +61,7 @@ BAD_SETTINGS = [
     (
         lambda: SyntheticSettings(fps="fast"),
         ValueError,
-        "data.synthetic.fps must be a positive number or a fraction like '30000/1001' (frames/s), got 'fast'",
+        "invalid data.synthetic.fps ('fast'): expected a number > 0 or a fraction like '30000/1001' (frames/s)",
     ),
     (
         lambda: SyntheticSettings(dir=3),
@@ -102,12 +102,12 @@ BAD_SETTINGS = [
     (
         lambda: TrainingDataSettings(size=(512, -288)),
         ValueError,
-        "invalid data.train.size ((512, -288)): expected (width, height): two ints >= 1",
+        "invalid data.train.size ((512, -288)): expected (width, height), two ints >= 1",
     ),
     (
         lambda: HighResSettings(size=[2048]),
         TypeError,
-        "invalid data.high_res.size ([2048]): expected (width, height): two ints >= 1",
+        "invalid data.high_res.size ([2048]): expected (width, height), two ints >= 1",
     ),
     (
         lambda: RefineSettings(backbone_scale=0.75),

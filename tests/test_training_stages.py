@@ -181,21 +181,34 @@ def test_each_stage_changes_the_clip_length_and_the_rates_from_its_epoch(tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("stages", "match"),
+    ("stages", "error", "match"),
     [
-        ([], r"stages must be a non-empty list of Stage"),
-        ([Stage(2), Stage(1)], r"stages must start at strictly increasing epochs, got epochs \[2, 1\]"),
-        ([{"epoch": -1}], r"a stage's epoch must be an int >= 0, got -1"),
-        ([{"epoch": 0, "learning_rate": -1.0}], r"a stage's learning_rate must be a number >= 0, got -1.0"),
+        ([], ValueError, r"stages must be a non-empty list of Stage"),
+        (
+            [Stage(2), Stage(1)],
+            ValueError,
+            r"stages must start at strictly increasing epochs, got epochs \[2, 1\]",
+        ),
+        ([{"epoch": -1}], ValueError, r"^invalid stage epoch \(-1\): expected an int >= 0$"),
+        (
+            [{"epoch": 0, "learning_rate": -1.0}],
+            ValueError,
+            r"^invalid stage learning_rate \(-1\.0\): expected a number >= 0$",
+        ),
         (
             [{"epoch": 0, "refiner_learning_rate": "x"}],
-            r"a stage's refiner_learning_rate must be a number >= 0",
+            TypeError,
+            r"^invalid stage refiner_learning_rate \('x'\): expected a number >= 0$",
         ),
-        ([{"epoch": 0, "bgmv2_stage": "coarse"}], r"a stage's bgmv2_stage must be 'base', 'refine' or None"),
+        (
+            [{"epoch": 0, "bgmv2_stage": "coarse"}],
+            ValueError,
+            r"^invalid stage bgmv2_stage \('coarse'\): expected one of None, 'base', 'refine'$",
+        ),
     ],
 )
-def test_bad_stages_are_named(stages, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_stages_are_named(stages, error, match):
+    with pytest.raises(error, match=match):
         TrainingStages(stages)
 
 

@@ -20,6 +20,8 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
+from lightning_matting.data.readers import frame_to_uint8
+from lightning_matting.full_scale import FULL_SCALE
 from lightning_matting.writers.output_format import Codec
 
 PREVIEW_FRAMES = 64  # frames of a TensorBoard GIF
@@ -84,12 +86,12 @@ class Previews:
         if room <= 0:
             return
         batch = frames[:room].detach()
-        batch = batch.float().div(255) if batch.dtype == torch.uint8 else batch.float()
+        batch = batch.float().div(FULL_SCALE[torch.uint8]) if batch.dtype == torch.uint8 else batch.float()
         batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch[:, :3]
         if batch.shape[-1] > PREVIEW_WIDTH:
             height = max(1, round(batch.shape[-2] * PREVIEW_WIDTH / batch.shape[-1]))
             batch = torch.nn.functional.interpolate(batch, size=(height, PREVIEW_WIDTH), mode="area")
-        batch = batch.nan_to_num(0).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        batch = frame_to_uint8(batch.nan_to_num(0)).permute(0, 2, 3, 1).cpu()
         kept.extend(batch.numpy())
 
 

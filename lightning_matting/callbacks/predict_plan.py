@@ -16,8 +16,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_matting.data.sampling import splits_videos
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.protocols import PredictVideoSource
+from lightning_matting.run.existing import refuse_existing
 from lightning_matting.run.frame_ranges import FrameRanges
-from lightning_matting.run.manifest import MANIFEST, RunManifest, fingerprint
+from lightning_matting.run.manifest import RunManifest, fingerprint
 from lightning_matting.run.written import clear_unwritten, written_frames
 from lightning_matting.writers.chunks import parts_folder
 from lightning_matting.writers.output_format import OutputFormat
@@ -78,22 +79,6 @@ def _leftovers(callback: Settings, video: str) -> list[Path]:
     return [RunManifest(callback.output_dir, video).path] + [parts_folder(p) for p in paths] + paths
 
 
-def _refuse_existing(callback: Settings, paths: list[Path]) -> list[Path]:
-    """The `paths` that exist (to be replaced); a FileExistsError naming them unless `overwrite`. Called with
-    the output folder's lock held: what exists was left by a run that has ended, so replacing it is safe."""
-    existing = [path for path in paths if path.exists()]
-    if existing and not callback.overwrite:
-        shown = ", ".join(str(path) for path in existing[:4]) + (" ..." if len(existing) > 4 else "")
-        interrupted = any(path.name == MANIFEST for path in existing)
-        raise FileExistsError(
-            f"VideoWriterCallback: {len(existing)} output(s) exist already ({shown}), left by a run that has "
-            "ended (no other run holds output_dir's lock); choose another output_dir"
-            + (", pass resume=True to continue the interrupted run," if interrupted else "")
-            + " or pass overwrite=True to replace them"
-        )
-    return existing
-
-
 def _remove(paths: list[Path]) -> None:
     for path in paths:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -131,7 +116,9 @@ def _prepare(
             todo[info.name] = [range(info.num_frames)]
         if todo[info.name] or not manifest.exists():
             manifests[manifest] = current
-    leftovers = _refuse_existing(callback, leftovers)  # on every rank, before any rank removes anything
+    leftovers = refuse_existing(
+        leftovers, callback.overwrite
+    )  # on every rank, before any rank removes anything
     trainer.strategy.barrier("VideoWriterCallback: outputs checked")
     if trainer.is_global_zero:
         _remove(leftovers)

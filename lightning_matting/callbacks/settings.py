@@ -1,10 +1,13 @@
-"""Named validators of VideoWriterCallback's settings: each raises a ValueError naming the setting."""
+"""Named validators of VideoWriterCallback's settings: each raises a ValueError (a TypeError for a wrong type)
+naming the setting."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from lightning_matting.validators import check_int
 
 
 def check_writable_names(outputs: object) -> tuple[str, ...]:
@@ -24,10 +27,8 @@ def check_writable_names(outputs: object) -> tuple[str, ...]:
 
 
 def check_count(name: str, value: object, minimum: int = 0) -> int:
-    """An int >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    """A count of `name`: an int >= `minimum` (see `lightning_matting.validators.check_int`)."""
+    return check_int(name, value, minimum)
 
 
 def check_compare_keys(keys: object) -> tuple[str | int, str | int] | None:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lightning_matting.data.batch import MattingBatch
+from lightning_matting.full_scale import FULL_SCALE
 from lightning_matting.video_names import check_video_name
 
 Select = Callable[[Any, Any], Mapping[str, Tensor]]
@@ -235,7 +236,9 @@ def tile(frames: Mapping[str, Tensor]) -> Tensor:
     tiles = []
     for tensor in frames.values():
         tensor = tensor.detach()
-        tensor = tensor.float().div(255) if tensor.dtype == torch.uint8 else tensor.float()
+        tensor = (
+            tensor.float().div(FULL_SCALE[torch.uint8]) if tensor.dtype == torch.uint8 else tensor.float()
+        )
         tensor = tensor.expand(-1, 3, -1, -1) if tensor.shape[1] == 1 else tensor[:, :3]
         if tiles and tensor.shape[-2:] != tiles[0].shape[-2:]:
             tensor = torch.nn.functional.interpolate(tensor, size=tiles[0].shape[-2:], mode="bilinear")

@@ -8,6 +8,8 @@ from typing import Literal, Protocol, runtime_checkable
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_matting.validators import check_choice, check_int, check_number
+
 TrainData = Literal["synthetic", "videomatte", "images"]
 
 
@@ -47,16 +49,12 @@ class Stage:
     refiner_learning_rate: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0:
-            raise ValueError(f"a stage's epoch must be an int >= 0, got {self.epoch!r}")
-        if self.bgmv2_stage not in (None, "base", "refine"):
-            raise ValueError(
-                f"a stage's bgmv2_stage must be 'base', 'refine' or None, got {self.bgmv2_stage!r}"
-            )
+        check_int("stage epoch", self.epoch, minimum=0)
+        check_choice("stage bgmv2_stage", self.bgmv2_stage, (None, "base", "refine"))
         for name in ("learning_rate", "backbone_learning_rate", "refiner_learning_rate"):
             rate = getattr(self, name)
-            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0):
-                raise ValueError(f"a stage's {name} must be a number >= 0, got {rate!r}")
+            if rate is not None:
+                check_number(f"stage {name}", rate, minimum=0)
 
 
 @runtime_checkable

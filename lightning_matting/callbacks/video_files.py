@@ -13,6 +13,7 @@ from typing import Any
 from torch import Tensor
 
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.run.existing import refuse_existing
 from lightning_matting.run.manifest import RunManifest
 from lightning_matting.video_names import VideoFolders
 from lightning_matting.writers.chunks import count_frames, parts_folder
@@ -203,13 +204,14 @@ class VideoFiles:
         return first
 
     def _open_writers(self, video: str, frames: Mapping[str, Tensor], first: int) -> dict[str, Any]:
+        paths = self.format.paths(self.root, video, self.outputs)
         if video not in self.known:
             height, width = next(iter(frames.values())).shape[-2:]
             self.videos[video] = VideoInfo(video, self.fps, int(width), int(height), 0)
-            self._refuse_existing(video)
+            made = [*paths.values(), *map(parts_folder, paths.values())]
+            _remove(refuse_existing(made, self.overwrite))
         info = self.videos[video]
         chunked = self.segmented and (self.shared or self.format.segment_frames(info) > 0)
-        paths = self.format.paths(self.root, video, self.outputs)
         writers: dict[str, Any] = {}
         try:
             for output, path in paths.items():
@@ -223,17 +225,6 @@ class VideoFiles:
             self._chunked.add(video)
         self.paths[video] = paths
         return writers
-
-    def _refuse_existing(self, video: str) -> None:
-        paths = list(self.format.paths(self.root, video, self.outputs).values())
-        existing = [path for path in paths + [parts_folder(path) for path in paths] if path.exists()]
-        if existing and not self.overwrite:
-            raise FileExistsError(
-                f"VideoWriterCallback: outputs of {video} exist already ({', '.join(map(str, existing))}), left "
-                "by a run that has ended (no other run holds output_dir's lock); choose another output_dir or "
-                "pass overwrite=True to replace them"
-            )
-        _remove(existing)
 
     def _close_video(self, video: str) -> None:
         _close_every(self._open.pop(video).values())

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_matting.data.readers import frame_to_uint8
+
 MIN_INLIERS = 12  # fewer robust-fit inliers than this: no trustworthy homography
 _RATIO = 0.75  # Lowe's ratio test on the two nearest descriptors
 _INLIER_THRESHOLD_PX = 3.0
@@ -15,7 +17,7 @@ _FAST_THRESHOLD = 5  # OpenCV's default 20 finds few corners in low-contrast tex
 
 
 def _gray_uint8(image: Tensor) -> np.ndarray:
-    rgb = image.detach().cpu().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    rgb = frame_to_uint8(image.detach().cpu()).permute(1, 2, 0).numpy()
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 

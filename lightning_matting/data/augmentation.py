@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_matting.validators import check_number
+
 _LAYERS = {"src": 3, "bgr": 3, "pha": 1, "fgr": 3}
 _SCENE = "scene_bgr"
 _HIDDEN_ALPHA = 0.98  # above this alpha the background cannot be recovered from src; the plate stands in
@@ -54,12 +56,12 @@ def augment_sample(
     light that drift over the clip (the plate misalignment stays one draw: the plate was shot once).
     """
     layers = _check_sample(sample)
-    _check_fraction("shift", shift)
-    _check_fraction("scale", scale)
+    check_number("shift", shift, minimum=0, below=1)
+    check_number("scale", scale, minimum=0, below=1)
     _check_color_jitter(color_jitter)
     _check_misalignment(bgr_misalignment)
-    _check_probability("shadow", shadow)
-    _check_fraction("noise", noise)
+    check_number("shadow", shadow, minimum=0, maximum=1)
+    check_number("noise", noise, minimum=0, below=1)
     draws = [2 * u - 1 for u in torch.rand(14, generator=generator, device=generator.device).tolist()]
     clip = layers["pha"].dim() == 4
     count = layers["pha"].shape[0] if clip else 1
@@ -226,16 +228,6 @@ def _check_sample(sample: Mapping[str, Any]) -> dict[str, Tensor]:
 
 def _without_channels(tensor: Tensor) -> tuple[int, ...]:
     return tuple(tensor.shape[:-3] + tensor.shape[-2:])
-
-
-def _check_fraction(label: str, value: float) -> None:
-    if not 0 <= value < 1:
-        raise ValueError(f"{label} must be in [0, 1), got {value!r}")
-
-
-def _check_probability(label: str, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{label} must be a probability in [0, 1], got {value!r}")
 
 
 def _check_color_jitter(color_jitter: tuple[float, float, float, float]) -> None:

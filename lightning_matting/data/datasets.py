@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 import warnings
 from collections.abc import Sequence
@@ -29,38 +30,39 @@ from lightning_matting.data.readers import (
     to_fraction,
 )
 from lightning_matting.data.synthetic import SyntheticScene
+from lightning_matting.full_scale import FULL_SCALE
+from lightning_matting.validators import check_int, check_size, invalid
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still called "the same aspect ratio"
 
 
 def parse_colour(value: str | Sequence[float]) -> tuple[float, float, float]:
-    """'#RRGGBB' or three numbers in [0,1] -> (r, g, b) floats in [0,1]."""
+    """'#RRGGBB' or three numbers in [0,1] -> (r, g, b) floats in [0,1].
+
+    Raises:
+        TypeError: Neither a string nor three numbers.
+        ValueError: A string not '#RRGGBB', or a number outside [0, 1].
+    """
+    expected = "'#RRGGBB' (hex) or three numbers in [0, 1]"
     if isinstance(value, str):
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", value.strip()):
-            raise ValueError(f"colour must be '#RRGGBB' (hex) or three floats in [0,1], got {value!r}")
+            raise ValueError(invalid("colour", value, expected))
         digits = value.strip()[1:]
-        return tuple(int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+        return tuple(int(digits[i : i + 2], 16) / FULL_SCALE[torch.uint8] for i in (0, 2, 4))  # type: ignore[return-value]
     if (
-        isinstance(value, Sequence)
-        and len(value) == 3
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in value)
+        not isinstance(value, Sequence)
+        or len(value) != 3
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
     ):
-        return tuple(float(v) for v in value)  # type: ignore[return-value]
-    raise ValueError(f"colour must be '#RRGGBB' (hex) or three floats in [0,1], got {value!r}")
+        raise TypeError(invalid("colour", value, expected))
+    if not all(0 <= v <= 1 for v in value):
+        raise ValueError(invalid("colour", value, expected))
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
 
 
 def check_resize(resize: Sequence[int] | None, label: str = "resize") -> tuple[int, int] | None:
-    """None, or (width, height) as two positive ints; `label` names the argument in the error."""
-    if resize is None:
-        return None
-    if (
-        isinstance(resize, str)
-        or not isinstance(resize, Sequence)
-        or len(resize) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)
-    ):
-        raise ValueError(f"{label} must be (width, height) with two positive integers, got {resize!r}")
-    return int(resize[0]), int(resize[1])
+    """None, or (width, height) as two ints >= 1 (see `check_size`); `label` names the argument in the error."""
+    return None if resize is None else check_size(label, resize)
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
@@ -281,8 +283,7 @@ class SyntheticMattingDataset(Dataset[dict[str, Any]]):
         names: Sequence[str] | None = None,
         augment: bool = False,
     ) -> None:
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+        check_int("num_frames", num_frames, minimum=1)
         self.augment = augment
         names = [f"synthetic_{seed}" for seed in seeds] if names is None else list(names)
         if len(names) != len(seeds) or len(set(names)) != len(names):

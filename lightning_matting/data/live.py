@@ -28,6 +28,7 @@ from lightning_matting.data.datasets import resize_frame
 from lightning_matting.data.readers import IMAGE_EXTENSIONS, decode_image, float_to_frame, frame_to_float
 from lightning_matting.live_sources import DEVICE, STDIN, check_live_source
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.validators import check_int, check_number
 
 LIVE_NAME = "live"  # the output folder of a live source
 _BACKOFF_SECONDS = 0.5  # the first wait before reopening a dropped stream; doubled at each further attempt
@@ -153,6 +154,7 @@ class LiveFrames(IterableDataset):
     Raises:
         ValueError: An unknown scheme, a stream that does not open, a background that is not an image file, or
             a setting out of range (naming it).
+        TypeError: A timeout or reconnects of the wrong type (naming it).
         FileNotFoundError: A /dev/videoN or a background that does not exist.
     """
 
@@ -167,20 +169,18 @@ class LiveFrames(IterableDataset):
         name: str = LIVE_NAME,
         background: str | None = None,
     ) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ValueError(f"live_timeout must be a number of seconds > 0, got {timeout!r}")
+        timeout = check_number("live_timeout", timeout, above=0)
         if background is not None and Path(background).suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(
                 f"backgrounds: a live source takes a still plate, an image file ({', '.join(sorted(IMAGE_EXTENSIONS))}"
                 f"), got {background!r}"
             )
         plate = None if background is None else decode_image(background)
-        if isinstance(reconnects, bool) or not isinstance(reconnects, int) or reconnects < 0:
-            raise ValueError(f"reconnects must be an integer >= 0, got {reconnects!r}")
+        check_int("reconnects", reconnects, minimum=0)
         self.source = source
         self.batch_size = batch_size
         self.realtime = realtime
-        self.timeout = float(timeout)
+        self.timeout = timeout
         self.reconnects = reconnects
         self._container = open_live(source, self.timeout)
         stream = self._container.streams.video[0]

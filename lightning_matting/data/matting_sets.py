@@ -37,6 +37,7 @@ from lightning_matting.data.readers import (
 )
 from lightning_matting.data.synthetic import SyntheticScene
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.validators import check_int
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 _LUMA = (0.299, 0.587, 0.114)  # an RGB alpha matte becomes grey by ITU-R BT.601 luma
@@ -174,8 +175,7 @@ class VideoMatteDataset(Dataset[dict[str, Any]]):
         size: tuple[int, int] | None = None,
         augment: bool = True,
     ):
-        if isinstance(clip_length, bool) or not isinstance(clip_length, int) or clip_length < 1:
-            raise ValueError(f"clip_length must be an int >= 1 (frames per item), got {clip_length!r}")
+        check_int("clip_length", clip_length, minimum=1)
         self.root = Path(root)
         self.backgrounds = Backgrounds(backgrounds)
         self.clip_length = clip_length
@@ -262,8 +262,7 @@ class ImageMattingDataset(Dataset[dict[str, Any]]):
         augment: bool = True,
         motion: float = 0.1,
     ):
-        if isinstance(clip_length, bool) or not isinstance(clip_length, int) or clip_length < 1:
-            raise ValueError(f"clip_length must be an int >= 1 (frames per item), got {clip_length!r}")
+        check_int("clip_length", clip_length, minimum=1)
         self.root = Path(root)
         self.backgrounds = Backgrounds(backgrounds)
         self.clips = _pairs(self.root, ("fgr", "pha"))

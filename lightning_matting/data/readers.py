@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_matting.full_scale import FULL_SCALE
 from lightning_matting.metadata import VideoInfo, frame_time, to_fraction
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -66,21 +67,17 @@ def natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)) + (name,)
 
 
-# The largest value of each integer sample type: what 1.0 is.
-_FULL_SCALE = {torch.uint8: 255, torch.uint16: 65535}
-
-
 def frame_to_float(frame: Tensor) -> Tensor:
     """uint8 [0, 255] or uint16 [0, 65535] frame(s) -> float32 in [0, 1]: value / 255 or / 65535, which
     `float_to_frame` undoes exactly."""
-    if frame.dtype not in _FULL_SCALE:
+    if frame.dtype not in FULL_SCALE:
         raise ValueError(f"frame must be a uint8 (0-255) or uint16 (0-65535) tensor, got dtype {frame.dtype}")
-    return frame.float().div_(_FULL_SCALE[frame.dtype])
+    return frame.float().div_(FULL_SCALE[frame.dtype])
 
 
 def float_to_frame(frame: Tensor, dtype: torch.dtype = torch.uint8) -> Tensor:
     """Float frame(s) in [0, 1] -> `dtype` (uint8 or uint16): clamped, scaled, rounded to nearest (half to even)."""
-    return frame.clamp(0, 1).mul_(_FULL_SCALE[dtype]).round_().to(dtype)
+    return frame.clamp(0, 1).mul_(FULL_SCALE[dtype]).round_().to(dtype)
 
 
 def frame_to_uint8(frame: Tensor) -> Tensor:
@@ -114,7 +111,7 @@ def decode_image(path: str | Path, alpha: bool = False) -> Tensor:
     if image is None:
         raise ValueError(f"cannot decode image file {path} (expected png, jpg, bmp, tiff or webp)")
     if image.dtype not in (np.uint8, np.uint16):
-        image = np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16)
+        image = np.rint(np.clip(image, 0, 1) * FULL_SCALE[torch.uint16]).astype(np.uint16)
     channels = 1 if image.ndim == 2 else image.shape[2]
     if alpha and channels not in (2, 4):
         raise ValueError(

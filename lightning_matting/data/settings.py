@@ -44,7 +44,7 @@ class LiveSettings:
 
     def __post_init__(self) -> None:
         check_bool("data.live.realtime", self.realtime)
-        check_number("data.live.timeout", self.timeout, 0, low_open=True)
+        check_number("data.live.timeout", self.timeout, above=0)
         check_int("data.live.reconnects", self.reconnects, 0)
 
 
@@ -140,7 +140,7 @@ class TrainingDataSettings:
         check_int("data.train.clip_length", self.clip_length, 1)
         object.__setattr__(self, "size", check_size("data.train.size", self.size))
         check_bool("data.train.augment", self.augment)
-        check_number("data.train.mix_synthetic", self.mix_synthetic, 0, 1, high_open=True)
+        check_number("data.train.mix_synthetic", self.mix_synthetic, minimum=0, below=1)
         if self.mix_synthetic and self.data == "synthetic":
             raise ValueError(
                 "data.train.mix_synthetic mixes procedural clips into real training data: data.train.data "

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_matting.data.readers import to_fraction
+from lightning_matting.data.readers import frame_to_uint8, to_fraction
+from lightning_matting.validators import check_int
 from lightning_matting.writers import ImageSequenceWriter, VideoWriter
 
 _SUPERSAMPLE = 4  # the subject is drawn at 4x and area-downsampled: anti-aliased edges, sub-pixel strands
@@ -67,9 +68,8 @@ class SyntheticScene:
         camera_shake: bool = True,
         lighting_change: bool = True,
     ) -> None:
-        for label, value in (("width", width), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < _MIN_SIZE:
-                raise ValueError(f"{label} must be an integer >= {_MIN_SIZE}, got {value!r}")
+        check_int("width", width, minimum=_MIN_SIZE)
+        check_int("height", height, minimum=_MIN_SIZE)
         self.width, self.height, self.fps = width, height, to_fraction(fps)
         rng = np.random.default_rng(seed)
         self._shake_margin = math.ceil(0.015 * max(width, height)) + 2 if camera_shake else 0
@@ -158,10 +158,10 @@ def make_clip(
         The clip: src, fgr, scene_bgr [T,3,H,W], pha [T,1,H,W], bgr (the clean plate) [3,H,W], float32 in [0,1].
 
     Raises:
+        TypeError: A size, frame count or fps of the wrong type.
         ValueError: A bad size, frame count or fps.
     """
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+    check_int("num_frames", num_frames, minimum=1)
     scene = SyntheticScene(
         width, height, fps, seed=seed, camera_shake=camera_shake, lighting_change=lighting_change
     )
@@ -181,7 +181,7 @@ def save_clip(clip: SyntheticClip, folder: str | Path) -> ClipFiles:
     _, _, height, width = clip.src.shape
     with VideoWriter(files.src, clip.fps, width, height) as writer:
         writer.add_batch(clip.src)
-    plate = clip.bgr.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    plate = frame_to_uint8(clip.bgr).permute(1, 2, 0).numpy()
     if not cv2.imwrite(str(files.bgr), cv2.cvtColor(plate, cv2.COLOR_RGB2BGR)):
         raise OSError(f"cannot write {files.bgr}")
     for path, frames in ((files.pha, clip.pha), (files.fgr, clip.fgr)):

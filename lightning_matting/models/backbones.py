@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lightning_matting.validators import check_choice
+
 RESNET_LAYERS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
@@ -52,8 +54,7 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int = 50, in_channels: int = 3) -> None:
         super().__init__()
-        if depth not in RESNET_LAYERS:
-            raise ValueError(f"depth must be one of {sorted(RESNET_LAYERS)}, got {depth!r}")
+        check_choice("depth", depth, sorted(RESNET_LAYERS))
         blocks = RESNET_LAYERS[depth]
         self.feature_channels = (64, 256, 512, 2048)
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)

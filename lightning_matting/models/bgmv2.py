@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_matting.models.backbones import MobileNetV2, ResNet
+from lightning_matting.validators import check_choice, check_int, check_number, invalid
 
 BACKBONES = ("resnet50", "resnet101", "mobilenetv2")
 REFINE_MODES = ("full", "sampling", "thresholding")
@@ -123,7 +124,7 @@ class MattingBase(nn.Module):
         elif backbone in ("resnet50", "resnet101"):
             self.backbone = ResNet(depth=int(backbone[len("resnet") :]), in_channels=6)
         else:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+            raise ValueError(invalid("backbone", backbone, f"one of {', '.join(map(repr, BACKBONES))}"))
         c1, c2, c3, c4 = self.backbone.feature_channels
         self.aspp = ASPP(c4, (3, 6, 9))
         self.decoder = Decoder((256, 128, 64, 48, BASE_OUTPUT_CHANNELS), (c3, c2, c1, 6))
@@ -166,8 +167,7 @@ class MattingRefine(MattingBase):
         refine_kernel_size: int = 3,
         refine_prevent_oversampling: bool = True,
     ) -> None:
-        if not 0.0 < backbone_scale <= 0.5:
-            raise ValueError(f"backbone_scale must be in (0, 1/2], got {backbone_scale!r}")
+        check_number("backbone_scale", backbone_scale, above=0, maximum=0.5)
         super().__init__(backbone)
         self.backbone_scale = float(backbone_scale)
         self.refiner = Refiner(
@@ -211,15 +211,11 @@ class MattingRefine(MattingBase):
 
 
 def check_refine_options(mode: str, sample_pixels: int, threshold: float, kernel_size: int) -> None:
-    """Raise ValueError naming the first refine option out of its range."""
-    if mode not in REFINE_MODES:
-        raise ValueError(f"refine_mode must be one of {REFINE_MODES}, got {mode!r}")
-    if isinstance(sample_pixels, bool) or not isinstance(sample_pixels, int) or sample_pixels < 1:
-        raise ValueError(f"refine_sample_pixels must be a positive int, got {sample_pixels!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"refine_threshold must be in [0, 1], got {threshold!r}")
-    if kernel_size not in (1, 3):
-        raise ValueError(f"refine_kernel_size must be 1 or 3, got {kernel_size!r}")
+    """Raise TypeError or ValueError naming the first refine option of the wrong type or out of its range."""
+    check_choice("refine_mode", mode, REFINE_MODES)
+    check_int("refine_sample_pixels", sample_pixels, minimum=1)
+    check_number("refine_threshold", threshold, minimum=0, maximum=1)
+    check_choice("refine_kernel_size", kernel_size, (1, 3))
 
 
 class Refiner(nn.Module):

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.rvm import rvm_mobilenetv3, rvm_resnet50
 from lightning_matting.models.weights import is_remote, resolve_checkpoint
+from lightning_matting.validators import check_choice
 
 Checkpoint = str | os.PathLike | Mapping[str, Tensor]
 
@@ -177,8 +178,7 @@ def load_model(
 
 def build_model(variant: str, **options: Any) -> nn.Module:
     """A freshly initialised network of `variant` with `options`; unknown or foreign options raise ValueError."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    check_choice("variant", variant, sorted(VARIANTS))
     accepted = VARIANTS[variant].options
     foreign = [name for name in options if name not in accepted]
     if foreign:

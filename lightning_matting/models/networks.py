@@ -14,6 +14,7 @@ from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
 from lightning_matting.models.openvino_runtime import OpenVinoBGMv2, OpenVinoRVM, require_openvino
 from lightning_matting.models.precision import Precision, bf16_copy
 from lightning_matting.models.rvm import RobustVideoMatting
+from lightning_matting.validators import check_choice
 
 Inference = Literal["fast", "eager", "onnxruntime", "openvino", "openvino-bf16"]
 INFERENCE_MODES: tuple[Inference, ...] = ("fast", "eager", "onnxruntime", "openvino", "openvino-bf16")
@@ -46,10 +47,7 @@ def check_inference(inference: object, net: nn.Module, compile: bool) -> Inferen
         ImportError: "onnxruntime" without the `[onnx]` extra installed, "openvino" or "openvino-bf16"
             without the `[openvino]` extra.
     """
-    if inference not in INFERENCE_MODES:
-        raise ValueError(
-            f"inference must be one of {', '.join(map(repr, INFERENCE_MODES))}, got {inference!r}"
-        )
+    check_choice("inference", inference, INFERENCE_MODES)
     if inference in RUNTIMES:
         families, names = _RUNTIME_NETWORKS[inference]
         if not isinstance(net, families):

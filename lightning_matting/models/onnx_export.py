@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.inference import fold_batch_norms
 from lightning_matting.models.rvm import RobustVideoMatting, auto_downsample_ratio
+from lightning_matting.validators import check_int
 
 RVM_INPUT_NAMES = ("src", "r1i", "r2i", "r3i", "r4i")
 RVM_OUTPUT_NAMES = ("fgr", "pha", "r1o", "r2o", "r3o", "r4o")
@@ -190,8 +191,7 @@ def rvm_step(
 
 def _check_export(net: nn.Module, width: int, height: int, batch_size: int) -> None:
     for name, value in (("width", width), ("height", height), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_int(name, value, minimum=1)
     device = next(net.parameters()).device
     if device.type != "cpu":
         raise ValueError(f"ONNX export runs on a network on the CPU, got one on {device}")

@@ -23,6 +23,7 @@ from lightning_matting.models.bgmv2 import MattingBase, MattingRefine, check_inp
 from lightning_matting.models.exported_rvm import ExportedRVM, Step
 from lightning_matting.models.onnx_export import folded_copy, quiet_exporter, rvm_step
 from lightning_matting.models.rvm import RobustVideoMatting
+from lightning_matting.validators import check_choice
 
 Precision = Literal["f32", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("f32", "bf16")
@@ -59,8 +60,7 @@ class CompiledModels:
 
     def __init__(self, precision: Precision, name: str) -> None:
         self._openvino = require_openvino()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_choice("precision", precision, PRECISIONS)
         self.precision, self.name = precision, name
         self._core = self._openvino.Core()
         self._models: dict[tuple, Any] = {}

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from lightning_matting.cpu import NATIVE_BF16_FLAGS, CpuInfo, has_native_bf16
 from lightning_matting.models.inference import can_rewrite, inference_copy
 from lightning_matting.models.rvm import RobustVideoMatting
+from lightning_matting.validators import check_choice
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
@@ -26,8 +27,7 @@ def check_precision(precision: object, inference: str, net: nn.Module) -> Precis
         ValueError: Not one of PRECISIONS; "bf16" with an `inference` other than "fast" or for a network
             `inference_copy` does not rewrite (a user's module).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    check_choice("precision", precision, PRECISIONS)
     if precision == "bf16" and inference != "fast":
         raise ValueError(
             f"precision='bf16' converts the inference copy of inference='fast', got inference={inference!r}: "

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lightning_matting.validators import check_choice
+
 from .backbones import ResNet
 from .mobilenetv3 import MobileNetV3LargeEncoder
 
@@ -277,10 +279,8 @@ class RobustVideoMatting(nn.Module):
 
     def __init__(self, variant: str = "mobilenetv3", refiner: str = "deep_guided_filter") -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if refiner not in REFINERS:
-            raise ValueError(f"refiner must be one of {REFINERS}, got {refiner!r}")
+        check_choice("variant", variant, VARIANTS)
+        check_choice("refiner", refiner, REFINERS)
         feature_channels, aspp_channels, decoder_channels = _VARIANT_CHANNELS[variant]
         # The reference normalises with the ImageNet mean and std for MobileNetV3 only; its
         # ResNet-50 encoder takes the [0, 1] source as it is.
@@ -325,7 +325,8 @@ class RobustVideoMatting(nn.Module):
         else:
             ratio = downsample_ratio
         if not 0 < ratio <= 1:
-            raise ValueError(f"downsample_ratio must be in (0, 1] or None, got {ratio}")
+            # Written out rather than `validators.invalid`, which TorchScript cannot compile.
+            raise ValueError(f"invalid downsample_ratio ({ratio}): expected a number in (0, 1], or None")
         if int(height * ratio) < 1 or int(width * ratio) < 1:
             raise ValueError(f"downsample_ratio {ratio} shrinks a {height}x{width} src below one pixel")
         self._check_states([r1, r2, r3, r4], src.size(0), int(height * ratio), int(width * ratio))

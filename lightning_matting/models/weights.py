@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from lightning_matting import __version__
+from lightning_matting.durable import replace_durably
 
 try:
     import fcntl
@@ -206,9 +207,7 @@ def fetch(file: RemoteFile) -> Path:
         else:
             _download(source, partial, file, target)
         _verify(partial, source, file, target)
-        with open(partial, "rb") as handle:  # on the disk before it has its name: a power cut leaves no stub
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
+        replace_durably(partial, target)  # on the disk before it has its name: a power cut leaves no stub
     return target
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from lightning_matting.validators import check_int
+
 
 class FrameRanges:
     """An immutable set of frame indices (ints >= 0) as the fewest sorted disjoint `range`s (step 1).
@@ -101,10 +103,10 @@ class FrameRanges:
             count) of the n in order, so sizes differ by at most 1 and every frame is in exactly one share.
 
         Raises:
+            TypeError: `count` not an int.
             ValueError: `count` < 1.
         """
-        if count < 1:
-            raise ValueError(f"invalid count ({count!r}): expected an int >= 1")
+        check_int("count", count, minimum=1)
         cuts = [self.frame_count * k // count for k in range(count + 1)]
         shares: list[list[range]] = [[] for _ in range(count)]
         position = 0  # held frames before `frames`

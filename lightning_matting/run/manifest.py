@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_matting.durable import replace_durably
 from lightning_matting.metadata import VideoInfo
 from lightning_matting.video_names import folder_name
-from lightning_matting.writers.durable import replace_durably
 from lightning_matting.writers.output_format import OutputFormat
 
 MANIFEST = ".matting-run.json"

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_matting.validators import check_int
+
 from .frames import HostFrames, Samples, check_frames, to_host, to_hwc
 from .threaded import BackgroundWorkers
 
@@ -28,11 +30,8 @@ def _close_open_writers() -> None:
 
 
 def check_size(width: object, height: object) -> tuple[int, int]:
-    """Validate a frame size: positive integers (W, H) in pixels."""
-    for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int (pixels), got {value!r}")
-    return width, height
+    """Validate a frame size: ints (W, H) >= 1 in pixels (TypeError or ValueError naming width or height)."""
+    return check_int("width", width, minimum=1), check_int("height", height, minimum=1)
 
 
 class FrameWriter(ABC):

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import cv2
 
-from .durable import StorageError, replace_durably, storage_error
+from lightning_matting.durable import replace_durably
+
+from .durable import StorageError, storage_error
 
 _CHUNK_NAME = re.compile(r"(\d{8})-(\d{8})\.(.+)")
 RECORD_SUFFIX = ".json"

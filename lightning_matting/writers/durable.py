@@ -1,39 +1,11 @@
-"""Finished files that survive a power cut (synced with the folder entry that names them), and the check that
-tells a full disk or a file size limit from a written file."""
+"""The check that tells a full disk, a quota or a file size limit from a written file (finished files that
+survive a power cut: `lightning_matting.durable`)."""
 
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 from pathlib import Path
-
-
-def sync_file(path: str | Path) -> None:
-    """fsync the file's content to the disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def sync_folder(path: str | Path) -> None:
-    """fsync a folder, so that files created or renamed in it are on the disk under their names."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def replace_durably(source: str | Path, target: str | Path) -> None:
-    """Rename a finished file over `target` so that after a power cut `target` holds either the old or the
-    new content, whole: the content is synced before the rename, the folder after it."""
-    sync_file(source)
-    os.replace(source, target)
-    sync_folder(Path(target).parent)
-
 
 # A disk with less than this free counts as full: FFmpeg drops what it cannot write without telling OpenCV.
 FULL_DISK_BYTES = 1 << 20

@@ -13,13 +13,15 @@ import cv2
 import numpy as np
 import torch
 
+from lightning_matting.full_scale import FULL_SCALE
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # What an encoder takes: uint8 in [0, 255] (8-bit outputs), uint16 in [0, 65535] (deeper integer outputs,
 # which the encoder reduces to its depth), float32 in [0, 1] (float outputs such as OpenEXR).
 Samples = Literal["uint8", "uint16", "float32"]
 _DTYPES = {"uint8": torch.uint8, "uint16": torch.uint16, "float32": torch.float32}
-_SCALES = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}
+_SCALES = {"uint8": float(FULL_SCALE[torch.uint8]), "uint16": float(FULL_SCALE[torch.uint16]), "float32": 1.0}
 _CV_DEPTHS = {"uint8": cv2.CV_8U, "uint16": cv2.CV_16U}
 
 # Channel permutations from RGB(A) to each backend's order, keyed by input channel count.
@@ -77,8 +79,12 @@ def _torch_scaled(frames: torch.Tensor, samples: Samples) -> torch.Tensor:
         if samples == "uint8":
             return frames
         if samples == "uint16":
-            return frames.to(torch.int32).mul_(257).to(torch.uint16)
-        return frames.to(torch.float32).div_(255.0)
+            return (
+                frames.to(torch.int32)
+                .mul_(FULL_SCALE[torch.uint16] // FULL_SCALE[torch.uint8])
+                .to(torch.uint16)
+            )
+        return frames.to(torch.float32).div_(_SCALES["uint8"])
     scale = _SCALES[samples]
     scaled = frames.to(torch.float32).mul(scale)  # a new tensor: the caller's batch is never touched
     scaled = scaled.nan_to_num_(nan=0.0).clamp_(0.0, scale)

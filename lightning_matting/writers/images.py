@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from lightning_matting.validators import check_choice, check_int
+
 from .base import FrameWriter
 from .durable import check_storage
 from .exr import exr_encoder
@@ -54,6 +56,7 @@ class ImageSequenceWriter(FrameWriter):
         queue_size: Batches that may wait before `add_batch` blocks.
 
     Raises:
+        TypeError: A size or start_index of the wrong type.
         ValueError: A bad extension, bit_depth or start_index, or exr with no encoder for it.
     """
 
@@ -72,10 +75,8 @@ class ImageSequenceWriter(FrameWriter):
         queue_size: int = 4,
     ):
         extension = extension.lower().lstrip(".") if isinstance(extension, str) else extension
-        if extension not in EXTENSIONS:
-            raise ValueError(f"extension must be one of {', '.join(EXTENSIONS)}, got {extension!r}")
-        if isinstance(start_index, bool) or not isinstance(start_index, int) or start_index < 0:
-            raise ValueError(f"start_index must be a non-negative int, got {start_index!r}")
+        check_choice("extension", extension, EXTENSIONS)
+        check_int("start_index", start_index, minimum=0)
         self.extension = extension
         self.bit_depth = check_image_depth(extension, bit_depth)
         self.samples = samples_for_bits(self.bit_depth)

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import cv2
 
+from lightning_matting.durable import replace_durably
 from lightning_matting.metadata import frame_time
 
 from .chunks import count_frames, parts_folder, verified_chunks
-from .durable import StorageError, check_storage, replace_durably, storage_error
+from .durable import StorageError, check_storage, storage_error
 from .pyav import VARIABLE_RATE_TIME_BASE, AudioCopy, open_audio_source
 
 if TYPE_CHECKING:

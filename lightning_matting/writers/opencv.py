@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from lightning_matting.metadata import to_fraction
+from lightning_matting.validators import check_choice, invalid
 
 from .base import FrameWriter
 from .durable import check_storage
@@ -44,6 +45,7 @@ class VideoWriter(FrameWriter):
         queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
 
     Raises:
+        TypeError: A rate or size of the wrong type.
         ValueError: A bad rate, size, fourcc or odd_size, or a writer OpenCV cannot open (naming the path).
     """
 
@@ -60,11 +62,8 @@ class VideoWriter(FrameWriter):
     ):
         self.frame_rate = to_fraction(frame_rate, "frame_rate")
         if not isinstance(fourcc, str) or len(fourcc) != 4:
-            raise ValueError(
-                f"fourcc must be a 4-character code such as 'mp4v', 'MJPG' or 'FFV1', got {fourcc!r}"
-            )
-        if odd_size not in ("pad", "error"):
-            raise ValueError(f"odd_size must be 'pad' or 'error', got {odd_size!r}")
+            raise ValueError(invalid("fourcc", fourcc, "a 4-character code such as 'mp4v', 'MJPG' or 'FFV1'"))
+        check_choice("odd_size", odd_size, ("pad", "error"))
         self.fourcc = fourcc
         self.odd_size = odd_size
         self.grey = False  # a grey FFV1 stream, chosen at the first batch

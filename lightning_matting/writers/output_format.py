@@ -6,7 +6,6 @@ callback (or a script) composes it instead of knowing each backend.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from lightning_matting.metadata import VideoInfo
+from lightning_matting.validators import check_choice, check_int, check_number, invalid
 from lightning_matting.video_names import folder_name
 
 from .base import FrameWriter
@@ -36,24 +36,14 @@ _VIDEO_EXTENSIONS = {"mp4v": "mp4", "FFV1": "mkv", "MJPG": "avi", "XVID": "avi"}
 
 def check_segment_seconds(segment_seconds: object) -> float:
     """Seconds per segment as a number >= 0 (0: unsegmented); None counts as 0."""
-    if segment_seconds is None:
-        return 0.0
-    if (
-        isinstance(segment_seconds, bool)
-        or not isinstance(segment_seconds, numbers.Real)
-        or not segment_seconds >= 0
-    ):
-        raise ValueError(
-            f"segment_seconds must be a number of seconds >= 0 (0 or None: unsegmented), got {segment_seconds!r}"
-        )
-    return float(segment_seconds)
+    return 0.0 if segment_seconds is None else check_number("segment_seconds", segment_seconds, minimum=0)
 
 
 def check_codec(codec: object) -> str | None:
     """A PyAV codec preset name, or None for OpenCV."""
     if codec is not None and codec not in PRESETS:
         raise ValueError(
-            f"codec must be one of {', '.join(PRESETS)} (PyAV), or None for OpenCV, got {codec!r}"
+            invalid("codec", codec, f"one of {', '.join(map(repr, PRESETS))} (PyAV), or None (OpenCV)")
         )
     return codec
 
@@ -78,7 +68,7 @@ def check_bit_depth(bit_depth: object, format: str, codec: str | None, extension
     None: the format's default (8; 10 for prores4444, 32 for exr)."""
     if bit_depth is not None and (type(bit_depth) is not int or bit_depth not in BIT_DEPTHS):
         raise ValueError(
-            f"bit_depth must be one of {', '.join(map(str, BIT_DEPTHS))} or None, got {bit_depth!r}"
+            invalid("bit_depth", bit_depth, f"one of {', '.join(map(str, BIT_DEPTHS))}, or None")
         )
     if format == "image_sequence":
         return check_image_depth(extension, bit_depth)
@@ -90,13 +80,6 @@ def check_bit_depth(bit_depth: object, format: str, codec: str | None, extension
             f"format='image_sequence' (png or tif for 16, tif or exr for 32); OpenCV video stores 8 bits"
         )
     return 8
-
-
-def check_queue_size(queue_size: object) -> int:
-    """Batches that may wait per writer: an int >= 1."""
-    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-        raise ValueError(f"queue_size must be an int >= 1 (batches waiting per writer), got {queue_size!r}")
-    return queue_size
 
 
 @dataclass(frozen=True)
@@ -121,6 +104,7 @@ class OutputFormat:
             when made. Above 8, floats reach the encoder at 16 bits (or as float32 for 32).
 
     Raises:
+        TypeError: A number of the wrong type, naming it.
         ValueError: A setting out of its allowed values, naming it.
     """
 
@@ -137,14 +121,13 @@ class OutputFormat:
     resolved_extension: str = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.format not in ("video", "image_sequence"):
-            raise ValueError(f"format must be 'video' or 'image_sequence', got {self.format!r}")
+        check_choice("format", self.format, ("video", "image_sequence"))
         check_codec(self.codec)
         alpha = self.format == "image_sequence" if self.alpha is None else self.alpha
         check_alpha(alpha, self.format, self.codec)
         check_audio(self.audio, self.format, self.codec)
         object.__setattr__(self, "alpha", alpha)
-        object.__setattr__(self, "queue_size", check_queue_size(self.queue_size))
+        object.__setattr__(self, "queue_size", check_int("queue_size", self.queue_size, minimum=1))
         object.__setattr__(self, "segment_seconds", check_segment_seconds(self.segment_seconds))
         object.__setattr__(self, "resolved_extension", self._default_extension())
         depth = check_bit_depth(self.bit_depth, self.format, self.codec, self.resolved_extension)

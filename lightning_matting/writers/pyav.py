@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from lightning_matting.full_scale import FULL_SCALE, full_scale
 from lightning_matting.metadata import frame_time, to_fraction
+from lightning_matting.validators import check_choice, invalid
 
 from .base import FrameWriter
 from .durable import check_storage
@@ -134,8 +136,7 @@ def _choose_codec(path: Path, codec: object) -> str:
                 f"or pass codec= one of {', '.join(PRESETS)}"
             )
         return CODEC_BY_EXTENSION[extension]
-    if codec not in PRESETS:
-        raise ValueError(f"codec must be one of {', '.join(PRESETS)}, got {codec!r}")
+    check_choice("codec", codec, PRESETS)
     if extension not in PRESETS[codec].extensions:
         raise ValueError(
             f"codec {codec!r} is written to {' or '.join('.' + ext for ext in PRESETS[codec].extensions)} "
@@ -181,9 +182,7 @@ def _check_options(options: object) -> dict[str, str]:
     if options is None:
         return {}
     if not isinstance(options, Mapping) or not all(isinstance(key, str) for key in options):
-        raise ValueError(
-            f"options must be a dict of FFmpeg encoder options such as {{'crf': 18}}, got {options!r}"
-        )
+        raise TypeError(invalid("options", options, "a dict of FFmpeg encoder options such as {'crf': 18}"))
     return {key: str(value) for key, value in options.items()}
 
 
@@ -289,7 +288,7 @@ def _round_alpha(frame: Any, alpha: np.ndarray) -> None:
     (FFmpeg's conversion drops the low bits: up to a whole level off at 10 bits)."""
     bits = frame.format.components[3].bits
     plane = frame.planes[3]
-    rounded = np.rint(alpha * ((2**bits - 1) / 65535)).astype(np.uint16)
+    rounded = np.rint(alpha * (full_scale(bits) / FULL_SCALE[torch.uint16])).astype(np.uint16)
     padded = np.zeros((plane.height, plane.line_size // 2), np.uint16)
     padded[: alpha.shape[0], : alpha.shape[1]] = rounded
     plane.update(padded.tobytes())
@@ -329,6 +328,7 @@ class AVWriter(FrameWriter):
         queue_size: Batches that may wait for the encoder thread before `add_batch` blocks.
 
     Raises:
+        TypeError: Options, a rate or a size of the wrong type.
         ValueError: A bad codec, bit depth, option, rate or size, or an encoder this PyAV build lacks.
         ImportError: PyAV is not installed (the `[av]` extra).
 
@@ -369,8 +369,7 @@ class AVWriter(FrameWriter):
         if "b" in options:  # a bitrate asks for bitrate control, which the preset's crf would override
             defaults.pop("crf", None)
         self.options = defaults | options
-        if odd_size not in ("pad", "error"):
-            raise ValueError(f"odd_size must be 'pad' or 'error', got {odd_size!r}")
+        check_choice("odd_size", odd_size, ("pad", "error"))
         self.odd_size = odd_size
         self.audio_from = None if audio_from is None else Path(audio_from)
         self._input_channels: int | None = None

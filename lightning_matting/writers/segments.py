@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
+from lightning_matting.durable import replace_durably
 from lightning_matting.validators import check_int
 
 from .base import FrameWriter
 from .chunks import chunk_path, parts_folder, verify_new_chunk, write_record
-from .durable import replace_durably
 from .join import check_audio_source, join_parts
 from .threaded import BackgroundWorkers
 
