@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_matting.models.auto_inference import AutoInference
 from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.inference import can_rewrite, inference_copy
 from lightning_matting.models.onnx_export import require_onnxruntime
@@ -21,10 +22,11 @@ from lightning_matting.models.openvino_runtime import Precision as OpenVinoPreci
 from lightning_matting.models.precision import Precision, bf16_copy
 from lightning_matting.models.rvm import RobustVideoMatting
 
-Inference = Literal["fast", "eager", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8"]
+Inference = Literal["fast", "eager", "auto", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8"]
 INFERENCE_MODES: tuple[Inference, ...] = (
     "fast",
     "eager",
+    "auto",
     "onnxruntime",
     "openvino",
     "openvino-bf16",
@@ -66,13 +68,18 @@ def check_inference(inference: object, net: nn.Module, compile: bool) -> Inferen
 
     Raises:
         ValueError: Not one of INFERENCE_MODES; one of RUNTIMES for a network it does not run ("onnxruntime":
-            our RVM; the OpenVINO modes: our RVM and BGMv2), or with `compile`.
+            our RVM; the OpenVINO modes: our RVM and BGMv2); one of RUNTIMES or "auto" with `compile`.
         ImportError: "onnxruntime" without the `[onnx]` extra installed, an OpenVINO mode without the
             `[openvino]` extra (openvino, and nncf for "openvino-int8").
     """
     if inference not in INFERENCE_MODES:
         raise ValueError(
             f"inference must be one of {', '.join(map(repr, INFERENCE_MODES))}, got {inference!r}"
+        )
+    if inference == "auto" and compile:
+        raise ValueError(
+            "compile=True compiles torch networks and inference='auto' times other paths too (OpenVINO, bf16): "
+            "choose one"
         )
     if inference in RUNTIMES:
         families, names = _RUNTIME_NETWORKS[inference]
@@ -97,7 +104,9 @@ def check_inference(inference: object, net: nn.Module, compile: bool) -> Inferen
 class InferenceNetworks:
     """The networks a module runs: its training network (compiled or not) and a cached one for eval.
 
-    What eval runs for our networks: "fast", the inference copy (`inference_copy`); "onnxruntime", RVM
+    What eval runs for our networks: "fast", the inference copy (`inference_copy`); "auto", the fastest of
+    the paths this CPU runs whose pha stays within 2e-3 of "fast"'s, timed at the first call
+    (`AutoInference`); "onnxruntime", RVM
     through ONNX Runtime (`OnnxRuntimeRVM`); "openvino", "openvino-bf16" and "openvino-int8", RVM through
     OpenVINO in float32, bfloat16 or int8 (`OpenVinoRVM`), BGMv2's base network likewise and its refiner in torch (`OpenVinoBGMv2`); "eager", the network itself. It is rebuilt when the network
     changes: a parameter or buffer replaced, moved or modified in place (an optimizer step,
@@ -148,6 +157,8 @@ class InferenceNetworks:
         self._copy, self._copy_key = None, None
 
     def _build(self, net: nn.Module) -> nn.Module:
+        if self.inference == "auto":
+            return AutoInference(net)
         if self.inference == "onnxruntime":
             return OnnxRuntimeRVM(net)
         if self.inference in OPENVINO_PRECISIONS:
