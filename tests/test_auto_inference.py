@@ -67,3 +67,8 @@ def test_auto_with_compile_is_refused():
         r"bf16\): choose one",
     ):
         MattingModule("rvm-mobilenetv3", inference="auto", compile=True)
+
+
+def test_auto_off_the_cpu_runs_fast_only():
+    network = auto_inference.AutoInference(rvm_module().net.to("meta"), ("fast", "bf16", "openvino"))
+    assert network.candidates == ("fast",)

@@ -80,7 +80,7 @@ class AutoInference(nn.Module):
 
     The first call runs each candidate on its inputs twice (the first builds: OpenVINO converts, int8
     calibrates), times the second, logs one line per candidate and the choice, and returns the chosen one's
-    outputs; later calls run the chosen one only. Off the CPU, or with inputs other than float32, it runs
+    outputs; later calls run the chosen one only. A network off the CPU, or inputs other than float32, run
     "fast". RVM's segmentation pass always runs "fast" (the OpenVINO paths run the matting pass only).
 
     Args:
@@ -92,7 +92,10 @@ class AutoInference(nn.Module):
     def __init__(self, net: nn.Module, candidates: tuple[Candidate, ...] | None = None) -> None:
         super().__init__()
         self.recurrent = isinstance(net, RobustVideoMatting)
-        self.candidates = candidates or auto_candidates(cpu_info().flags, installed_runtimes())
+        on_cpu = next(net.parameters()).device.type == "cpu"
+        self.candidates = (
+            (candidates or auto_candidates(cpu_info().flags, installed_runtimes())) if on_cpu else ("fast",)
+        )
         self.fast = inference_copy(net)
         self._paths: dict[Candidate, Callable[..., Any]] = {
             name: self.fast if name == "fast" else _path(name, net) for name in self.candidates
