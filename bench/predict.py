@@ -9,8 +9,8 @@ On a synthetic clip (decoded by the datamodule in DataLoader workers), writing c
 (2b) the same loop given our 2 DataLoader workers (a stronger baseline than the reference itself);
 (3) encode limit: our three writers fed ready tensors, no model;
 (4) ours: trainer.predict with VideoWriterCallback, torch's threads as predict chooses them (the cores other
-    processes leave, workers and encoders niced: lightning_matting/threads.py);
-(4b) the same with the earlier thread rule: cores - workers - encoders (at least 1), nothing niced.
+    processes leave: lightning_matting/threads.py);
+(4b) the same with the earlier thread rule: cores - workers - encoders (at least 1).
 The model is a GPU stand-in that sleeps `--model-ms` per frame (the CPU stays free, as with a GPU),
 then the real MattingBase-MobileNetV2 on CPU at `--real-size`, which (1) and (4) run as MattingModule does in
 eval (`--inference fast`, the default: the inference copy; `eager`: the network itself) with the intra-op
@@ -32,7 +32,6 @@ import torch
 from torch import nn
 from writers import ReferenceVideoWriter
 
-import lightning_matting.threads
 from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.cpu import cpu_info
 from lightning_matting.data import SyntheticScene, VideoMattingDataModule
@@ -96,17 +95,12 @@ def ours(net: nn.Module, clip_dir: Path, batch_size: int, out: Path, inference: 
 
 
 def ours_earlier_rule(net: nn.Module, clip_dir: Path, batch_size: int, out: Path, inference: str) -> float:
-    """(4) with the earlier rule: torch gets cores - workers - encoders threads, and nothing is niced."""
+    """(4) with the earlier rule: torch gets cores - workers - encoders threads (at least 1)."""
     callback = VideoWriterCallback(out / "ours_earlier", outputs=list(OUTPUTS), overwrite=True)
     dm = datamodule(clip_dir, batch_size)
     threads = intra_op_threads(len(os.sched_getaffinity(0)), None, dm.num_workers, len(OUTPUTS))
     module = MattingModule(net, inference=inference, threads=threads)
-    niceness = lightning_matting.threads.BACKGROUND_NICENESS
-    lightning_matting.threads.BACKGROUND_NICENESS = 0
-    try:
-        return timed(lambda: trainer([callback]).predict(module, datamodule=dm, return_predictions=False))
-    finally:
-        lightning_matting.threads.BACKGROUND_NICENESS = niceness
+    return timed(lambda: trainer([callback]).predict(module, datamodule=dm, return_predictions=False))
 
 
 def reference_loop(

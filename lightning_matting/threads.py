@@ -1,13 +1,12 @@
-"""torch's intra-op thread count for a predict run, and the lower OS priority of decoding and encoding.
+"""torch's intra-op thread count for a predict run: the cores other processes leave.
 
-torch starts one intra-op thread per core. A predict run also decodes in DataLoader worker processes and
-encodes each output on its own thread. An intra-op thread that loses its core stalls every other one at the
-next barrier, so torch must not share cores at equal priority: on Linux the workers and encoder threads run
-niced (`lower_priority`), so they take what torch leaves, and torch gets the cores that other processes do
-not keep busy, measured over a short window at predict start (bench/RESULTS.md has the figures). Where the
-load or the niceness cannot be read or set (no /proc/stat), torch gets the cores the workers and encoders
-leave. `VideoWriterCallback`, which knows the encoders, sets the count at predict start and restores it
-after.
+torch starts one intra-op thread per core. An intra-op thread that loses its core stalls every other one at
+the next barrier, so on a machine that other processes keep busy torch must run fewer threads; on an idle one
+it gains from every core, even beside its own DataLoader workers and encoder threads (bench/RESULTS.md has
+the figures). So on Linux predict watches the load over a short window at predict start (/proc/stat, this
+process and its workers left out) and gives torch the cores the other processes leave. Where the load cannot
+be read (no /proc/stat), torch gets the cores left after the workers and encoders. `VideoWriterCallback`,
+which knows the encoders, sets the count at predict start and restores it after.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Mapping, Set
 from pathlib import Path
@@ -27,15 +25,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 PROC_STAT = Path("/proc/stat")
-BACKGROUND_NICENESS = 10  # decoding and encoding get about a tenth of a core's share against torch's threads
 LOAD_WINDOW_S = 0.2  # how long predict start watches the other processes' load
 # A core counts as taken by other processes once they keep more than this share of it busy.
 TAKEN_CORE_SHARE = 0.25
 
 
 def intra_op_threads(cores: int, busy: float | None, workers: int, encoders: int) -> int:
-    """torch's intra-op threads: the cores other processes leave, or without a measured load (and niceness)
-    the cores left after the workers and encoders; at least 1.
+    """torch's intra-op threads: the cores other processes leave, or without a measured load the cores left
+    after the workers and encoders; at least 1.
 
     Args:
         cores: CPU cores this process may run on (>= 1).
@@ -56,8 +53,9 @@ def intra_op_threads(cores: int, busy: float | None, workers: int, encoders: int
 def busy_cores(cpus: Set[int], seconds: float = LOAD_WINDOW_S) -> float | None:
     """Cores' worth of CPU time that other processes used at normal priority on `cpus` over `seconds`.
 
-    Reads /proc/stat's user, system, irq, softirq and steal times (niced work, ours included, is left out)
-    before and after the window and takes this process's own CPU time off.
+    Reads /proc/stat's user, system, irq, softirq and steal times (niced work, which yields, is left out)
+    before and after the window and takes off the CPU time of this process and its child processes (the
+    DataLoader workers, which may be decoding already).
 
     Args:
         cpus: The CPU numbers to watch (`os.sched_getaffinity(0)`).
@@ -66,13 +64,12 @@ def busy_cores(cpus: Set[int], seconds: float = LOAD_WINDOW_S) -> float | None:
     Returns:
         0 to len(cpus); None where /proc/stat is unreadable or lists none of `cpus`.
     """
-    before, own_before, start = _cpu_times(cpus), _own_cpu_seconds(), time.perf_counter()
+    before, own_before, start = _cpu_times(cpus), _own_ticks(), time.perf_counter()
     time.sleep(seconds)
-    after, own_after, elapsed = _cpu_times(cpus), _own_cpu_seconds(), time.perf_counter() - start
+    after, own_after, elapsed = _cpu_times(cpus), _own_ticks(), time.perf_counter() - start
     if before is None or after is None:
         return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    others = (after - before) / ticks - (own_after - own_before)
+    others = (after - before - (own_after - own_before)) / os.sysconf("SC_CLK_TCK")
     return min(float(len(cpus)), max(0.0, others / elapsed))
 
 
@@ -91,24 +88,22 @@ def _cpu_times(cpus: Set[int]) -> int | None:
     return total if found else None
 
 
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def lower_priority(*_: Any) -> None:
-    """Lower the calling thread's OS priority by BACKGROUND_NICENESS (Linux, where niceness is per thread;
-    threads it starts later inherit it); elsewhere nothing. Takes and ignores a DataLoader worker id, so it
-    serves as a `worker_init_fn`."""
-    if not sys.platform.startswith("linux"):
-        return
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(
-            os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICENESS)
-        )
-    except OSError:
-        pass  # a sandbox that forbids it: the thread keeps its priority
+def _own_ticks() -> int:
+    """The user and system clock ticks of this process (every thread) and its child processes so far."""
+    pids = [str(os.getpid())]
+    for children in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids += children.read_text().split()
+        except OSError:
+            continue  # a thread that ended
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # a worker that ended
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
 
 
 def predict_threads(trainer: L.Trainer, requested: int | None, encoders: int) -> tuple[int, str]:
@@ -133,10 +128,7 @@ def predict_threads(trainer: L.Trainer, requested: int | None, encoders: int) ->
     if busy is None:
         reason = f"{len(cpus)} cores - {workers} DataLoader workers - {encoders} encoder threads"
     else:
-        reason = (
-            f"{len(cpus)} cores, {busy:.1f} of them busy with other processes; the {workers} DataLoader workers "
-            f"and {encoders} encoder threads run at a lower OS priority"
-        )
+        reason = f"{len(cpus)} cores, {busy:.1f} of them busy with other processes"
     return threads, reason + "; to override: MattingModule(threads=N) or OMP_NUM_THREADS"
 
 

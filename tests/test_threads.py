@@ -1,6 +1,6 @@
-"""torch's intra-op threads in predict: the cores other processes leave (workers and encoders niced), or
-without a measured load the cores left after DataLoader workers and encoders; logged, overridable,
-restored afterwards."""
+"""torch's intra-op threads in predict: the cores other processes leave (this process and its workers
+left out of the load), or without a measured load the cores left after DataLoader workers and encoders;
+logged, overridable, restored afterwards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -21,16 +21,11 @@ from lightning_matting.callbacks import VideoWriterCallback
 from lightning_matting.data import VideoMattingDataModule, make_clip
 from lightning_matting.module import MattingModule
 from lightning_matting.threads import (
-    BACKGROUND_NICENESS,
     busy_cores,
     intra_op_threads,
-    lower_priority,
     predict_threads,
 )
 from lightning_matting.writers import VideoWriter
-from lightning_matting.writers.threaded import BackgroundWorkers
-
-linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:MattingModule.*untrained weights"),
@@ -47,7 +42,7 @@ pytestmark = [
         (16, None, 4, 3, 9),
         (8, None, 0, 2, 6),
         (1, None, 0, 0, 1),
-        (2, 0.0, 2, 3, 2),  # idle: every core, the workers and encoders niced
+        (2, 0.0, 2, 3, 2),  # idle: every core, beside the workers and encoders
         (2, 0.25, 2, 3, 2),  # a quarter of a core busy does not take it
         (2, 0.3, 2, 3, 1),
         (2, 1.2, 2, 3, 1),
@@ -77,7 +72,7 @@ def test_busy_cores_counts_other_processes_at_normal_priority(monkeypatch):
     monkeypatch.setattr(lightning_matting.threads, "PROC_STAT", Stat(user=10_000))
     assert busy_cores({0, 1}, 0.01) == 2.0  # at most the cores watched
     monkeypatch.setattr(lightning_matting.threads, "PROC_STAT", Stat(nice=10_000))
-    assert busy_cores({0, 1}, 0.01) == 0.0  # niced work (our workers and encoders) yields: not counted
+    assert busy_cores({0, 1}, 0.01) == 0.0  # niced work yields: not counted
     monkeypatch.setattr(lightning_matting.threads, "PROC_STAT", Stat(user=10_000))
     assert busy_cores({0}, 0.01) == 0.0  # another core's load
     monkeypatch.setattr(lightning_matting.threads, "PROC_STAT", Stat())
@@ -86,40 +81,6 @@ def test_busy_cores_counts_other_processes_at_normal_priority(monkeypatch):
         lightning_matting.threads, "PROC_STAT", lightning_matting.threads.Path("/nonexistent")
     )
     assert busy_cores({0}, 0.01) is None
-
-
-def niceness_in_thread(run) -> int:
-    """The niceness a new thread has after `run()`."""
-    seen = []
-
-    def target():
-        run()
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    return seen[0]
-
-
-@linux
-def test_lower_priority_nices_the_calling_thread_only_and_encoder_threads_use_it():
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert niceness_in_thread(lower_priority) == min(19, mine + BACKGROUND_NICENESS)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
-    seen = []
-    workers = BackgroundWorkers(
-        lambda _: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())), "t"
-    )
-    workers.put(None)
-    workers.close()
-    assert seen == [min(19, mine + BACKGROUND_NICENESS)]
-
-
-def test_predict_dataloader_workers_start_niced(clip):
-    datamodule = VideoMattingDataModule(sources=[clip], batch_size=2, num_workers=1)
-    datamodule.setup("predict")
-    assert datamodule.predict_dataloader().worker_init_fn is lower_priority
 
 
 class RecordThreads(L.Callback):
@@ -169,9 +130,8 @@ def test_predict_uses_the_free_cores_logs_why_and_restores(clip, tmp_path, monke
         seen = predict(MattingModule("rvm-mobilenetv3"), clip, tmp_path, ["pha", "fgr"])
     assert seen == [4, 4]  # 6 cores - 2 taken by other processes
     assert (
-        "torch runs 4 intra-op threads (6 cores, 1.5 of them busy with other processes; the 0 DataLoader "
-        "workers and 2 encoder threads run at a lower OS priority; to override: MattingModule(threads=N) or "
-        "OMP_NUM_THREADS)"
+        "torch runs 4 intra-op threads (6 cores, 1.5 of them busy with other processes; to override: "
+        "MattingModule(threads=N) or OMP_NUM_THREADS)"
     ) in caplog.text
     assert torch.get_num_threads() == before
     monkeypatch.setattr(lightning_matting.threads, "busy_cores", lambda cpus: None)  # no /proc/stat
@@ -236,3 +196,15 @@ def test_the_module_imports_no_callback():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_busy_cores_leaves_out_this_process_and_its_workers():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a child, as a DataLoader worker
+    try:
+        own = lightning_matting.threads._own_ticks()
+        time.sleep(1.0)
+        ticks = lightning_matting.threads._own_ticks() - own
+        assert ticks >= 0.03 * os.sysconf("SC_CLK_TCK")  # the child's CPU time counts as ours
+    finally:
+        spinner.kill()
+        spinner.wait()

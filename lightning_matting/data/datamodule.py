@@ -43,7 +43,6 @@ from lightning_matting.data.synthetic import make_clip, save_clip
 from lightning_matting.live_sources import check_live_source, is_live_source
 from lightning_matting.metadata import VideoInfo, to_fraction
 from lightning_matting.protocols import PredictVideoModule
-from lightning_matting.threads import lower_priority
 
 _SPLITS = {"train": 0, "val": 1, "predict": 2}
 
@@ -450,7 +449,6 @@ class VideoMattingDataModule(LightningDataModule):
             # uint8 frames cross to the device, which makes them floats; for the CPU the workers do, off the
             # model's thread
             collate_fn=partial(collate_frames, written=written, to_float=on_cpu),
-            worker_init_fn=lower_priority,  # decoding yields the cores to the model's threads
             pin_memory=trainer is not None
             and isinstance(trainer.accelerator, CUDAAccelerator),  # async uploads
         )

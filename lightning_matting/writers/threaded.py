@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lightning_matting.threads import lower_priority
 from lightning_matting.validators import check_int
 
 from .durable import StorageError
@@ -23,8 +22,7 @@ class BackgroundWorkers:
     """Run `work(item)` for every queued item on `threads` daemon threads.
 
     `put` blocks while `max_queued` items wait (back-pressure keeps memory flat). With one thread,
-    items are processed in order. The threads run at a lower OS priority than their creator
-    (`lower_priority`), so the model's threads keep their cores. The first error in a worker is re-raised, as `EncoderError` (a
+    items are processed in order. The first error in a worker is re-raised, as `EncoderError` (a
     `StorageError` as itself), by the next `put` or by `close`; items queued after it are dropped.
     """
 
@@ -43,7 +41,6 @@ class BackgroundWorkers:
             thread.start()
 
     def _run(self) -> None:
-        lower_priority()
         while True:
             item = self._queue.get()
             if item is _STOP:
