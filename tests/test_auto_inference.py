@@ -55,7 +55,9 @@ def test_auto_times_the_candidates_at_the_first_batch_logs_them_and_keeps_the_ch
     assert "ms for 2 frame(s), pha error 0.0e+00 against float32 (kept; limit 2e-03)" in timed[0]
     network = auto.networks.for_inference(auto.net)
     assert network.chosen in ("fast", "bf16") and list(network._paths) == [network.chosen]
-    assert f"inference='auto' runs {auto_inference.SETTINGS[network.chosen]} (the fastest kept)" in caplog.text
+    assert (
+        f"inference='auto' runs {auto_inference.SETTINGS[network.chosen]} (the fastest kept)" in caplog.text
+    )
     assert caplog.text.count("inference='auto' runs") == 1  # chosen once, at the first batch
     torch.testing.assert_close(got, stream(exact, clip, 2), atol=AUTO_TOLERANCE, rtol=0)
 
