@@ -27,6 +27,8 @@ a busy machine slows both alike) and the max abs error against eager fp32 over e
                  MattingModule(inference="openvino") (extra `[openvino]`; its conversion time printed)
   openvino-bf16  the same compiled in bfloat16, as MattingModule(inference="openvino-bf16") (CPUs with
                  AVX512_BF16 or AMX)
+  openvino-int8  the same quantized to int8 by NNCF, calibrated on the first (untimed) frame, as
+                 MattingModule(inference="openvino-int8")
 Weights are freshly initialised and inputs random, so refine variants run "sampling" with
 prevent_oversampling off (the reference's speed test): backbone_scale 0.25, 80,000 pixels. RVM runs frame
 after frame with its state carried, at the automatic downsample ratio (longest side to 512 px). CPU only.
@@ -63,8 +65,10 @@ OPTIONS = (
     "onnxruntime",
     "openvino",
     "openvino-bf16",
+    "openvino-int8",
 )
-FIRST_CALL_BUILDS = ("compile", "onnxruntime", "openvino", "openvino-bf16")  # the first call builds
+OPENVINO_OPTIONS = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}
+FIRST_CALL_BUILDS = ("compile", "onnxruntime", *OPENVINO_OPTIONS)  # the first call builds
 RVM_ONLY = ("onnxruntime",)
 REFINE_OPTIONS = {
     "backbone_scale": 0.25,
@@ -88,8 +92,8 @@ def build(option: str, net: nn.Module) -> nn.Module:
         return bf16_copy(net)
     if option == "bf16-weights":
         return Bfloat16(inference_copy(net).to(torch.bfloat16))
-    if option in ("openvino", "openvino-bf16"):
-        precision = "bf16" if option == "openvino-bf16" else "f32"
+    if option in OPENVINO_OPTIONS:
+        precision = OPENVINO_OPTIONS[option]
         return (
             OpenVinoRVM(net, precision)
             if isinstance(net, RobustVideoMatting)
@@ -181,7 +185,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_info().describe()}")
+    print(f"CPU: {cpu_info().describe()}; load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {args.iterations} frames")
     print(
         "| CPU | variant | size | eager ms/frame | "
@@ -193,6 +197,7 @@ def main() -> None:
         for size in args.sizes:
             width, height = (int(v) for v in size.split("x"))
             print(measure(variant, width, height, args.options, args.warmup, args.iterations), flush=True)
+    print(f"load average after: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 
 
 if __name__ == "__main__":

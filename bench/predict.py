@@ -8,12 +8,15 @@ On a synthetic clip (decoded by the datamodule in DataLoader workers), writing c
     DataLoader has no workers), the model, then the reference add_batch for each output in turn;
 (2b) the same loop given our 2 DataLoader workers (a stronger baseline than the reference itself);
 (3) encode limit: our three writers fed ready tensors, no model;
-(4) ours: trainer.predict with VideoWriterCallback.
+(4) ours: trainer.predict with VideoWriterCallback, torch's threads as predict chooses them (the cores other
+    processes leave: lightning_matting/threads.py);
+(4b) the same with the earlier thread rule: cores - workers - encoders (at least 1).
 The model is a GPU stand-in that sleeps `--model-ms` per frame (the CPU stays free, as with a GPU),
 then the real MattingBase-MobileNetV2 on CPU at `--real-size`, which (1) and (4) run as MattingModule does in
 eval (`--inference fast`, the default: the inference copy; `eager`: the network itself) with the intra-op
 threads predict chooses (the writer callback in (4); the same rule, with no encoder, given to (1)), while
-(2) and (2b) call the eager network with torch's default.
+(2) and (2b) call the eager network with torch's default. The first lines name the CPU and the load
+average, which the last line repeats: on a shared machine compare the columns of one row.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from torch import nn
 from writers import ReferenceVideoWriter
 
 from lightning_matting.callbacks import VideoWriterCallback
+from lightning_matting.cpu import cpu_info
 from lightning_matting.data import SyntheticScene, VideoMattingDataModule
 from lightning_matting.module import MattingModule
 from lightning_matting.outputs import DEFAULT_TARGET_COLOR, composite
-from lightning_matting.threads import intra_op_threads
+from lightning_matting.threads import busy_cores, intra_op_threads
 from lightning_matting.writers import ImageSequenceWriter, VideoWriter
 
 OUTPUTS = ("com", "pha", "fgr")
@@ -75,7 +79,8 @@ def model_only(net: nn.Module, clip_dir: Path, batch_size: int, inference: str) 
     module = MattingModule(net, outputs=list(OUTPUTS), inference=inference)
     dm = datamodule(clip_dir, batch_size)
     before = torch.get_num_threads()
-    torch.set_num_threads(intra_op_threads(len(os.sched_getaffinity(0)), dm.num_workers, encoders=0))
+    cpus = os.sched_getaffinity(0)
+    torch.set_num_threads(intra_op_threads(len(cpus), busy_cores(cpus), dm.num_workers, encoders=0))
     try:
         return timed(lambda: trainer([]).predict(module, datamodule=dm, return_predictions=False))
     finally:
@@ -86,6 +91,15 @@ def ours(net: nn.Module, clip_dir: Path, batch_size: int, out: Path, inference: 
     callback = VideoWriterCallback(out / "ours", outputs=list(OUTPUTS), overwrite=True)
     module = MattingModule(net, inference=inference)
     dm = datamodule(clip_dir, batch_size)
+    return timed(lambda: trainer([callback]).predict(module, datamodule=dm, return_predictions=False))
+
+
+def ours_earlier_rule(net: nn.Module, clip_dir: Path, batch_size: int, out: Path, inference: str) -> float:
+    """(4) with the earlier rule: torch gets cores - workers - encoders threads (at least 1)."""
+    callback = VideoWriterCallback(out / "ours_earlier", outputs=list(OUTPUTS), overwrite=True)
+    dm = datamodule(clip_dir, batch_size)
+    threads = intra_op_threads(len(os.sched_getaffinity(0)), None, dm.num_workers, len(OUTPUTS))
+    module = MattingModule(net, inference=inference, threads=threads)
     return timed(lambda: trainer([callback]).predict(module, datamodule=dm, return_predictions=False))
 
 
@@ -162,13 +176,16 @@ def measure(
         "reference + workers": frames / reference_loop(net, clip_dir, batch_size, tmp, size, num_workers=2),
         "encode limit": frames / encode_limit(src, batch_size, tmp),
         "ours": frames / ours(net, clip_dir, batch_size, tmp, inference),
+        "ours, earlier rule": frames / ours_earlier_rule(net, clip_dir, batch_size, tmp, inference),
     }
     bound = min(fps["model only"], fps["encode limit"])
     print(
         f"| {label} | {size[0]}x{size[1]} | {frames} | "
         + " | ".join(f"{value:.1f}" for value in fps.values())
         + f" | {fps['ours'] / bound:.2f} | {fps['ours'] / fps['reference style']:.2f}"
-        + f" | {fps['ours'] / fps['reference + workers']:.2f} |"
+        + f" | {fps['ours'] / fps['reference + workers']:.2f}"
+        + f" | {fps['ours, earlier rule'] / fps['reference style']:.2f} | {fps['ours'] / fps['ours, earlier rule']:.2f} |",
+        flush=True,
     )
 
 
@@ -186,15 +203,16 @@ def main() -> None:
         "--inference", choices=["fast", "eager"], default="fast", help="MattingModule's inference"
     )
     args = parser.parse_args()
+    print(f"CPU: {cpu_info().describe()}; load average {load_average()}")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, outputs com+pha+fgr"
     )
     print(
         "| model | size | frames | (1) model only | (2) reference style | (2b) reference + workers "
-        "| (3) encode limit | (4) ours "
-        "| ours / min(1,3) | ours / reference | ours / (2b) |"
+        "| (3) encode limit | (4) ours | (4b) ours, earlier rule "
+        "| ours / min(1,3) | ours / reference | ours / (2b) | (4b) / reference | (4) / (4b) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sleeper = SleepingMatte(args.model_ms / 1000)
@@ -216,6 +234,11 @@ def main() -> None:
             tmp,
             args.inference,
         )
+    print(f"load average after: {load_average()}")
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

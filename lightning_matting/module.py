@@ -79,7 +79,11 @@ class MattingModule(L.LightningModule):
             base network with its refiner in torch, converted by OpenVINO at each frame size's first batch
             (again after the weights change) and compiled for the CPU in float32 (within 1e-4 of "eager",
             tested) or bfloat16 (CPUs with avx512_bf16 or amx_bf16; within 1e-2), with torch's thread count
-            (docs/openvino.md).
+            (docs/openvino.md). "openvino-int8": the same quantized to int8 by NNCF (in the extra), calibrated
+            on each frame size's first batch; pha within 5e-2 of "eager" on RVM's golden clip (tested).
+            "auto" (our networks): at the first batch on a CPU, times the paths the CPU and the installed
+            extras allow ("fast", precision bf16, the OpenVINO ones) and keeps the fastest whose pha stays
+            within 2e-3 of "fast"'s, logging each (docs/speed.md); off the CPU it runs "fast".
             Training always runs the network.
         compile: torch.compile what runs (the network in training, the inference copy in eval). The first
             batch of each input size compiles (a long pause on a CPU), and eval compiles again after the
@@ -102,7 +106,7 @@ class MattingModule(L.LightningModule):
     Raises:
         ValueError: A setting out of its allowed values, or refine settings given with an nn.Module.
         TypeError: A group that is neither its settings class nor a mapping of its fields.
-        ImportError: inference="onnxruntime" without the `[onnx]` extra; "openvino" or "openvino-bf16"
+        ImportError: inference="onnxruntime" without the `[onnx]` extra; an OpenVINO one
             without the `[openvino]` extra.
         ValueError: precision="bf16" or inference="openvino-bf16" on a CPU without bf16 instructions, when
             predict or validation starts.

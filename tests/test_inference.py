@@ -209,7 +209,7 @@ def test_compile_option_carries_the_state_across_batches():
 def test_bad_options_are_named():
     with pytest.raises(
         ValueError,
-        match="invalid inference \\('fastest'\\): expected one of 'fast', 'eager', 'onnxruntime', 'openvino', 'openvino-bf16'",
+        match="invalid inference \\('fastest'\\): expected one of 'fast', 'eager', 'auto', 'onnxruntime', 'openvino', 'openvino-bf16', 'openvino-int8'",
     ):
         MattingModule("mattingbase-mobilenetv2", inference="fastest")
     with pytest.raises(ValueError, match="threads must be an int >= 1 or None, got 0"):

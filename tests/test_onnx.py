@@ -130,7 +130,7 @@ def test_export_script_writes_a_bgmv2_base_file(tmp_path, monkeypatch):
 def test_bad_settings_are_refused_with_their_names(tmp_path, monkeypatch):
     with pytest.raises(
         ValueError,
-        match="invalid inference \\('fastest'\\): expected one of 'fast', 'eager', 'onnxruntime', 'openvino', 'openvino-bf16'",
+        match="invalid inference \\('fastest'\\): expected one of 'fast', 'eager', 'auto', 'onnxruntime', 'openvino', 'openvino-bf16', 'openvino-int8'",
     ):
         MattingModule("rvm-mobilenetv3", inference="fastest")
     with pytest.raises(

@@ -120,7 +120,9 @@ def test_bad_settings_are_refused_with_their_names(monkeypatch):
     with pytest.raises(ValueError, match=r"bgr must have the same \[B, 3, H, W\] shape as src"):
         base(frames[0], frames[1, :, :, :40])
     net = load_model("rvm-mobilenetv3")
-    with pytest.raises(ValueError, match=r"invalid precision \('fp16'\): expected one of 'f32', 'bf16'"):
+    with pytest.raises(
+        ValueError, match=r"invalid precision \('fp16'\): expected one of 'f32', 'bf16', 'int8'"
+    ):
         OpenVinoRVM(net, "fp16")
     network, src = OpenVinoRVM(net), torch.rand(1, 3, 48, 64)
     with pytest.raises(ValueError, match="OpenVINO runs RVM's matting pass only; for seg use"):
@@ -135,3 +137,31 @@ def test_bad_settings_are_refused_with_their_names(monkeypatch):
         match=r"OpenVINO inference needs openvino \(pip install 'lightning-matting\[openvino\]'\)",
     ):
         MattingModule("rvm-mobilenetv3", inference="openvino")
+
+
+INT8_PHA_TOLERANCE = 5e-2  # int8 steps of the activations: 2.5e-2 measured on RVM's golden clip
+INT8_PHA_MEAN_TOLERANCE = 1e-2  # 3.6e-3 measured
+
+
+def test_openvino_int8_calibrates_on_the_first_call_and_stays_near_eager():
+    model = reference_model("mobilenetv3")
+    clip = golden("mobilenetv3")["inputs"]["src"]
+    network = OpenVinoRVM(model, "int8")
+    with torch.inference_mode():
+        int8, eager = network(clip, downsample_ratio=0.5), model(clip, downsample_ratio=0.5)
+    error = (int8[1] - eager[1]).abs()
+    assert 1e-4 < error.max() <= INT8_PHA_TOLERANCE  # quantized: not float32
+    assert error.mean() <= INT8_PHA_MEAN_TOLERANCE
+    assert all(x.dtype == torch.float32 for x in int8)
+    assert list(network._models._models) == [(1, 112, 192, 0.5)]  # calibrated once for the size
+
+
+def test_openvino_int8_without_nncf_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if nncf were not installed
+    with pytest.raises(
+        ImportError,
+        match=r"OpenVINO int8 inference needs nncf \(pip install 'lightning-matting\[openvino\]'\)",
+    ):
+        MattingModule("rvm-mobilenetv3", inference="openvino-int8")
+    with pytest.raises(ImportError, match=r"OpenVINO int8 inference needs nncf"):
+        OpenVinoBGMv2(load_model("mattingbase-mobilenetv2"), "int8")

@@ -80,7 +80,7 @@ class ExportedRVM(nn.Module):
             raise ValueError(f"src must be [N,3,H,W] or [N,T,3,H,W] (RGB), got shape {list(src.shape)}")
         height, width = src.shape[-2:]
         ratio = auto_downsample_ratio(height, width) if downsample_ratio is None else downsample_ratio
-        step, shapes = self._step(src.size(0), height, width, ratio)
+        step, shapes = self._step(src, ratio)
         states = [
             torch.zeros(shape) if state is None else state
             for state, shape in zip((r1, r2, r3, r4), shapes, strict=True)
@@ -102,6 +102,7 @@ class ExportedRVM(nn.Module):
             return [torch.stack(fgr, 1), torch.stack(pha, 1), *states]
         return [fgr[0], pha[0], *states]
 
-    def _step(self, batch_size: int, height: int, width: int, ratio: float) -> tuple[Step, list[list[int]]]:
-        """The step for these shapes and torch's current thread count, and the states' shapes [N,C,h,w]."""
+    def _step(self, src: Tensor, ratio: float) -> tuple[Step, list[list[int]]]:
+        """The step for the batch and frame size of the call's `src` [N,3,H,W] or [N,T,3,H,W], the ratio and
+        torch's current thread count, and the states' shapes [N,C,h,w]."""
         raise NotImplementedError

@@ -7,22 +7,44 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_matting.models.auto_inference import AutoInference
 from lightning_matting.models.bgmv2 import MattingBase, MattingRefine
 from lightning_matting.models.inference import can_rewrite, inference_copy
 from lightning_matting.models.onnx_export import require_onnxruntime
 from lightning_matting.models.onnx_runtime import OnnxRuntimeRVM
-from lightning_matting.models.openvino_runtime import OpenVinoBGMv2, OpenVinoRVM, require_openvino
+from lightning_matting.models.openvino_runtime import (
+    OpenVinoBGMv2,
+    OpenVinoRVM,
+    require_nncf,
+    require_openvino,
+)
+from lightning_matting.models.openvino_runtime import Precision as OpenVinoPrecision
 from lightning_matting.models.precision import Precision, bf16_copy
 from lightning_matting.models.rvm import RobustVideoMatting
 from lightning_matting.validators import check_choice
 
-Inference = Literal["fast", "eager", "onnxruntime", "openvino", "openvino-bf16"]
-INFERENCE_MODES: tuple[Inference, ...] = ("fast", "eager", "onnxruntime", "openvino", "openvino-bf16")
+Inference = Literal["fast", "eager", "auto", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8"]
+INFERENCE_MODES: tuple[Inference, ...] = (
+    "fast",
+    "eager",
+    "auto",
+    "onnxruntime",
+    "openvino",
+    "openvino-bf16",
+    "openvino-int8",
+)
+# The OpenVINO modes and the precision each compiles in.
+OPENVINO_PRECISIONS: dict[str, OpenVinoPrecision] = {
+    "openvino": "f32",
+    "openvino-bf16": "bf16",
+    "openvino-int8": "int8",
+}
 # The modes an outside runtime runs on the CPU (for RVM its matting pass only): what it runs.
 RUNTIMES: dict[str, str] = {
     "onnxruntime": "an ONNX export",
     "openvino": "an OpenVINO model",
     "openvino-bf16": "an OpenVINO model",
+    "openvino-int8": "an OpenVINO model",
 }
 # The networks each runtime runs, as the refusal names them.
 _RUNTIME_NETWORKS: dict[str, tuple[tuple[type[nn.Module], ...], str]] = {
@@ -35,6 +57,10 @@ _RUNTIME_NETWORKS: dict[str, tuple[tuple[type[nn.Module], ...], str]] = {
         (RobustVideoMatting, MattingBase),
         "our RobustVideoMatting and BackgroundMattingV2 networks",
     ),
+    "openvino-int8": (
+        (RobustVideoMatting, MattingBase),
+        "our RobustVideoMatting and BackgroundMattingV2 networks",
+    ),
 }
 
 
@@ -43,11 +69,16 @@ def check_inference(inference: object, net: nn.Module, compile: bool) -> Inferen
 
     Raises:
         ValueError: Not one of INFERENCE_MODES; one of RUNTIMES for a network it does not run ("onnxruntime":
-            our RVM; "openvino", "openvino-bf16": our RVM and BGMv2), or with `compile`.
-        ImportError: "onnxruntime" without the `[onnx]` extra installed, "openvino" or "openvino-bf16"
-            without the `[openvino]` extra.
+            our RVM; the OpenVINO modes: our RVM and BGMv2); one of RUNTIMES or "auto" with `compile`.
+        ImportError: "onnxruntime" without the `[onnx]` extra installed, an OpenVINO mode without the
+            `[openvino]` extra (openvino, and nncf for "openvino-int8").
     """
     check_choice("inference", inference, INFERENCE_MODES)
+    if inference == "auto" and compile:
+        raise ValueError(
+            "compile=True compiles torch networks and inference='auto' times other paths too (OpenVINO, bf16): "
+            "choose one"
+        )
     if inference in RUNTIMES:
         families, names = _RUNTIME_NETWORKS[inference]
         if not isinstance(net, families):
@@ -63,15 +94,19 @@ def check_inference(inference: object, net: nn.Module, compile: bool) -> Inferen
             require_onnxruntime()
         else:
             require_openvino()
+        if inference == "openvino-int8":
+            require_nncf()
     return inference
 
 
 class InferenceNetworks:
     """The networks a module runs: its training network (compiled or not) and a cached one for eval.
 
-    What eval runs for our networks: "fast", the inference copy (`inference_copy`); "onnxruntime", RVM
-    through ONNX Runtime (`OnnxRuntimeRVM`); "openvino" and "openvino-bf16", RVM through OpenVINO in float32
-    or bfloat16 (`OpenVinoRVM`), BGMv2's base network likewise and its refiner in torch (`OpenVinoBGMv2`); "eager", the network itself. It is rebuilt when the network
+    What eval runs for our networks: "fast", the inference copy (`inference_copy`); "auto", the fastest of
+    the paths this CPU runs whose pha stays within 2e-3 of "fast"'s, timed at the first call
+    (`AutoInference`); "onnxruntime", RVM
+    through ONNX Runtime (`OnnxRuntimeRVM`); "openvino", "openvino-bf16" and "openvino-int8", RVM through
+    OpenVINO in float32, bfloat16 or int8 (`OpenVinoRVM`), BGMv2's base network likewise and its refiner in torch (`OpenVinoBGMv2`); "eager", the network itself. It is rebuilt when the network
     changes: a parameter or buffer replaced, moved or modified in place (an optimizer step,
     `load_state_dict`: their version counters), or a BGMv2 refine setting changed. It is dropped with
     `clear()`, e.g. on entering training.
@@ -120,10 +155,12 @@ class InferenceNetworks:
         self._copy, self._copy_key = None, None
 
     def _build(self, net: nn.Module) -> nn.Module:
+        if self.inference == "auto":
+            return AutoInference(net)
         if self.inference == "onnxruntime":
             return OnnxRuntimeRVM(net)
-        if self.inference in ("openvino", "openvino-bf16"):
-            precision = "bf16" if self.inference == "openvino-bf16" else "f32"
+        if self.inference in OPENVINO_PRECISIONS:
+            precision = OPENVINO_PRECISIONS[self.inference]
             return (
                 OpenVinoRVM(net, precision)
                 if isinstance(net, RobustVideoMatting)

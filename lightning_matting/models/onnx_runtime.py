@@ -43,8 +43,8 @@ class OnnxRuntimeRVM(ExportedRVM):
         self._models: dict[tuple[int, int, int, float], bytes] = {}
         self._sessions: dict[tuple[int, int, int, float, int], Any] = {}
 
-    def _step(self, batch_size: int, height: int, width: int, ratio: float) -> tuple[Step, list[list[int]]]:
-        session = self._session(batch_size, height, width, ratio)
+    def _step(self, src: Tensor, ratio: float) -> tuple[Step, list[list[int]]]:
+        session = self._session(src.size(0), *src.shape[-2:], ratio)
 
         def step(*inputs: Tensor) -> list[Tensor]:
             feeds = {name: x.contiguous().numpy() for name, x in zip(RVM_INPUT_NAMES, inputs, strict=True)}
