@@ -30,6 +30,7 @@ from lightning_matting.live_sources import DEVICE, STDIN, check_live_source
 from lightning_matting.metadata import VideoInfo
 
 LIVE_NAME = "live"  # the output folder of a live source
+ANALYZE_SECONDS = 1.0  # of the stream's time read to find its streams' parameters before the first frame
 _BACKOFF_SECONDS = 0.5  # the first wait before reopening a dropped stream; doubled at each further attempt
 CAPTURED_PLATE = re.compile(r"capture:([1-9]\d*)")  # a live source's plate made of its first N frames
 _BUFFERED_BATCHES = 4  # realtime=False: batches of decoded frames the reader may hold before the stream waits
@@ -51,13 +52,16 @@ def open_live(source: str, timeout: float) -> Any:
 
     check_live_source(source)
     microseconds = str(int(timeout * 1e6))
-    # FFmpeg's own socket timeouts (µs) besides PyAV's interrupt, which a blocked UDP read does not reach
-    options = {"timeout": microseconds, "rw_timeout": microseconds, "analyzeduration": "1000000"}
+    # Opening probes the stream for ANALYZE_SECONDS of its time (FFmpeg's default, 5 s, holds a pipe fed frame
+    # by frame for 5 s of frames); FFmpeg's own socket timeouts (µs) besides PyAV's interrupt, which a
+    # blocked UDP read does not reach
+    probe = {"analyzeduration": str(int(ANALYZE_SECONDS * 1e6))}
+    options = probe | {"timeout": microseconds, "rw_timeout": microseconds}
     if source.startswith("udp://"):
         options["overrun_nonfatal"] = "1"  # a model behind drops packets instead of failing the stream
     try:
         if source == STDIN:
-            container = av.open("pipe:0", "r", timeout=timeout)
+            container = av.open("pipe:0", "r", options=probe, timeout=timeout)
         elif DEVICE.fullmatch(source):
             container = av.open(source, "r", format="v4l2", timeout=timeout)
         else:

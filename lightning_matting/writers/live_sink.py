@@ -31,6 +31,7 @@ _ENCODER_OPTIONS = {
     "libx264": {"preset": "ultrafast", "tune": "zerolatency", "bf": "0"},
     "mpeg4": {"bf": "0", "qscale": "4"},
 }
+_EACH_PACKET = {"flush_packets": "1"}  # each frame leaves at once, not when FFmpeg's 32 KiB buffer is full
 _TIME_BASE = Fraction(1, 90000)  # MPEG-TS's clock: pts are sent at this resolution
 
 
@@ -128,11 +129,15 @@ class LiveSink:
                 sys.stdout.flush()
                 stream_fd = os.dup(1)
                 os.dup2(2, 1)  # the stream owns standard output; print() and logs go to standard error
-                return av.open(os.fdopen(stream_fd, "wb"), "w", format="mpegts")
+                return av.open(
+                    os.fdopen(stream_fd, "wb", buffering=0), "w", format="mpegts", options=_EACH_PACKET
+                )
             if DEVICE.fullmatch(self.url):
                 return av.open(self.url, "w", format="v4l2")
             scheme = self.url.split("://", 1)[0].lower()
-            return av.open(self.url, "w", format=SINK_FORMATS[scheme], timeout=(timeout, timeout))
+            return av.open(
+                self.url, "w", format=SINK_FORMATS[scheme], options=_EACH_PACKET, timeout=(timeout, timeout)
+            )
         except (av.FFmpegError, OSError) as error:
             raise self._refusal(error) from error
 
