@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,6 +28,7 @@ from lightning_matting.callbacks import LiveStreamCallback, VideoWriterCallback
 from lightning_matting.cli import main, run_cli
 from lightning_matting.data.datamodule import VideoMattingDataModule
 from lightning_matting.matte_command import parse_streams, predict_config
+from lightning_matting.writers import LiveSink
 from tests.test_live import FPS, HEIGHT, STEP, WIDTH, MeanMatte, free_port, levels, plate, send_pattern
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,6 +207,26 @@ def test_sigterm_mid_stream_ends_the_stream_finalizes_the_files_and_exits_with_1
     assert len(recorded) >= 5 and np.all(np.diff(recorded) % 32 == 1)
     sent = iter(recorded)  # streamed in order, a frame dropped at most when the stream fell behind; the batch
     assert all(level in sent for level in receiver.levels)  # stopped at is recorded but not streamed
+
+
+def test_a_receiver_that_stops_reading_drops_frames_never_the_caller_and_stops_the_stream():
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []  # the connection is taken and never read
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    sink = LiveSink(f"tcp://127.0.0.1:{listener.getsockname()[1]}", Fraction(30), (640, 360), timeout=1)
+    noise, waits = np.random.default_rng(0).integers(0, 256, (8, 360, 640, 3), dtype=np.uint8), []
+    for i in range(200):
+        started = time.monotonic()
+        sink.send(noise[i % 8], i / 30, time.time())
+        waits.append(time.monotonic() - started)
+        if sink.failure:
+            break
+        time.sleep(1 / 30)
+    sink.close()
+    listener.close()
+    assert "timed out" in sink.failure and sink.dropped > 0 and sink.sent + sink.dropped == i + 1
+    assert max(waits) < 0.05  # the caller never waits for the stream
+    assert f"{sink.sent} frames sent (libx264), {sink.dropped} dropped" in sink.summary()
 
 
 class PlateDifference(nn.Module):

@@ -85,7 +85,8 @@ class LiveSink:
         rate: Frames per second the encoder is told (its rate control and keyframe interval).
         size: (width, height) of the frames, pixels; None: the first frame's.
         queue_size: Frames that may wait for the sender; a further frame drops the oldest.
-        timeout: Seconds the stream may take to open, and each write (a stalled receiver stops the stream).
+        timeout: Seconds the stream may take to open, and each write (a receiver that stops reading stops the
+            stream: TCP's own timeout, a write still blocked at `close` left behind).
         what: How messages name the stream, such as "LiveStreamCallback: streams['pha']".
 
     Raises:
@@ -102,8 +103,8 @@ class LiveSink:
         timeout: float = 5.0,
         what: str = "",
     ):
-        self.url = check_sink_url(url, what or "stream")
-        self.what = what or f"stream {url!r}"
+        self.what = what or "stream"
+        self.url = check_sink_url(url, self.what)
         self.rate = Fraction(rate)
         self.queue_size = queue_size
         self.encoder = next((name for name in ENCODERS if has_encoder(_import_av(), name)), ENCODERS[-1])
@@ -135,8 +136,11 @@ class LiveSink:
             if DEVICE.fullmatch(self.url):
                 return av.open(self.url, "w", format="v4l2")
             scheme = self.url.split("://", 1)[0].lower()
+            url = self.url
+            if scheme == "tcp" and "timeout=" not in url:  # TCP's own write timeout (µs); PyAV's is for reads
+                url += f"{'&' if '?' in url else '?'}timeout={int(timeout * 1e6)}"
             return av.open(
-                self.url, "w", format=SINK_FORMATS[scheme], options=_EACH_PACKET, timeout=(timeout, timeout)
+                url, "w", format=SINK_FORMATS[scheme], options=_EACH_PACKET, timeout=(timeout, timeout)
             )
         except (av.FFmpegError, OSError) as error:
             raise self._refusal(error) from error
@@ -233,7 +237,12 @@ class LiveSink:
                 return
             self.closed = True
             self._changed.notify_all()
-        self._sender.join()
+        self._sender.join(self.timeout + 1)
+        if self._sender.is_alive():  # blocked in a write that no timeout of this protocol ends
+            self.failure = (
+                self.failure or f"a write blocked for over {self.timeout:g} s (the receiver stopped reading)"
+            )
+            return
         try:
             if self._stream is not None and self.failure is None:
                 for packet in self._stream.encode():
