@@ -144,7 +144,7 @@ def test_a_predict_config_streams_from_a_tcp_listener_to_a_tcp_receiver(tmp_path
                 },
                 {
                     "class_path": "lightning_matting.callbacks.LiveStreamCallback",
-                    "init_args": {"streams": {"pha": f"tcp://127.0.0.1:{target}"}},
+                    "init_args": {"streams": {"pha": f"tcp://127.0.0.1:{target}"}, "queue_size": 64},
                 },
             ],
         },
