@@ -95,14 +95,11 @@ class LiveStreamCallback(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        frames = {name: [] for name in self.streams}
+        samples: dict[str, list] = {name: [] for name in self.streams}  # uint8 [H,W,C] frames, in order
         for run in step_runs(outputs, batch, list(self.streams)):
             for name, tensor in run.frames.items():
-                frames[name].append(to_hwc(tensor[:, :3], "rgb", "uint8").cpu().numpy())
-        if not frames or not frames[next(iter(frames))]:
-            return
-        samples = {name: [frame for part in parts for frame in part] for name, parts in frames.items()}
-        count = len(next(iter(samples.values())))
+                samples[name] += list(to_hwc(tensor[:, :3], "rgb", "uint8").cpu().numpy())  # RGB or grey
+        count = len(samples[next(iter(self.streams))])
         times = self._times(batch, count)
         for name, sink in self.sinks.items():
             for frame, (pts, captured) in zip(samples[name], times, strict=True):
