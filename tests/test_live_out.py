@@ -283,6 +283,10 @@ def test_targets_that_cannot_be_streamed_to_are_refused_naming_them(tmp_path, ca
     assert "matte: --stream 'pha:udp://127.0.0.1:9' is not OUTPUT=URL" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"--stream 'pha=udp://127.0.0.1:8' gives an output twice: give one"):
         parse_streams(["pha=udp://127.0.0.1:9", "pha=udp://127.0.0.1:8"])
+    with pytest.raises(
+        ValueError, match=r"backgrounds: 'capture:5' takes the plate from a live source's first"
+    ):
+        VideoMattingDataModule(["clip.mp4"], backgrounds=["capture:5"])
     live = VideoMattingDataModule(["udp://127.0.0.1:9"], backgrounds=["capture:0"])
     with pytest.raises(
         ValueError, match=r"an image file \(.*\) or capture:N \(the median of the stream's first N"
