@@ -113,8 +113,8 @@ class VideoMattingDataModule(LightningDataModule):
     Args:
         sources: Video files or image folders to predict; or one live source alone: a URL (udp://, tcp://,
             rtsp://, rtmp://, srt://, http(s)://), '-' (standard input) or /dev/videoN, matted as its frames
-            come (`lightning_matting.data.live`; its background a still image, or "capture:N": the median of its first N frames, not matted; no align, target or synthetic
-            clips beside it).
+            come (`lightning_matting.data.live`; its background a still image, or "capture:N": the median of
+            its first N frames, which are not matted; no align, target or synthetic clips beside it).
         backgrounds: One plate per source (an image, a video, an image folder, or null), or None.
         target: The composite's background for every source: '#RRGGBB', (r, g, b) in [0, 1], or an image
             or video path (looped when shorter, cut when longer).
