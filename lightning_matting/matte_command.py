@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from lightning_matting.live_sources import is_live_source
 from lightning_matting.models.loading import VARIANTS
 
 WRITER = "lightning_matting.callbacks.VideoWriterCallback"
+STREAMER = "lightning_matting.callbacks.LiveStreamCallback"
 _GLOB_CHARACTERS = "*?["
 
 
@@ -69,6 +70,7 @@ def predict_config(
     overwrite: bool = False,
     resume: bool = False,
     realtime: bool = False,
+    streams: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The predict config (as `lightning-matting predict --config` reads it) of one `matte` call.
 
@@ -87,6 +89,7 @@ def predict_config(
         overwrite: Replace existing outputs.
         resume: Continue an interrupted run of the same command.
         realtime: A live input: keep only the latest frames when the model falls behind (bounded latency).
+        streams: {output: URL} streamed live as well (`LiveStreamCallback`), such as {"pha": "udp://127.0.0.1:9000"}.
 
     Returns:
         {"subcommand": "predict", "predict": {"trainer": ..., "model": ..., "data": ...}}.
@@ -121,6 +124,9 @@ def predict_config(
             raise ValueError(f"matte: --target {target!r}: {error}") from error
     if realtime:
         data["live"] = {"realtime": True}
+    callbacks = [{"class_path": WRITER, "init_args": writer}]
+    if streams:
+        callbacks.append({"class_path": STREAMER, "init_args": {"streams": dict(streams)}})
     return {
         "subcommand": "predict",
         "predict": {
@@ -128,7 +134,7 @@ def predict_config(
                 "accelerator": "auto",
                 "devices": devices,
                 "logger": False,
-                "callbacks": [{"class_path": WRITER, "init_args": writer}],
+                "callbacks": callbacks,
             },
             "model": {"model": model, "checkpoint": checkpoint},
             "data": data,
@@ -143,7 +149,7 @@ def matte(inputs: str | Sequence[str], model: str, **options: Any) -> dict[str, 
         inputs: A path or glob, or a list of them (video files, image folders).
         model: A variant name (`lightning_matting.VARIANTS`) or a TorchScript file.
         **options: The keyword arguments of `predict_config` (checkpoint, backgrounds, output, outputs, codec,
-            target, devices, batch_size, overwrite, resume, realtime).
+            target, devices, batch_size, overwrite, resume, realtime, streams).
 
     Returns:
         The written files: {video: {output: path}}.
@@ -211,6 +217,14 @@ def parser() -> argparse.ArgumentParser:
         help="a live input: keep only the latest frames when the model falls behind (bounded latency)",
     )
     matte_parser.add_argument(
+        "--stream",
+        action="append",
+        default=[],
+        metavar="OUTPUT=URL",
+        help="also stream an output live, such as pha=udp://127.0.0.1:9000 (udp://, tcp://, srt://, rtmp://, - "
+        "for standard output, /dev/videoN); repeatable",
+    )
+    matte_parser.add_argument(
         "--print_config", action="store_true", help="print the equivalent predict config (YAML) and exit"
     )
     return matte_parser
@@ -252,5 +266,25 @@ def config_from_arguments(arguments: Sequence[str]) -> tuple[dict[str, Any], boo
         overwrite=parsed.overwrite,
         resume=parsed.resume,
         realtime=parsed.realtime,
+        streams=parse_streams(parsed.stream),
     )
     return config, parsed.print_config
+
+
+def parse_streams(arguments: Sequence[str]) -> dict[str, str]:
+    """`--stream OUTPUT=URL` arguments as {output: URL}.
+
+    Raises:
+        ValueError: An argument without `=`, an empty side, or an output given twice, naming it.
+    """
+    streams: dict[str, str] = {}
+    for argument in arguments:
+        name, equals, url = argument.partition("=")
+        if not equals or not name.strip() or not url.strip() or name.strip() in streams:
+            problem = "gives an output twice" if name.strip() in streams else "is not OUTPUT=URL"
+            raise ValueError(
+                f"matte: --stream {argument!r} {problem}: give one output and where it goes, such as "
+                "--stream pha=udp://127.0.0.1:9000 (repeat --stream for more outputs)"
+            )
+        streams[name.strip()] = url.strip()
+    return streams

@@ -10,6 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lightning_matting"
 MODULES_WITH_EXAMPLES = [
+    "lightning_matting.callbacks.live_stream",
     "lightning_matting.callbacks.video_writer",
     "lightning_matting.matte_command",
     "lightning_matting.metrics",

@@ -3,7 +3,6 @@ it comes; the stream's end, realtime drops, unreachable sources and standard inp
 
 from __future__ import annotations
 
-import io
 import socket
 import subprocess
 import sys
@@ -58,9 +57,10 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 def send_pattern(target: object, frames: int, container_format: str, delay: float = 0.0) -> None:
-    """Encode `frames` grey frames (level STEP * i) at FPS, in real time, to a URL or a writable file."""
+    """Encode `frames` grey frames (level STEP * i) at FPS, in real time, each sent as it is made, to a URL or a
+    writable file (left open)."""
     time.sleep(delay)
-    with av.open(target, "w", format=container_format) as output:
+    with av.open(target, "w", format=container_format, options={"flush_packets": "1"}) as output:
         stream = output.add_stream("mpeg2video", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         for i in range(frames):
@@ -169,15 +169,38 @@ def test_matte_takes_live_inputs_as_they_are():
     assert expand_inputs(live) == live
 
 
-def test_standard_input_through_the_matte_command(tmp_path):
+def test_standard_input_fed_frame_by_frame_is_matted_as_it_comes_and_streamed_to_standard_output(tmp_path):
     model = tmp_path / "mean_matte.pt"
     torch.jit.save(torch.jit.script(MeanMatte()), str(model))
     command = [sys.executable, "-m", "lightning_matting.cli", "matte", "-", f"--model={model}"]
     command += ["--checkpoint=none", f"--background={plate(tmp_path)}", f"--output={tmp_path / 'out'}"]
-    command += ["--outputs=pha", "--devices=1"]
-    stream = io.BytesIO()
-    send_pattern(stream, 20, "nut")
-    process = subprocess.run(command, input=stream.getvalue(), capture_output=True, cwd=ROOT, timeout=90)
-    stderr = process.stderr
-    assert process.returncode == 0, stderr.decode()[-3000:]
+    command += ["--outputs=pha", "--devices=1", "--batch-size=2", "--stream=pha=-"]
+    with (tmp_path / "stderr.txt").open("wb") as stderr:  # a file: a full stderr pipe would stall the command
+        process = subprocess.Popen(  # bufsize=0: each frame reaches the pipe as it is written
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, bufsize=0
+        )
+    received: list[int] = []
+
+    def receive() -> None:
+        with av.open(process.stdout, "r", format="mpegts", options={"analyzeduration": "300000"}) as stream:
+            received.extend(
+                int(np.rint(f.to_ndarray(format="gray").mean() / STEP)) for f in stream.decode(video=0)
+            )
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    try:
+        send_pattern(process.stdin, 20, "nut")  # frame by frame, the pipe left open
+        deadline = time.monotonic() + 30
+        while len(received) < 5 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert len(received) >= 5  # matted and streamed before the input ends: the probe waits for 1 s of it
+        process.stdin.close()
+        process.wait(60)
+    finally:
+        process.kill()
+    receiver.join(10)
+    assert process.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     assert list(levels(tmp_path / "out" / "live" / "pha.mp4")) == list(range(20))  # a pipe loses nothing
+    assert received == sorted(set(received)) and set(received) <= set(range(20))  # in order (some dropped
+    # when the first second's frames come at once: the stream keeps the latest)

@@ -1,7 +1,8 @@
-"""Lightning callbacks: VideoWriterCallback writes predictions as video files; TrainingStages runs a training
-schedule in stages."""
+"""Lightning callbacks: VideoWriterCallback writes predictions as video files; LiveStreamCallback streams them
+live; TrainingStages runs a training schedule in stages."""
 
+from .live_stream import LiveStreamCallback
 from .training_stages import Stage, TrainingStages
 from .video_writer import VideoWriterCallback
 
-__all__ = ["Stage", "TrainingStages", "VideoWriterCallback"]
+__all__ = ["LiveStreamCallback", "Stage", "TrainingStages", "VideoWriterCallback"]

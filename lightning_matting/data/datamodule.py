@@ -28,7 +28,7 @@ from lightning_matting.data.datasets import (
     parse_colour,
     unique_names,
 )
-from lightning_matting.data.live import LIVE_NAME, LiveFrames
+from lightning_matting.data.live import CAPTURED_PLATE, LIVE_NAME, LiveFrames
 from lightning_matting.data.matting_sets import (
     EvaluationClips,
     ImageMattingDataset,
@@ -88,8 +88,8 @@ class VideoMattingDataModule(LightningDataModule):
     Args:
         sources: Video files or image folders to predict; or one live source alone: a URL (udp://, tcp://,
             rtsp://, rtmp://, srt://, http(s)://), '-' (standard input) or /dev/videoN, matted as its frames
-            come (`lightning_matting.data.live`; its background a still image; no align, target or synthetic
-            clips beside it).
+            come (`lightning_matting.data.live`; its background a still image, or "capture:N": the median of
+            its first N frames, which are not matted; no align, target or synthetic clips beside it).
         backgrounds: One plate per source (an image, a video, an image folder, or null), or None.
         target: The composite's background for every source: '#RRGGBB', (r, g, b) in [0, 1], or an image
             or video path (looped when shorter, cut when longer).
@@ -179,6 +179,12 @@ class VideoMattingDataModule(LightningDataModule):
                 f"clips; got sources {self.sources}, align {self.align}, target {self.target!r}, "
                 f"synthetic.clips {clips}"
             )
+        for source, background in zip(self.sources, self.backgrounds, strict=True):
+            if background is not None and CAPTURED_PLATE.fullmatch(background) and source not in live:
+                raise ValueError(
+                    f"backgrounds: {background!r} takes the plate from a live source's first frames; {source!r} "
+                    "is a file: give its plate as an image, a video or an image folder"
+                )
         return bool(live)
 
     @property

@@ -9,6 +9,7 @@ waits for the model).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import warnings
@@ -31,7 +32,9 @@ from lightning_matting.metadata import VideoInfo
 from lightning_matting.validators import check_int, check_number
 
 LIVE_NAME = "live"  # the output folder of a live source
+ANALYZE_SECONDS = 1.0  # of the stream's time read to find its streams' parameters before the first frame
 _BACKOFF_SECONDS = 0.5  # the first wait before reopening a dropped stream; doubled at each further attempt
+CAPTURED_PLATE = re.compile(r"capture:([1-9]\d*)")  # a live source's plate made of its first N frames
 _BUFFERED_BATCHES = 4  # realtime=False: batches of decoded frames the reader may hold before the stream waits
 _console = logging.getLogger("lightning.pytorch")
 
@@ -51,13 +54,16 @@ def open_live(source: str, timeout: float) -> Any:
 
     check_live_source(source)
     microseconds = str(int(timeout * 1e6))
-    # FFmpeg's own socket timeouts (µs) besides PyAV's interrupt, which a blocked UDP read does not reach
-    options = {"timeout": microseconds, "rw_timeout": microseconds, "analyzeduration": "1000000"}
+    # Opening probes the stream for ANALYZE_SECONDS of its time (FFmpeg's default, 5 s, holds a pipe fed frame
+    # by frame for 5 s of frames); FFmpeg's own socket timeouts (µs) besides PyAV's interrupt, which a
+    # blocked UDP read does not reach
+    probe = {"analyzeduration": str(int(ANALYZE_SECONDS * 1e6))}
+    options = probe | {"timeout": microseconds, "rw_timeout": microseconds}
     if source.startswith("udp://"):
         options["overrun_nonfatal"] = "1"  # a model behind drops packets instead of failing the stream
     try:
         if source == STDIN:
-            container = av.open("pipe:0", "r", timeout=timeout)
+            container = av.open("pipe:0", "r", options=probe, timeout=timeout)
         elif DEVICE.fullmatch(source):
             container = av.open(source, "r", format="v4l2", timeout=timeout)
         else:
@@ -82,6 +88,18 @@ class LiveFrame:
     captured: float
     pts: float
     number: int
+
+
+def live_frame_times(batch: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A live batch's capture times and stream times (`LiveFrames`), or None for a batch of another source.
+
+    Returns:
+        (capture_time, pts): float64 [B] each, seconds (the wall clock since the epoch; the stream's time,
+        NaN where it has none).
+    """
+    if isinstance(batch, MattingBatch) and batch.live is not None:
+        return batch.live.capture_time, batch.live.pts
+    return None
 
 
 class _FrameBuffer:
@@ -149,7 +167,9 @@ class LiveFrames(IterableDataset):
         timeout: Seconds to wait for the stream to open and for each read.
         reconnects: Times a failed stream is reopened before the batches end.
         name: The video's name (its output folder).
-        background: A still plate (an image file) for models that need one; stretched to the frames' size.
+        background: A still plate for models that need one: an image file, stretched to the frames' size; or
+            "capture:N", the per-pixel median of the stream's first N frames (taken before the subject enters;
+            those frames are not matted, so `frame` starts at N).
 
     Raises:
         ValueError: An unknown scheme, a stream that does not open, a background that is not an image file, or
@@ -170,12 +190,19 @@ class LiveFrames(IterableDataset):
         background: str | None = None,
     ) -> None:
         timeout = check_number("live_timeout", timeout, above=0)
-        if background is not None and Path(background).suffix.lower() not in IMAGE_EXTENSIONS:
+        capture = CAPTURED_PLATE.fullmatch(background or "")
+        if (
+            capture is None
+            and background is not None
+            and Path(background).suffix.lower() not in IMAGE_EXTENSIONS
+        ):
             raise ValueError(
                 f"backgrounds: a live source takes a still plate, an image file ({', '.join(sorted(IMAGE_EXTENSIONS))}"
-                f"), got {background!r}"
+                f") or capture:N (the median of the stream's first N frames, N >= 1), got {background!r}"
             )
-        plate = None if background is None else decode_image(background)
+        plate = None if background is None or capture else decode_image(background)
+        self.plate_frames = int(capture[1]) if capture else 0  # capture:N: the first N frames make the plate
+        self._frames_of_plate: list[torch.Tensor] = []
         check_int("reconnects", reconnects, minimum=0)
         self.source = source
         self.batch_size = batch_size
@@ -214,6 +241,13 @@ class LiveFrames(IterableDataset):
                 RuntimeWarning,
                 stacklevel=2,
             )
+        if self.plate_frames and self._plate is None:
+            warnings.warn(
+                f"live source {self.source!r} ended before the {self.plate_frames} frames of its plate "
+                f"(backgrounds: capture:{self.plate_frames}) came; nothing was matted",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         left_out = f", {self.dropped} left out to keep up (realtime)" if self.realtime else ""
         _console.info(f"live source {self.source}: {self.delivered} frames matted{left_out}")
 
@@ -232,6 +266,21 @@ class LiveFrames(IterableDataset):
             ),
         )
 
+    def _took_for_plate(self, planes: torch.Tensor) -> bool:
+        """Whether this frame goes to the plate (capture:N, until N frames came); the Nth makes it: the median
+        of each pixel, which a passing shadow or a few noisy frames do not shift as they shift a mean."""
+        if self.plate_frames == 0 or self._plate is not None:
+            return False
+        self._frames_of_plate.append(planes)
+        if len(self._frames_of_plate) == self.plate_frames:
+            self._plate = torch.stack(self._frames_of_plate).median(dim=0).values
+            self._frames_of_plate = []
+            _console.info(
+                f"live source {self.source}: background plate taken as the median of its first "
+                f"{self.plate_frames} frames (not matted)"
+            )
+        return True
+
     def _read(self, buffer: _FrameBuffer) -> None:
         """The reader thread: decode into `buffer`, reopening a failed stream up to `reconnects` times."""
         import av
@@ -247,7 +296,9 @@ class LiveFrames(IterableDataset):
                         rgb = frame.to_ndarray(format="rgb24", width=self.info.width, height=self.info.height)
                         pts = float(frame.time) if frame.time is not None else float("nan")
                         planes = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-                        if not buffer.put(LiveFrame(planes, captured, pts, number)):
+                        if not self._took_for_plate(planes) and not buffer.put(
+                            LiveFrame(planes, captured, pts, number)
+                        ):
                             return
                         number, attempts = number + 1, 0  # a frame came: the stream is up
                     buffer.end()  # the stream ended
