@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 
@@ -221,10 +221,19 @@ class PredictWriting:
 
 
 def _show_in_progress_bar(trainer: L.Trainer, text: str) -> None:
-    """The video being written and the frames/s so far, beside Lightning's (tqdm) predict bar."""
+    """The video being written and the frames/s so far, in Lightning's predict bar: after a tqdm bar, in a
+    Rich bar's description (Lightning draws a Rich bar where `rich` is installed)."""
     bar = trainer.progress_bar_callback
-    if isinstance(bar, TQDMProgressBar) and bar.is_enabled and trainer.is_global_zero:
+    if not trainer.is_global_zero or bar is None or not bar.is_enabled:
+        return
+    if isinstance(bar, TQDMProgressBar):
         bar.predict_progress_bar.set_postfix_str(text, refresh=False)
+    elif (
+        isinstance(bar, RichProgressBar)
+        and bar.progress is not None
+        and bar.predict_progress_bar_id is not None
+    ):
+        bar.progress.update(bar.predict_progress_bar_id, description=f"{bar.predict_description} {text}")
 
 
 def _storage_failure(exception: BaseException | None) -> StorageError | None:
