@@ -159,14 +159,14 @@ class _HoistedOptionsWrapper(nn.Module):
     def __init__(self, model: MattingRefine) -> None:
         super().__init__()
         self.model = model
-        self.backbone_scale = model.refine.backbone_scale
+        self.backbone_scale = model.backbone_scale
         self.refine_mode = model.refiner.mode
         self.refine_sample_pixels = model.refiner.sample_pixels
         self.refine_threshold = model.refiner.threshold
         self.refine_prevent_oversampling = model.refiner.prevent_oversampling
 
     def forward(self, src: torch.Tensor, bgr: torch.Tensor):
-        self.model.refine.backbone_scale = self.backbone_scale
+        self.model.backbone_scale = self.backbone_scale
         self.model.refiner.mode = self.refine_mode
         self.model.refiner.sample_pixels = self.refine_sample_pixels
         self.model.refiner.threshold = self.refine_threshold
