@@ -32,7 +32,7 @@ from lightning_matting.outputs import (
 )
 from lightning_matting.protocols import MattingNetwork
 from lightning_matting.settings import RefineSettings, TrainingSettings, settings_from
-from lightning_matting.validators import check_choice
+from lightning_matting.validators import check_choice, check_int
 
 DEFAULT_OUTPUTS = ("pha", "fgr")
 DEFAULT_WARMUP_FRAMES = 64  # about 2 s at 30 fps; see bench/rvm_seams.py and the README
@@ -167,15 +167,14 @@ class MattingModule(L.LightningModule):
             checkpoint is not None or isinstance(model, nn.Module) or Path(self.variant).is_file()
         )
         self.adapter = make_adapter(self.net, downsample_ratio)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        if threads is not None:
+            check_int("threads", threads, minimum=1)
         inference = check_inference(inference, self.net, bool(compile))
         self.networks = InferenceNetworks(
             inference, bool(compile), check_precision(precision, inference, self.net)
         )
         self.threads = threads
-        if isinstance(warmup_frames, bool) or not isinstance(warmup_frames, int) or warmup_frames < 0:
-            raise ValueError(f"warmup_frames must be an int >= 0, got {warmup_frames!r}")
+        check_int("warmup_frames", warmup_frames, minimum=0)
         self.warmup_frames = warmup_frames
         self.target_color = _check_color(target_color)
         self.outputs = None if outputs is None else self._check_available(check_output_names(outputs))

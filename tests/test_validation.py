@@ -80,5 +80,5 @@ def test_a_second_fit_in_the_same_folder_writes_beside_the_first(tmp_path):
 
 
 def test_val_videos_must_be_a_count(tmp_path):
-    with pytest.raises(ValueError, match=r"val_videos must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"invalid val_videos \(-1\): expected an int >= 0"):
         VideoWriterCallback(tmp_path, val_videos=-1)

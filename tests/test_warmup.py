@@ -83,7 +83,7 @@ def test_warmup_frames_are_predicted_but_not_returned():
         module.predict_step(
             MattingBatch(src, ["v"] * 3, torch.tensor([7, 8, 9]), warmup=torch.tensor([0, 1, 0]).bool())
         )
-    with pytest.raises(ValueError, match=r"warmup_frames must be an int >= 0, got -3"):
+    with pytest.raises(ValueError, match=r"invalid warmup_frames \(-3\): expected an int >= 0"):
         MattingModule(reference_rvm(), warmup_frames=-3)
     assert MattingModule(reference_rvm(), warmup_frames=7).predict_warmup_frames == 7
     assert MattingModule("mattingbase-mobilenetv2", warmup_frames=7).predict_warmup_frames == 0  # no state

@@ -14,6 +14,7 @@ from lightning_matting.callbacks.settings import check_count, check_writable_nam
 from lightning_matting.callbacks.step_frames import step_runs
 from lightning_matting.data.live import live_frame_times
 from lightning_matting.protocols import LiveVideoSource, PredictVideoModule, PredictVideoSource
+from lightning_matting.validators import check_number
 from lightning_matting.writers.frames import to_hwc
 from lightning_matting.writers.live_sink import LiveSink, check_sink_url
 
@@ -62,9 +63,7 @@ class LiveStreamCallback(L.Callback):
             for name, url in streams.items()
         }
         self.queue_size = check_count("queue_size", queue_size, 1)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ValueError(f"LiveStreamCallback: timeout must be a number of seconds > 0, got {timeout!r}")
-        self.timeout = float(timeout)
+        self.timeout = check_number("timeout", timeout, above=0)
         self.sinks: dict[str, LiveSink] = {}  # the streams of the current (or last) predict run
         self._rate = _DEFAULT_RATE
         self._frames = 0  # frames sent per stream so far: the times of a source without its own

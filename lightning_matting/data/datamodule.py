@@ -50,7 +50,7 @@ from lightning_matting.data.synthetic import make_clip, save_clip
 from lightning_matting.live_sources import check_live_source, is_live_source
 from lightning_matting.metadata import VideoInfo, to_fraction
 from lightning_matting.protocols import PredictVideoModule
-from lightning_matting.validators import check_type
+from lightning_matting.validators import check_int, check_type
 
 _SPLITS = {"train": 0, "val": 1, "predict": 2}
 
@@ -68,12 +68,6 @@ def _check_high_res(high_res: HighResSettings, train: TrainingDataSettings) -> H
             "clips have one size, data.synthetic.size"
         )
     return high_res
-
-
-def _check_count(label: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class VideoMattingDataModule(LightningDataModule):
@@ -151,8 +145,8 @@ class VideoMattingDataModule(LightningDataModule):
         self.resize = check_resize(resize)
         self.align = align
         self.fps = to_fraction(fps)
-        self.batch_size = _check_count("batch_size", batch_size, 1)
-        self.num_workers = _check_count("num_workers", num_workers, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.num_workers = check_int("num_workers", num_workers, 0)
         self.live = check_type("data.live", live, LiveSettings)
         self.synthetic = check_type("data.synthetic", synthetic, SyntheticSettings)
         self.train = check_type("data.train", train, TrainingDataSettings)
@@ -417,7 +411,7 @@ class VideoMattingDataModule(LightningDataModule):
         )
         self.high_res = _check_high_res(high_res, self.train)
         if batch_size is not None:
-            self.batch_size = _check_count("batch_size", batch_size, 1)
+            self.batch_size = check_int("batch_size", batch_size, 1)
         self.train_dataset = None  # built again, with these settings, by the next train_dataloader
 
     def _make_train_datasets(self) -> None:
