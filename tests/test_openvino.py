@@ -5,6 +5,7 @@ every refusal named."""
 from __future__ import annotations
 
 import copy
+import logging
 import sys
 
 import pytest
@@ -154,6 +155,19 @@ def test_openvino_int8_calibrates_on_the_first_call_and_stays_near_eager():
     assert error.mean() <= INT8_PHA_MEAN_TOLERANCE
     assert all(x.dtype == torch.float32 for x in int8)
     assert list(network._models._models) == [(1, 112, 192, 0.5)]  # calibrated once for the size
+
+
+def test_openvino_int8_quietens_nncf_without_touching_other_handlers():
+    """Another program's handler on the "nncf" logger (pytest's log capture is one) keeps its level."""
+    nncf_logger, handler = logging.getLogger("nncf"), logging.Handler()
+    level = nncf_logger.level
+    nncf_logger.addHandler(handler)
+    try:
+        OpenVinoRVM(reference_model("mobilenetv3"), "int8")
+        assert (handler.level, nncf_logger.level) == (logging.NOTSET, logging.ERROR)
+    finally:
+        nncf_logger.removeHandler(handler)
+        nncf_logger.setLevel(level)
 
 
 def test_openvino_int8_without_nncf_names_the_extra(monkeypatch):

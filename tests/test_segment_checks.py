@@ -140,14 +140,7 @@ def assert_same_as_an_uninterrupted_run(tmp_path: Path, out: Path, size=(64, 48)
     assert sorted(p.name for p in (out / "clip").iterdir()) == ["fgr.mkv", "pha.mkv"]
 
 
-def reported(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> list[str]:
-    """The lines Lightning's console logger gave during the test: as records, and as printed on stderr (after
-    other tests, its console handler may be the one that gets them)."""
-    printed = [line.removeprefix("INFO: ") for line in capsys.readouterr().err.splitlines()]
-    return caplog.messages + printed
-
-
-def test_damaged_segments_are_written_again_and_the_report_counts_the_file(tmp_path, caplog, capsys):
+def test_damaged_segments_are_written_again_and_the_report_counts_the_file(tmp_path, caplog):
     noise_clip(tmp_path / "clip.mkv", 0)  # 30 frames, 10 per segment
     with pytest.raises(RuntimeError, match="boom"):  # at frames 24-25: chunks 0-10, 10-20, 20-24 kept
         noise_predict(tmp_path, tmp_path / "out", model=MeanMatte(fail_at_call=13))
@@ -182,7 +175,7 @@ def test_damaged_segments_are_written_again_and_the_report_counts_the_file(tmp_p
     assert len(messages) == len(expected)
     for message, pattern in zip(messages, expected, strict=True):
         assert re.search(pattern, message), (pattern, message)
-    shown = reported(caplog, capsys)
+    shown = caplog.messages
     for output in OUTPUTS:  # every frame is predicted again: no frame is safely in both outputs
         line = f"{output}: {tmp_path / 'out' / 'clip' / f'{output}.mkv'} (30 frames)"
         assert line in shown, shown
@@ -219,9 +212,7 @@ def test_a_full_disk_loses_nothing_and_a_resume_elsewhere_completes_the_file(tmp
     assert_same_as_an_uninterrupted_run(tmp_path, tmp_path / "out", size=(160, 120))
 
 
-def test_ctrl_c_finalizes_prints_the_resume_hint_and_the_resume_reports_what_it_added(
-    tmp_path, caplog, capsys
-):
+def test_ctrl_c_finalizes_prints_the_resume_hint_and_the_resume_reports_what_it_added(tmp_path, caplog):
     process, source, background, out, progress = start_slow_predict(tmp_path, 1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -241,7 +232,7 @@ def test_ctrl_c_finalizes_prints_the_resume_hint_and_the_resume_reports_what_it_
         logger.removeHandler(caplog.handler)
     assert levels(read_video(out / "clip" / "pha.mkv")[0]) == [counter_level(i) for i in range(FRAMES)]
     line = f"pha: {out / 'clip' / 'pha.mkv'} ({FRAMES} frames; {FRAMES - kept} written by this run)"
-    shown = reported(caplog, capsys)
+    shown = caplog.messages
     assert line in shown, shown
 
 

@@ -49,7 +49,7 @@ def require_openvino() -> Any:
 
 
 def require_nncf() -> Any:
-    """The nncf module (NNCF, OpenVINO's quantizer), its log quietened to errors.
+    """The nncf module (NNCF, OpenVINO's quantizer), its logger ("nncf") quietened to errors.
 
     Raises:
         ImportError: nncf is not installed.
@@ -58,7 +58,7 @@ def require_nncf() -> Any:
         nncf = importlib.import_module("nncf")
     except ImportError as error:
         raise ImportError(f"OpenVINO int8 inference needs nncf ({INSTALL_HINT}): {error}") from error
-    nncf.set_log_level(logging.ERROR)
+    logging.getLogger("nncf").setLevel(logging.ERROR)  # not nncf.set_log_level: it sets every handler's level
     return nncf
 
 
