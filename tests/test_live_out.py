@@ -28,6 +28,7 @@ from lightning_matting.callbacks import LiveStreamCallback, VideoWriterCallback
 from lightning_matting.cli import main, run_cli
 from lightning_matting.data import LiveSettings, VideoMattingDataModule
 from lightning_matting.matte_command import parse_streams, predict_config
+from lightning_matting.presets import presets
 from lightning_matting.writers import LiveSink
 from tests.test_live import FPS, HEIGHT, STEP, WIDTH, MeanMatte, free_port, levels, plate, send_pattern
 
@@ -130,32 +131,18 @@ def test_matte_streams_pha_beside_the_files_and_stops_cleanly_when_the_sender_is
     )
 
 
-def test_a_predict_config_streams_from_a_tcp_listener_to_a_tcp_receiver(tmp_path):
+def test_the_live_preset_streams_from_a_tcp_listener_to_a_tcp_receiver(tmp_path):
+    """The packaged `--config live`, its addresses, model and outputs pointed at the test's."""
     source, target = free_port(), free_port()
     receiver = Receiver(f"tcp://127.0.0.1:{target}?listen=1", timeout=20)
-    config = {
-        "trainer": {
-            "accelerator": "cpu",
-            "devices": 1,
-            "callbacks": [
-                {
-                    "class_path": "lightning_matting.callbacks.VideoWriterCallback",
-                    "init_args": {"output_dir": str(tmp_path / "out"), "outputs": ["pha"]},
-                },
-                {
-                    "class_path": "lightning_matting.callbacks.LiveStreamCallback",
-                    "init_args": {"streams": {"pha": f"tcp://127.0.0.1:{target}"}, "queue_size": 64},
-                },
-            ],
-        },
-        "model": {"model": scripted_model(tmp_path), "checkpoint": None},
-        "data": {
-            "sources": [f"tcp://127.0.0.1:{source}?listen=1"],
-            "backgrounds": [plate(tmp_path)],
-            "batch_size": 2,
-            "live": {"timeout": 20},
-        },
-    }
+    config = yaml.safe_load(presets()["live"].read_text())
+    files, stream = config["trainer"]["callbacks"]
+    files["init_args"] |= {"output_dir": str(tmp_path / "out"), "outputs": ["pha"]}
+    stream["init_args"] |= {"streams": {"pha": f"tcp://127.0.0.1:{target}"}, "queue_size": 64}
+    config["trainer"]["accelerator"] = "cpu"
+    config["model"] = {"model": scripted_model(tmp_path), "checkpoint": None}
+    config["data"] |= {"sources": [f"tcp://127.0.0.1:{source}?listen=1"], "backgrounds": [plate(tmp_path)]}
+    config["data"] |= {"batch_size": 2, "live": {"realtime": False, "timeout": 20}}  # every frame
     (tmp_path / "live.yaml").write_text(yaml.safe_dump(config))
 
     def connect_and_send() -> None:  # the sender connects once predict listens

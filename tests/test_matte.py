@@ -147,7 +147,8 @@ def test_one_plate_serves_every_input():
 
 def test_presets_resolve_by_name_and_ship_in_the_package():
     names = presets()
-    assert {"demo", "rvm", "bgmv2", "alpha", "image_sequence", "fit_synthetic", "finetune_rvm"} <= set(names)
+    expected = {"demo", "rvm", "bgmv2", "alpha", "image_sequence", "live", "fit_synthetic", "finetune_rvm"}
+    assert expected <= set(names)
     assert resolve_config("rvm") == str(names["rvm"]) and names["rvm"].name == "predict_rvm.yaml"
     assert resolve_config("configs/predict_rvm.yaml") in ("configs/predict_rvm.yaml", str(names["rvm"]))
     assert resolve_config("elsewhere/x.yaml") == "elsewhere/x.yaml"
