@@ -392,10 +392,14 @@ def test_hevc_mp4_of_one_or_two_frames_is_written_every_time(tmp_path):
     # x265 leaves the decoding time of a stream of under 3 frames unset (garbage that differs run to run and
     # that the MP4 muxer often refuses); freeing the previous encoder first made this fail within 40 runs
     lengths = [1 + run % 2 for run in range(40)]
-    for run, frames in enumerate(lengths):
-        with AVWriter(tmp_path / f"{run}.mp4", 30, 64, 64, codec="hevc") as writer:
-            writer.add_batch(torch.rand(frames, 3, 64, 64, generator=torch.Generator().manual_seed(run)))
-        gc.collect()
+    gc.freeze()  # each collection below then scans only what the runs made, not the whole test session
+    try:
+        for run, frames in enumerate(lengths):
+            with AVWriter(tmp_path / f"{run}.mp4", 30, 64, 64, codec="hevc") as writer:
+                writer.add_batch(torch.rand(frames, 3, 64, 64, generator=torch.Generator().manual_seed(run)))
+            gc.collect()
+    finally:
+        gc.unfreeze()
     for run, frames in enumerate(lengths):
         with av.open(str(tmp_path / f"{run}.mp4")) as container:
             packets = [packet for packet in container.demux(video=0) if packet.size]
