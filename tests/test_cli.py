@@ -90,14 +90,21 @@ BAD_INPUTS = {
 }
 
 
-def run_main(args: list[str], capsys) -> tuple[int, list[str]]:
-    """`lightning-matting *args` in this process: (exit status, stderr's lines)."""
+def cli_output(args: list[str], capsys) -> tuple[int, str, str]:
+    """`lightning-matting *args` in this process: (exit status, stdout, stderr)."""
     try:
         main(args)
         status = 0
     except SystemExit as exit_info:
         status = exit_info.code
-    return status, capsys.readouterr().err.splitlines()
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_main(args: list[str], capsys) -> tuple[int, list[str]]:
+    """`lightning-matting *args` in this process: (exit status, stderr's lines)."""
+    status, _, stderr = cli_output(args, capsys)
+    return status, stderr.splitlines()
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

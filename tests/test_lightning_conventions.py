@@ -9,14 +9,13 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from test_cli import cli_output
 from test_predict import ROOT, MeanMatte, plate, run_cli, write_counter_clip
 
 import lightning_matting
 from lightning_matting.callbacks import VideoWriterCallback
-from lightning_matting.cli import main as cli_main
 from lightning_matting.data import VideoMattingDataModule
 from lightning_matting.data.settings import SyntheticSettings, TrainingDataSettings
 from lightning_matting.module import MattingModule
@@ -98,16 +97,8 @@ def test_no_transfer_hook_warning_from_a_script(tmp_path):
         )
 
 
-def cli_output(capsys: pytest.CaptureFixture, *arguments: str) -> tuple[int, str, str]:
-    """`lightning-matting *arguments` in this process, which exits: (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as stop:
-        cli_main(list(arguments))
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
-
-
 def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_lines(capsys):
-    status, help_text, _ = cli_output(capsys, "predict", "--help")
+    status, help_text, _ = cli_output(["predict", "--help"], capsys)
     assert status == 0
     assert "Literal['mattingbase-resnet50'" in help_text and "'rvm-mobilenetv3'" in help_text
     model_help = help_text[
@@ -115,9 +106,9 @@ def test_cli_help_lists_the_variants_and_codecs_and_bad_choices_fail_in_a_few_li
     ]
     assert "known subclasses" not in model_help  # the network is a protocol, not every nn.Module
     assert '"full" (every pixel), "sampling"' in help_text  # descriptions from Args: (of RefineSettings)
-    callback_help = cli_output(capsys, "predict", "--trainer.callbacks.help", "VideoWriterCallback")[1]
+    callback_help = cli_output(["predict", "--trainer.callbacks.help", "VideoWriterCallback"], capsys)[1]
     assert "'prores4444'" in callback_help and "{outputs,compare}" in callback_help
-    status, _, error = cli_output(capsys, "predict", "--model.refine.mode=fast")
+    status, _, error = cli_output(["predict", "--model.refine.mode=fast"], capsys)
     assert status == 2
     assert error.splitlines()[0] == (
         "error: model.refine.mode: Expected a typing.Literal['full', 'sampling', 'thresholding']. Got value: fast"
